@@ -1,0 +1,64 @@
+/*
+ * The agent's configuration: parsed from YAML (libyaml), validated whole,
+ * and handed around as one struct. A bad file is refused with
+ * "FILE:LINE: reason" and leaves any running configuration untouched.
+ */
+#ifndef DBWARD_AGENT_CONFIG_H
+#define DBWARD_AGENT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/log.h"
+#include "common/netaddr.h"
+
+#define CONFIG_ERR_LEN 512
+#define CONFIG_MAX_TARGETS 256
+
+enum config_fail_mode {
+	CONFIG_FAIL_CLOSED,
+	CONFIG_FAIL_OPEN,
+};
+
+/* One intercepted destination: a port, optionally within a CIDR. */
+struct config_target {
+	uint16_t port;
+	bool has_cidr;		/* false: any address, IPv4 and IPv6 */
+	struct netcidr cidr;
+};
+
+struct agent_config {
+	struct netaddr listen;		/* where intercepted connections land */
+	bool has_listen6;
+	struct netaddr listen6;		/* for native IPv6 destinations */
+	bool has_listen_pods;
+	struct netaddr listen_pods;	/* reachable from pods' own netns */
+
+	enum config_fail_mode fail;
+	uint32_t heartbeat_timeout_ms;	/* fail mode applies past this */
+
+	char *cgroup;			/* cgroup v2 dir the programs attach to */
+	char *pin_dir;			/* bpffs dir for links that outlive us */
+	uint32_t upstream_mark;		/* SO_MARK on upstream sockets */
+	struct config_target *targets;
+	size_t n_targets;
+
+	char *audit_file;		/* JSON lines; NULL: no local sink */
+
+	unsigned workers;		/* event loops; 0: one per CPU */
+	uint32_t max_connections;
+	enum log_level log_level;
+};
+
+/* Fills @cfg from the YAML file at @path. On error returns -1 and writes
+ * "PATH:LINE: reason" into @err; @cfg is then left empty. */
+int config_load_file(const char *path, struct agent_config *cfg, char *err, size_t errlen);
+
+/* The same for YAML held in memory; @name stands for the file in errors. */
+int config_load_string(const char *name, const char *yaml, size_t len,
+		       struct agent_config *cfg, char *err, size_t errlen);
+
+void config_free(struct agent_config *cfg);
+
+#endif

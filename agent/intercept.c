@@ -1,0 +1,366 @@
+#include "intercept.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+
+#include "intercept.skel.h"
+#include "common/clock.h"
+#include "common/log.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+/* One hook: its program, where it attaches and the name it is pinned as. */
+struct hook {
+	const char *pin_name;
+	enum bpf_attach_type attach_type;
+	struct bpf_program *(*program)(struct intercept_bpf *skel);
+	struct bpf_link *link;
+};
+
+struct intercept {
+	struct intercept_bpf *skel;
+	int cgroup_fd;
+	uint64_t cgroup_id;
+	char pin_dir[PATH_MAX];
+	struct hook hooks[5];
+};
+
+static struct bpf_program *prog_getpeername4(struct intercept_bpf *s) { return s->progs.dbward_getpeername4; }
+static struct bpf_program *prog_getpeername6(struct intercept_bpf *s) { return s->progs.dbward_getpeername6; }
+static struct bpf_program *prog_sockops(struct intercept_bpf *s) { return s->progs.dbward_sockops; }
+static struct bpf_program *prog_connect6(struct intercept_bpf *s) { return s->progs.dbward_connect6; }
+static struct bpf_program *prog_connect4(struct intercept_bpf *s) { return s->progs.dbward_connect4; }
+
+/*
+ * Attach order: the hooks that read a connection's record go first and the
+ * ones that create it last, so a takeover never redirects a connection
+ * that the rest of the new set cannot see.
+ */
+static const struct hook hook_table[5] = {
+	{ "getpeername4", BPF_CGROUP_INET4_GETPEERNAME, prog_getpeername4, NULL },
+	{ "getpeername6", BPF_CGROUP_INET6_GETPEERNAME, prog_getpeername6, NULL },
+	{ "sockops", BPF_CGROUP_SOCK_OPS, prog_sockops, NULL },
+	{ "connect6", BPF_CGROUP_INET6_CONNECT, prog_connect6, NULL },
+	{ "connect4", BPF_CGROUP_INET4_CONNECT, prog_connect4, NULL },
+};
+
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	char line[1024];
+	size_t n;
+
+	if (level == LIBBPF_DEBUG && log_threshold < LOG_LEVEL_DEBUG)
+		return 0;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	if (n > 0 && line[n - 1] == '\n')
+		line[n - 1] = '\0';
+	if (level == LIBBPF_WARN)
+		log_warn("libbpf: %s", line);
+	else
+		log_debug("libbpf: %s", line);
+	return 0;
+}
+
+static int host_netns_cookie(uint64_t *cookie)
+{
+	socklen_t len = sizeof(*cookie);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+static int open_cgroup(const char *path, struct intercept *ic)
+{
+	struct statfs fs;
+	struct stat st;
+
+	ic->cgroup_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ic->cgroup_fd < 0) {
+		log_error("intercept.cgroup %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (fstatfs(ic->cgroup_fd, &fs) < 0 || fs.f_type != CGROUP2_SUPER_MAGIC) {
+		log_error("intercept.cgroup %s is not a cgroup v2 directory", path);
+		return -EINVAL;
+	}
+	if (fstat(ic->cgroup_fd, &st) < 0)
+		return -errno;
+	ic->cgroup_id = st.st_ino;	/* a cgroup v2 dir's inode is its id */
+	return 0;
+}
+
+/* mkdir -p @dir, whose deepest existing ancestor must be on a bpffs. */
+static int prepare_pin_dir(const char *dir)
+{
+	char path[PATH_MAX];
+	struct statfs fs;
+	size_t len = strlen(dir);
+
+	if (len >= sizeof(path))
+		return -ENAMETOOLONG;
+	memcpy(path, dir, len + 1);
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) < 0 && errno != EEXIST)
+			goto not_bpffs;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		goto not_bpffs;
+	if (statfs(path, &fs) < 0 || fs.f_type != BPF_FS_MAGIC)
+		goto not_bpffs;
+	return 0;
+
+not_bpffs:
+	log_error("intercept.pin_dir %s is not on a bpf filesystem "
+		  "(mount one: mount -t bpf bpf /sys/fs/bpf)", dir);
+	return -ENOTDIR;
+}
+
+static void fill_settings(struct intercept_settings *s, const struct agent_config *cfg,
+			  uint64_t netns_cookie)
+{
+	memset(s, 0, sizeof(*s));
+	memcpy(s->listen_addr, cfg->listen.ip, 16);
+	s->listen_port = htons(cfg->listen.port);
+	if (cfg->has_listen6) {
+		memcpy(s->listen6_addr, cfg->listen6.ip, 16);
+		s->listen6_port = htons(cfg->listen6.port);
+		s->has_listen6 = 1;
+	}
+	if (cfg->has_listen_pods) {
+		memcpy(s->pods_addr, cfg->listen_pods.ip, 16);
+		s->pods_port = htons(cfg->listen_pods.port);
+		s->has_pods = 1;
+	}
+	s->fail_mode = cfg->fail == CONFIG_FAIL_OPEN ? INTERCEPT_FAIL_OPEN : INTERCEPT_FAIL_CLOSED;
+	s->upstream_mark = cfg->upstream_mark;
+	s->host_netns_cookie = netns_cookie;
+	s->heartbeat_timeout_ns = (uint64_t)cfg->heartbeat_timeout_ms * 1000000ull;
+}
+
+static int fill_targets(struct intercept *ic, const struct agent_config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_targets; i++) {
+		const struct config_target *t = &cfg->targets[i];
+		struct intercept_target_key key = {
+			.prefixlen = INTERCEPT_TARGET_KEY_PREFIX_BITS,
+			.port = htons(t->port),
+		};
+		struct intercept_target_value value = { .target_index = (uint32_t)i };
+
+		if (t->has_cidr) {
+			key.prefixlen += t->cidr.prefixlen;
+			memcpy(key.addr, t->cidr.ip, 16);
+		}
+		if (bpf_map__update_elem(ic->skel->maps.targets, &key, sizeof(key),
+					 &value, sizeof(value), BPF_ANY) < 0) {
+			log_error("intercept: adding target %zu: %s", i, strerror(errno));
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+/* A pinned link we may take over: a cgroup link of the right kind on our cgroup. */
+static bool link_is_ours(struct bpf_link *link, const struct intercept *ic,
+			 enum bpf_attach_type type)
+{
+	struct bpf_link_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(bpf_link__fd(link), &info, &len) < 0)
+		return false;
+	return info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == ic->cgroup_id &&
+	       info.cgroup.attach_type == type;
+}
+
+/*
+ * Attaches one hook. A link pinned by an earlier agent on the same cgroup
+ * is updated in place to the new program (atomic: no moment without a
+ * program); one pinned for another cgroup is replaced.
+ */
+static int attach_hook(struct intercept *ic, struct hook *h)
+{
+	struct bpf_program *prog = h->program(ic->skel);
+	char path[PATH_MAX];
+	struct bpf_link *link;
+	int err;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", ic->pin_dir, h->pin_name) >= sizeof(path))
+		return -ENAMETOOLONG;
+	link = bpf_link__open(path);
+	if (link) {
+		if (link_is_ours(link, ic, h->attach_type) &&
+		    bpf_link__update_program(link, prog) == 0) {
+			log_info("intercept: took over pinned %s", path);
+			h->link = link;
+			return 0;
+		}
+		log_warn("intercept: replacing stale pinned link %s", path);
+		bpf_link__unpin(link);
+		bpf_link__destroy(link);
+	}
+
+	link = bpf_program__attach_cgroup(prog, ic->cgroup_fd);
+	if (!link) {
+		err = -errno;
+		log_error("intercept: attaching %s: %s", h->pin_name, strerror(-err));
+		return err;
+	}
+	err = bpf_link__pin(link, path);
+	if (err) {
+		log_error("intercept: pinning %s: %s", path, strerror(-err));
+		bpf_link__destroy(link);
+		return err;
+	}
+	h->link = link;
+	return 0;
+}
+
+int intercept_start(const struct agent_config *cfg, struct intercept **out)
+{
+	struct intercept *ic = calloc(1, sizeof(*ic));
+	uint64_t netns_cookie;
+	int err;
+
+	if (!ic)
+		return -ENOMEM;
+	ic->cgroup_fd = -1;
+	memcpy(ic->hooks, hook_table, sizeof(hook_table));
+	libbpf_set_print(libbpf_log);
+	snprintf(ic->pin_dir, sizeof(ic->pin_dir), "%s", cfg->pin_dir);
+
+	err = open_cgroup(cfg->cgroup, ic);
+	if (err)
+		goto fail;
+	err = prepare_pin_dir(cfg->pin_dir);
+	if (err)
+		goto fail;
+	err = host_netns_cookie(&netns_cookie);
+	if (err) {
+		log_error("intercept: reading the network namespace cookie: %s "
+			  "(needs Linux 5.14 or later)", strerror(-err));
+		goto fail;
+	}
+
+	ic->skel = intercept_bpf__open();
+	if (!ic->skel) {
+		err = -errno;
+		log_error("intercept: opening the BPF object: %s", strerror(-err));
+		goto fail;
+	}
+	fill_settings(&ic->skel->bss->settings, cfg, netns_cookie);
+	ic->skel->bss->heartbeat_ns = clock_monotonic_ns();
+	err = intercept_bpf__load(ic->skel);
+	if (err) {
+		log_error("intercept: loading the BPF programs: %s", strerror(-err));
+		goto fail;
+	}
+	err = fill_targets(ic, cfg);
+	if (err)
+		goto fail;
+	intercept_heartbeat(ic);
+	for (size_t i = 0; i < sizeof(ic->hooks) / sizeof(ic->hooks[0]); i++) {
+		err = attach_hook(ic, &ic->hooks[i]);
+		if (err)
+			goto fail;
+	}
+	*out = ic;
+	return 0;
+
+fail:
+	/* Pinned links stay: a failed (re)start must not lift fail-closed. */
+	intercept_stop(ic, false);
+	return err;
+}
+
+void intercept_heartbeat(struct intercept *ic)
+{
+	__atomic_store_n(&ic->skel->bss->heartbeat_ns, clock_monotonic_ns(), __ATOMIC_RELEASE);
+}
+
+int intercept_take_origin(struct intercept *ic, const struct netaddr *peer,
+			  const struct netaddr *local, struct intercept_origin *out)
+{
+	struct intercept_tuple key;
+
+	memset(&key, 0, sizeof(key));
+	memcpy(key.peer_addr, peer->ip, 16);
+	memcpy(key.local_addr, local->ip, 16);
+	key.peer_port = htons(peer->port);
+	key.local_port = htons(local->port);
+	if (bpf_map_lookup_and_delete_elem(bpf_map__fd(ic->skel->maps.origin_by_tuple),
+					   &key, out) < 0)
+		return -errno;
+	return 0;
+}
+
+uint64_t intercept_counter(struct intercept *ic, enum intercept_counter which)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t total = 0;
+	uint32_t key = which;
+	uint64_t *values;
+
+	if (ncpu <= 0)
+		return 0;
+	values = calloc((size_t)ncpu, sizeof(*values));
+	if (!values)
+		return 0;
+	if (bpf_map_lookup_elem(bpf_map__fd(ic->skel->maps.counters), &key, values) == 0)
+		for (int i = 0; i < ncpu; i++)
+			total += values[i];
+	free(values);
+	return total;
+}
+
+void intercept_stop(struct intercept *ic, bool detach)
+{
+	if (!ic)
+		return;
+	/* Reverse order: stop creating records before stopping to read them. */
+	for (size_t i = sizeof(ic->hooks) / sizeof(ic->hooks[0]); i-- > 0;) {
+		struct hook *h = &ic->hooks[i];
+
+		if (!h->link)
+			continue;
+		if (detach)
+			bpf_link__unpin(h->link);
+		bpf_link__destroy(h->link);
+		h->link = NULL;
+	}
+	if (detach && ic->pin_dir[0])
+		rmdir(ic->pin_dir);
+	intercept_bpf__destroy(ic->skel);
+	if (ic->cgroup_fd >= 0)
+		close(ic->cgroup_fd);
+	free(ic);
+}

@@ -1,0 +1,117 @@
+#include "pg_startup.h"
+
+#include <string.h>
+
+static uint32_t read_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static enum pg_startup_kind invalid(struct pg_startup *out, const char *why)
+{
+	out->kind = PG_STARTUP_INVALID;
+	out->error = why;
+	return out->kind;
+}
+
+/*
+ * The parameters of a StartupMessage: pairs of NUL-terminated strings,
+ * then one more NUL. Anything else is malformed, as the server would say.
+ */
+static enum pg_startup_kind parse_parameters(const uint8_t *p, size_t n, struct pg_startup *out)
+{
+	size_t i = 0;
+
+	while (i < n && p[i] != '\0') {
+		const char *key = (const char *)p + i;
+		const uint8_t *key_end = memchr(p + i, '\0', n - i);
+		const uint8_t *val_end;
+		struct pg_str val;
+
+		if (!key_end)
+			return invalid(out, "invalid startup packet layout: unterminated parameter name");
+		i = (size_t)(key_end - p) + 1;
+		val_end = i < n ? memchr(p + i, '\0', n - i) : NULL;
+		if (!val_end)
+			return invalid(out, "invalid startup packet layout: unterminated parameter value");
+		val.ptr = (const char *)p + i;
+		val.len = (size_t)(val_end - (p + i));
+		i = (size_t)(val_end - p) + 1;
+
+		if (strcmp(key, "user") == 0)
+			out->user = val;
+		else if (strcmp(key, "database") == 0)
+			out->database = val;
+		else if (strcmp(key, "application_name") == 0)
+			out->application_name = val;
+	}
+	if (i + 1 != n)
+		return invalid(out, "invalid startup packet layout: expected terminator as last byte");
+	out->kind = PG_STARTUP_MESSAGE;
+	return out->kind;
+}
+
+enum pg_startup_kind pg_startup_parse(const uint8_t *buf, size_t len, struct pg_startup *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (len < 4)
+		return out->kind = PG_STARTUP_INCOMPLETE;
+	out->length = read_be32(buf);
+	if (out->length < PG_STARTUP_MIN_LEN || out->length > PG_STARTUP_MAX_LEN)
+		return invalid(out, "invalid length of startup packet");
+	if (len < out->length)
+		return out->kind = PG_STARTUP_INCOMPLETE;
+	out->code = read_be32(buf + 4);
+
+	switch (out->code) {
+	case PG_CODE_SSL:
+		if (out->length != 8)
+			return invalid(out, "invalid length of SSLRequest");
+		return out->kind = PG_STARTUP_SSL_REQUEST;
+	case PG_CODE_GSSENC:
+		if (out->length != 8)
+			return invalid(out, "invalid length of GSSENCRequest");
+		return out->kind = PG_STARTUP_GSSENC_REQUEST;
+	case PG_CODE_CANCEL:
+		if (out->length != 16)
+			return invalid(out, "invalid length of CancelRequest");
+		return out->kind = PG_STARTUP_CANCEL;
+	}
+	if (PG_PROTOCOL_MAJOR(out->code) != 3)
+		return invalid(out, "unsupported frontend protocol");
+	return parse_parameters(buf + 8, out->length - 8, out);
+}
+
+static size_t put_field(uint8_t *buf, size_t at, size_t cap, char type, const char *text)
+{
+	size_t n = strlen(text) + 1;
+
+	if (at == 0 || at + 1 + n > cap)
+		return 0;
+	buf[at] = (uint8_t)type;
+	memcpy(buf + at + 1, text, n);
+	return at + 1 + n;
+}
+
+size_t pg_error_response(uint8_t *buf, size_t cap, const char *sqlstate, const char *message)
+{
+	size_t at = 5;
+	uint32_t body;
+
+	if (cap < 6)
+		return 0;
+	at = put_field(buf, at, cap, 'S', "FATAL");
+	at = put_field(buf, at, cap, 'V', "FATAL");
+	at = put_field(buf, at, cap, 'C', sqlstate);
+	at = put_field(buf, at, cap, 'M', message);
+	if (at == 0 || at + 1 > cap)
+		return 0;
+	buf[at++] = '\0';
+	body = (uint32_t)(at - 1);
+	buf[0] = 'E';
+	buf[1] = (uint8_t)(body >> 24);
+	buf[2] = (uint8_t)(body >> 16);
+	buf[3] = (uint8_t)(body >> 8);
+	buf[4] = (uint8_t)body;
+	return at;
+}

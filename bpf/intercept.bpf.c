@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Steers a workload's database connections into the local dbward agent.
+ *
+ * connect4/connect6  a TCP connect() to a target (port, or CIDR + port) is
+ *                    rewritten to the agent's listen address; the original
+ *                    destination and the caller's identity are stored on
+ *                    the socket (sk_storage: freed with the socket).
+ * sockops            once the client side is established, that record is
+ *                    copied into origin_by_tuple under the 4-tuple the agent
+ *                    will see from accept(); dropped again at close.
+ * getpeername4/6     the workload still sees the server it asked for.
+ *
+ * With no live agent (heartbeat older than the timeout) a target connect
+ * is refused with EPERM (fail closed) or left alone (fail open).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "intercept.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define IPPROTO_TCP 6
+#define EPERM 1
+#define ENOENT 2
+
+#define SYS_PROCEED 1
+#define SYS_REJECT 0
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Written by the agent through the skeleton's mapping of .bss. */
+struct intercept_settings settings;
+__u64 heartbeat_ns;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct intercept_target_key);
+	__type(value, struct intercept_target_value);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__type(key, int);
+	__type(value, struct intercept_origin);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} origin_by_socket SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct intercept_tuple);
+	__type(value, struct intercept_origin);
+	__uint(max_entries, 65536);
+} origin_by_tuple SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, INTERCEPT_CNT_MAX);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *n = bpf_map_lookup_elem(&counters, &which);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline bool agent_alive(void)
+{
+	__u64 beat = heartbeat_ns;
+
+	if (!beat)
+		return false;
+	return (__s64)(bpf_ktime_get_ns() - beat) <= (__s64)settings.heartbeat_timeout_ns;
+}
+
+static __always_inline bool addr_is_v4mapped(const __u8 a[16])
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
+}
+
+static __always_inline void addr_from_ip4(__u8 out[16], __u32 ip4)
+{
+	__u32 *w = (__u32 *)out;
+
+	w[0] = 0;
+	w[1] = 0;
+	w[2] = bpf_htonl(0xffff);
+	w[3] = ip4;
+}
+
+static __always_inline void addr_from_ip6(__u8 out[16], const __u32 ip6[4])
+{
+	__u32 *w = (__u32 *)out;
+
+	w[0] = ip6[0];
+	w[1] = ip6[1];
+	w[2] = ip6[2];
+	w[3] = ip6[3];
+}
+
+static __always_inline bool target_lookup(const __u8 dst[16], __be16 port, __u32 *index)
+{
+	struct intercept_target_key key = {
+		.prefixlen = INTERCEPT_TARGET_KEY_PREFIX_BITS + 128,
+		.port = port,
+	};
+	struct intercept_target_value *hit;
+
+	__builtin_memcpy(key.addr, dst, 16);
+	hit = bpf_map_lookup_elem(&targets, &key);
+	if (!hit)
+		return false;
+	*index = hit->target_index;
+	return true;
+}
+
+static __always_inline void record_identity(struct intercept_identity *who,
+					    struct bpf_sock_addr *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	who->tgid = pid_tgid >> 32;
+	who->pid = (__u32)pid_tgid;
+	who->uid = (__u32)uid_gid;
+	who->gid = uid_gid >> 32;
+	who->cgroup_id = bpf_get_current_cgroup_id();
+	who->netns_cookie = bpf_get_netns_cookie(ctx);
+	who->connect_ns = bpf_ktime_get_ns();
+	bpf_get_current_comm(who->comm, sizeof(who->comm));
+}
+
+/*
+ * Picks where a connection to @dst goes: the host's listen address, the
+ * IPv6 one for native IPv6, or the pods' address for a workload in another
+ * network namespace. Returns -ENOENT when no configured address fits.
+ */
+static __always_inline int redirect_target(struct bpf_sock_addr *ctx, const __u8 dst[16],
+					   const __u8 **addr, __be16 *port)
+{
+	bool v4 = addr_is_v4mapped(dst);
+
+	if (bpf_get_netns_cookie(ctx) != settings.host_netns_cookie) {
+		if (!settings.has_pods || v4 != addr_is_v4mapped(settings.pods_addr))
+			return -ENOENT;
+		*addr = settings.pods_addr;
+		*port = settings.pods_port;
+		return 0;
+	}
+	if (v4) {
+		*addr = settings.listen_addr;
+		*port = settings.listen_port;
+		return 0;
+	}
+	if (!settings.has_listen6)
+		return -ENOENT;
+	*addr = settings.listen6_addr;
+	*port = settings.listen6_port;
+	return 0;
+}
+
+/*
+ * The connect() decision. Returns 0 to let the connect proceed (@to is set
+ * when it must go to the agent instead) or -EPERM to refuse it.
+ */
+static __always_inline int intercept_connect(struct bpf_sock_addr *ctx, const __u8 dst[16],
+					     __be16 dst_port, __u16 family,
+					     const __u8 **to, __be16 *to_port)
+{
+	struct intercept_origin *origin;
+	struct bpf_sock *sk = ctx->sk;
+	__u32 index;
+
+	*to = NULL;
+	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP || !sk)
+		return 0;
+	if (settings.upstream_mark && sk->mark == settings.upstream_mark) {
+		count(INTERCEPT_CNT_SKIPPED_MARK);
+		return 0;
+	}
+	if (!target_lookup(dst, dst_port, &index))
+		return 0;
+
+	if (!agent_alive() || redirect_target(ctx, dst, to, to_port) < 0)
+		goto no_agent;
+
+	origin = bpf_sk_storage_get(&origin_by_socket, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!origin) {
+		count(INTERCEPT_CNT_NO_STORAGE);
+		goto no_agent;
+	}
+	__builtin_memcpy(origin->dst_addr, dst, 16);
+	origin->dst_port = dst_port;
+	origin->family = family;
+	origin->target_index = index;
+	record_identity(&origin->who, ctx);
+	count(INTERCEPT_CNT_REDIRECTED);
+	return 0;
+
+no_agent:
+	*to = NULL;
+	if (settings.fail_mode == INTERCEPT_FAIL_OPEN) {
+		count(INTERCEPT_CNT_BYPASSED_NO_AGENT);
+		return 0;
+	}
+	count(INTERCEPT_CNT_REFUSED_NO_AGENT);
+	return -EPERM;
+}
+
+SEC("cgroup/connect4")
+int dbward_connect4(struct bpf_sock_addr *ctx)
+{
+	const __u8 *to;
+	__be16 to_port;
+	__u8 dst[16];
+
+	addr_from_ip4(dst, ctx->user_ip4);
+	if (intercept_connect(ctx, dst, (__be16)ctx->user_port, AF_INET, &to, &to_port) < 0)
+		return SYS_REJECT;
+	if (to) {
+		ctx->user_ip4 = ((const __u32 *)to)[3];
+		ctx->user_port = to_port;
+	}
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/connect6")
+int dbward_connect6(struct bpf_sock_addr *ctx)
+{
+	const __u8 *to;
+	__be16 to_port;
+	__u32 ip6[4];
+	__u8 dst[16];
+
+	ip6[0] = ctx->user_ip6[0];
+	ip6[1] = ctx->user_ip6[1];
+	ip6[2] = ctx->user_ip6[2];
+	ip6[3] = ctx->user_ip6[3];
+	addr_from_ip6(dst, ip6);
+	if (intercept_connect(ctx, dst, (__be16)ctx->user_port, AF_INET6, &to, &to_port) < 0)
+		return SYS_REJECT;
+	if (to) {
+		const __u32 *w = (const __u32 *)to;
+
+		ctx->user_ip6[0] = w[0];
+		ctx->user_ip6[1] = w[1];
+		ctx->user_ip6[2] = w[2];
+		ctx->user_ip6[3] = w[3];
+		ctx->user_port = to_port;
+	}
+	return SYS_PROCEED;
+}
+
+static __always_inline void tuple_from_ops(struct intercept_tuple *t, struct bpf_sock_ops *skops)
+{
+	/* The agent's view: its peer is our local end, its local our remote. */
+	if (skops->family == AF_INET) {
+		addr_from_ip4(t->peer_addr, skops->local_ip4);
+		addr_from_ip4(t->local_addr, skops->remote_ip4);
+	} else {
+		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1],
+			       skops->local_ip6[2], skops->local_ip6[3] };
+		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1],
+			       skops->remote_ip6[2], skops->remote_ip6[3] };
+
+		addr_from_ip6(t->peer_addr, l);
+		addr_from_ip6(t->local_addr, r);
+	}
+	t->peer_port = bpf_htons((__u16)skops->local_port);	/* host order in ctx */
+	t->local_port = bpf_htons((__u16)bpf_ntohl(skops->remote_port));
+}
+
+static __always_inline void origin_publish(struct bpf_sock_ops *skops)
+{
+	struct intercept_tuple tuple = {};
+	struct intercept_origin *origin;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	origin = bpf_sk_storage_get(&origin_by_socket, sk, 0, 0);
+	if (!origin)
+		return;
+	tuple_from_ops(&tuple, skops);
+	if (bpf_map_update_elem(&origin_by_tuple, &tuple, origin, BPF_ANY) == 0)
+		count(INTERCEPT_CNT_TUPLE_SAVED);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline void origin_retract(struct bpf_sock_ops *skops)
+{
+	struct intercept_tuple tuple = {};
+	struct bpf_sock *sk = skops->sk;
+
+	if (skops->args[1] != BPF_TCP_CLOSE || !sk)
+		return;
+	if (!bpf_sk_storage_get(&origin_by_socket, sk, 0, 0))
+		return;
+	tuple_from_ops(&tuple, skops);
+	bpf_map_delete_elem(&origin_by_tuple, &tuple);
+}
+
+SEC("sockops")
+int dbward_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		origin_publish(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		origin_retract(skops);
+		break;
+	}
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/getpeername4")
+int dbward_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct intercept_origin *origin;
+
+	if (!ctx->sk)
+		return SYS_PROCEED;
+	origin = bpf_sk_storage_get(&origin_by_socket, ctx->sk, 0, 0);
+	if (origin && addr_is_v4mapped(origin->dst_addr)) {
+		ctx->user_ip4 = ((const __u32 *)origin->dst_addr)[3];
+		ctx->user_port = origin->dst_port;
+	}
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/getpeername6")
+int dbward_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct intercept_origin *origin;
+	const __u32 *w;
+
+	if (!ctx->sk)
+		return SYS_PROCEED;
+	origin = bpf_sk_storage_get(&origin_by_socket, ctx->sk, 0, 0);
+	if (!origin)
+		return SYS_PROCEED;
+	w = (const __u32 *)origin->dst_addr;
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
+	ctx->user_port = origin->dst_port;
+	return SYS_PROCEED;
+}

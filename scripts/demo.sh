@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# make demo: dbward end to end on this machine, then everything removed.
+#   1. a throwaway PostgreSQL on a free port (loopback only)
+#   2. dbward-agent attached to a demo cgroup (never the root cgroup)
+#   3. psql, as user nobody, inside that cgroup, connecting to the real
+#      server address: intercepted, forwarded, attributed
+#   4. the same psql outside the cgroup: untouched
+#   5. the audit trail
+#   6. kill -9 of the agent: fail closed; a new agent takes over
+set -euo pipefail
+
+AGENT=${1:?usage: demo.sh PATH-TO-dbward-agent}
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+PY=/usr/bin/python3
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "demo: needs root (BPF programs, a cgroup, a bpffs mount): sudo make demo" >&2
+	exit 1
+fi
+[ -x "$PGBIN/initdb" ] || { echo "demo: PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
+
+CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+[ -n "$CG2" ] || { echo "demo: no cgroup v2 mount found" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/dbward-demo.XXXXXX)
+chmod 755 "$WORK"
+CGROUP="$CG2/dbward-demo-$$"
+BPFFS="$WORK/bpffs"
+AGENT_PID=
+PG_STARTED=
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+as_postgres() { runuser -u postgres -- "$@"; }
+
+cleanup() {
+	set +e
+	[ -n "$AGENT_PID" ] && kill -TERM "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
+	[ -n "$PG_STARTED" ] && as_postgres "$PGBIN/pg_ctl" -D "$WORK/pgdata" -m immediate stop >/dev/null 2>&1
+	if [ -d "$CGROUP" ]; then
+		for pid in $(cat "$CGROUP/cgroup.procs" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+		rmdir "$CGROUP" 2>/dev/null
+	fi
+	mountpoint -q "$BPFFS" && umount "$BPFFS"
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Runs a command inside the demo cgroup as user nobody.
+in_cgroup() {
+	sh -c 'echo $$ > "$0/cgroup.procs" && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"' \
+		"$CGROUP" "$@"
+}
+
+start_agent() {
+	"$AGENT" --config "$WORK/agent.yaml" 2>>"$WORK/agent.log" &
+	AGENT_PID=$!
+	for _ in $(seq 100); do
+		grep -q ' ready' "$WORK/agent.log" && return 0
+		kill -0 "$AGENT_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "demo: the agent did not start:" >&2
+	cat "$WORK/agent.log" >&2
+	exit 1
+}
+
+show_events() {
+	"$PY" - "$WORK/audit.jsonl" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e["kind"] == "connection_open":
+        print(f'{e["ts"]}  open   {e["session_id"][:12]}…  pid {e["pid"]} {e["comm"]} '
+              f'uid {e["uid"]} ({e["user"]})  exe {e["exe"]}')
+        print(f'{"":29}cgroup {e["cgroup_path"]}  client {e["client"]} -> server {e["server"]}')
+        print(f'{"":29}db_user {e["db_user"]}  database {e["database"]}  '
+              f'application_name {e["application_name"]}')
+    else:
+        print(f'{e["ts"]}  close  {e["session_id"][:12]}…  {e["client_bytes"]} bytes from client, '
+              f'{e["server_bytes"]} from server, {e["duration_us"] / 1000:.1f} ms'
+              + (f'  error: {e["error"]}' if e.get("error") else ''))
+EOF
+}
+
+step "1. A throwaway PostgreSQL"
+PGPORT=$(free_port)
+AGENT_PORT=$(free_port)
+install -d -o postgres -g postgres "$WORK/pgdata" "$WORK/sock"
+as_postgres "$PGBIN/initdb" -D "$WORK/pgdata" -A trust -U postgres >/dev/null
+as_postgres "$PGBIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/pg.log" -w \
+	-o "-p $PGPORT -c listen_addresses=127.0.0.1 -k $WORK/sock" start >/dev/null
+PG_STARTED=1
+psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL'
+CREATE ROLE app LOGIN;
+CREATE DATABASE orders OWNER app;
+SQL
+psql -q -h 127.0.0.1 -p "$PGPORT" -U app -d orders -v ON_ERROR_STOP=1 <<'SQL'
+CREATE TABLE orders (id serial PRIMARY KEY, customer text, total numeric);
+INSERT INTO orders (customer, total) VALUES ('ada', 12.50), ('grace', 99.00), ('linus', 3.10);
+SQL
+echo "PostgreSQL 127.0.0.1:$PGPORT, database orders, role app"
+
+step "2. dbward-agent on the cgroup $CGROUP"
+mkdir "$CGROUP"
+mkdir "$BPFFS"
+mount -t bpf bpf "$BPFFS"
+cat >"$WORK/agent.yaml" <<EOF
+listen: 127.0.0.1:$AGENT_PORT
+fail: closed
+heartbeat_timeout_ms: 1000
+intercept:
+  cgroup: $CGROUP
+  pin_dir: $BPFFS/dbward
+  targets:
+    - port: $PGPORT
+audit:
+  file: $WORK/audit.jsonl
+EOF
+cat "$WORK/agent.yaml"
+start_agent
+grep ' ready' "$WORK/agent.log"
+
+step "3. psql as nobody inside the cgroup, to the server's real address 127.0.0.1:$PGPORT"
+in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders application_name=demo-report" \
+	-c 'SELECT customer, total FROM orders ORDER BY id' \
+	-c 'SELECT inet_server_port() AS server_port_seen_by_postgres'
+
+step "4. The same psql outside the cgroup: not intercepted"
+psql -h 127.0.0.1 -p "$PGPORT" -U app -d orders -Atc "SELECT 'direct: ' || count(*) || ' orders'"
+
+step "5. The audit trail ($WORK/audit.jsonl)"
+sleep 0.3
+show_events
+
+step "6. kill -9 the agent: intercepted connections now fail closed"
+kill -KILL "$AGENT_PID"
+wait "$AGENT_PID" 2>/dev/null || true
+AGENT_PID=
+sleep 1.2
+if in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders connect_timeout=5" -c 'SELECT 1' 2>"$WORK/err"; then
+	echo "demo: the connection was NOT refused" >&2
+	exit 1
+fi
+sed 's/^/  psql: /' "$WORK/err"
+echo "A new agent takes over the pinned programs:"
+start_agent
+in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders" -Atc "SELECT 'back: ' || count(*) || ' orders'"
+
+step "Done: everything is removed on exit"
