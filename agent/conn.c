@@ -492,6 +492,7 @@ static void attribute(struct conn *c, const struct netaddr *peer, const struct n
 	who->gid = origin.who.gid;
 	who->cgroup_id = origin.who.cgroup_id;
 	who->netns_cookie = origin.who.netns_cookie;
+	who->start_boottime_ns = origin.who.start_boottime_ns;
 	memcpy(who->comm, origin.who.comm, sizeof(who->comm));
 	who->comm[sizeof(who->comm) - 1] = '\0';
 	identity_enrich(who, "/proc");

@@ -622,6 +622,44 @@ static char *cgroup_path_of(const struct identity *id, int pid_dir)
 	return proc_path;
 }
 
+/*
+ * Whether /proc/PID (open as @pid_dir) is the process that connected: its
+ * starttime (field 22 of stat, clock ticks since boot) matches the start
+ * time the kernel recorded at connect. Unknown start times match.
+ */
+static bool same_process(int pid_dir, uint64_t start_boottime_ns)
+{
+	char stat[1024];
+	unsigned long long ticks;
+	long hz = sysconf(_SC_CLK_TCK);
+	const char *p;
+	ssize_t n;
+	int fd;
+
+	if (!start_boottime_ns || hz <= 0)
+		return true;
+	fd = openat(pid_dir, "stat", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, stat, sizeof(stat) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	stat[n] = '\0';
+	/* comm may hold spaces and parentheses: fields restart after the last ')'. */
+	p = strrchr(stat, ')');
+	if (!p)
+		return false;
+	for (int field = 3; field <= 22; field++) {	/* to the space before field 22 */
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return false;
+	}
+	if (sscanf(p + 1, "%llu", &ticks) != 1)
+		return false;
+	return ticks == start_boottime_ns / (1000000000ull / (unsigned long long)hz);
+}
+
 void identity_enrich(struct identity *id, const char *proc_root)
 {
 	char dir[PATH_MAX];
@@ -634,6 +672,10 @@ void identity_enrich(struct identity *id, const char *proc_root)
 	n = snprintf(dir, sizeof(dir), "%s/%" PRIu32, proc_root ? proc_root : "/proc", id->pid);
 	if (n > 0 && (size_t)n < sizeof(dir))
 		pid_dir = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (pid_dir >= 0 && !same_process(pid_dir, id->start_boottime_ns)) {
+		close(pid_dir);		/* the pid now names another process */
+		pid_dir = -1;
+	}
 
 	id->exe = pid_dir >= 0 ? exe_path(pid_dir) : NULL;
 	id->cgroup_path = cgroup_path_of(id, pid_dir);

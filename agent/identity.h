@@ -61,6 +61,7 @@ struct identity {
 	uint32_t gid;
 	uint64_t cgroup_id;
 	uint64_t netns_cookie;
+	uint64_t start_boottime_ns;	/* 0: unknown, /proc is trusted as is */
 	char comm[16];
 	/* Enriched; each NULL when it could not be learned. Owned. */
 	char *user;		/* passwd name of uid */

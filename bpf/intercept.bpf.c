@@ -17,6 +17,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "intercept.h"
 
 #define AF_INET 2
@@ -129,6 +130,7 @@ static __always_inline void record_identity(struct intercept_identity *who,
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
 	who->tgid = pid_tgid >> 32;
 	who->pid = (__u32)pid_tgid;
@@ -137,6 +139,9 @@ static __always_inline void record_identity(struct intercept_identity *who,
 	who->cgroup_id = bpf_get_current_cgroup_id();
 	who->netns_cookie = bpf_get_netns_cookie(ctx);
 	who->connect_ns = bpf_ktime_get_ns();
+	/* What /proc/PID/stat reports as starttime, in ns: the agent checks
+	 * it, so a pid reused before accept() cannot take the blame. */
+	who->start_boottime_ns = BPF_CORE_READ(task, group_leader, start_boottime);
 	bpf_get_current_comm(who->comm, sizeof(who->comm));
 }
 

@@ -44,6 +44,7 @@ struct intercept_identity {
 	__u64 cgroup_id;		/* cgroup v2 id of the calling task */
 	__u64 netns_cookie;		/* network namespace of the socket */
 	__u64 connect_ns;		/* bpf_ktime_get_ns() at connect */
+	__u64 start_boottime_ns;	/* process start: tells a reused pid apart */
 	char comm[INTERCEPT_COMM_LEN];
 };
 

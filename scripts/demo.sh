@@ -86,9 +86,9 @@ EOF
 step "1. A throwaway PostgreSQL"
 PGPORT=$(free_port)
 AGENT_PORT=$(free_port)
-install -d -o postgres -g postgres "$WORK/pgdata" "$WORK/sock"
+install -d -o postgres -g postgres "$WORK/pgdata" "$WORK/sock" "$WORK/pglog"
 as_postgres "$PGBIN/initdb" -D "$WORK/pgdata" -A trust -U postgres >/dev/null
-as_postgres "$PGBIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/pg.log" -w \
+as_postgres "$PGBIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/pglog/postgresql.log" -w \
 	-o "-p $PGPORT -c listen_addresses=127.0.0.1 -k $WORK/sock" start >/dev/null
 PG_STARTED=1
 psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -v ON_ERROR_STOP=1 <<'SQL'
@@ -127,7 +127,7 @@ in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders application_n
 	-c 'SELECT inet_server_port() AS server_port_seen_by_postgres'
 
 step "4. The same psql outside the cgroup: not intercepted"
-psql -h 127.0.0.1 -p "$PGPORT" -U app -d orders -Atc "SELECT 'direct: ' || count(*) || ' orders'"
+psql -h 127.0.0.1 -p "$PGPORT" -U app -d orders -Atc "SELECT 'direct: ' || count(*) || ' orders' FROM orders"
 
 step "5. The audit trail ($WORK/audit.jsonl)"
 sleep 0.3
@@ -145,6 +145,6 @@ fi
 sed 's/^/  psql: /' "$WORK/err"
 echo "A new agent takes over the pinned programs:"
 start_agent
-in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders" -Atc "SELECT 'back: ' || count(*) || ' orders'"
+in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders" -Atc "SELECT 'back: ' || count(*) || ' orders' FROM orders"
 
 step "Done: everything is removed on exit"

@@ -440,6 +440,46 @@ Test(identity_enrich, fake_proc_kubernetes_pod, .init = fake_proc_setup,
 	identity_release(&id);
 }
 
+/* A stat line whose comm holds ") (" and whose starttime (field 22) is @ticks. */
+static void fake_stat(uint32_t pid, unsigned long long ticks)
+{
+	char path[PATH_MAX], line[512];
+	int n = snprintf(line, sizeof(line),
+			 "%u (a) (b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 %llu 19 20\n",
+			 pid, ticks);
+
+	fmt_path(path, sizeof(path), "%s/%u/stat", fake_proc, pid);
+	write_file(path, line, (size_t)n);
+}
+
+Test(identity_enrich, process_with_the_recorded_start_time_is_trusted,
+     .init = fake_proc_setup, .fini = fake_proc_teardown)
+{
+	static const char cgroup[] = "0::/docker/" CID "\n";
+	unsigned long long hz = (unsigned long long)sysconf(_SC_CLK_TCK);
+	struct identity id = { .pid = 4343, .start_boottime_ns = 123456ull * (1000000000ull / hz) + 7 };
+
+	fake_pid(4343, cgroup, sizeof(cgroup) - 1, "/usr/bin/psql");
+	fake_stat(4343, 123456);
+	identity_enrich(&id, fake_proc);
+	cr_assert_str_eq(id.exe, "/usr/bin/psql");
+	identity_release(&id);
+}
+
+Test(identity_enrich, reused_pid_is_not_blamed, .init = fake_proc_setup,
+     .fini = fake_proc_teardown)
+{
+	static const char cgroup[] = "0::/docker/" CID "\n";
+	unsigned long long hz = (unsigned long long)sysconf(_SC_CLK_TCK);
+	struct identity id = { .pid = 4344, .start_boottime_ns = 5000ull * (1000000000ull / hz) };
+
+	fake_pid(4344, cgroup, sizeof(cgroup) - 1, "/usr/bin/innocent");
+	fake_stat(4344, 5001);	/* a later process got the pid */
+	identity_enrich(&id, fake_proc);
+	cr_assert_null(id.exe, "exe of the process that reused the pid: %s", id.exe);
+	identity_release(&id);
+}
+
 Test(identity_enrich, fake_proc_overlong_line_skipped_and_last_line_unterminated,
      .init = fake_proc_setup, .fini = fake_proc_teardown)
 {
