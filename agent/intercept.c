@@ -72,10 +72,11 @@ static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap
 	n = strlen(line);
 	if (n > 0 && line[n - 1] == '\n')
 		line[n - 1] = '\0';
+	/* libbpf's own lines already start with "libbpf: ". */
 	if (level == LIBBPF_WARN)
-		log_warn("libbpf: %s", line);
+		log_warn("%s", line);
 	else
-		log_debug("libbpf: %s", line);
+		log_debug("%s", line);
 	return 0;
 }
 
@@ -216,7 +217,8 @@ static int attach_hook(struct intercept *ic, struct hook *h)
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", ic->pin_dir, h->pin_name) >= sizeof(path))
 		return -ENAMETOOLONG;
-	link = bpf_link__open(path);
+	/* Nothing pinned is the normal first start, not worth libbpf's warning. */
+	link = access(path, F_OK) == 0 ? bpf_link__open(path) : NULL;
 	if (link) {
 		if (link_is_ours(link, ic, h->attach_type) &&
 		    bpf_link__update_program(link, prog) == 0) {

@@ -1,0 +1,184 @@
+"""
+Fixtures for the integration tests: a real PostgreSQL per session, a test
+cgroup, a private bpffs and the agent per test, a network namespace like
+a pod's. The classes behind them live in dbward_env.py.
+
+Run as root:   /usr/bin/python3 -m pytest -q tests/integration
+Agent binary:  $DBWARD_AGENT, default build/bin/dbward-agent (`make`).
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from dbward_env import (
+    Agent,
+    AgentFailure,
+    Bpffs,
+    Cgroup,
+    Netns,
+    Postgres,
+    Raw,
+    agent_binary,
+    cgroup2_mount,
+    free_port,
+    merge,
+    popen_in_cgroup,
+    run_in_cgroup as _run_in_cgroup,
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_root():
+    """Fails the session early when it cannot create cgroups, netns or BPF."""
+    if os.geteuid() != 0:
+        pytest.exit("integration tests need root (BPF, cgroups, netns)", returncode=4)
+    cgroup2_mount()
+
+
+@pytest.fixture(scope="session")
+def netns():
+    """A network namespace joined by veth: host side .1, namespace side .2."""
+    ns = Netns()
+    try:
+        ns.create()
+        yield ns
+    finally:
+        ns.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg(netns):
+    """A throwaway PostgreSQL on 127.0.0.1, ::1 and the veth's host address."""
+    server = Postgres(free_port(), ["127.0.0.1", "::1", netns.host_addr])
+    try:
+        server.initdb()
+        server.start()
+        server.sql("create role app login")
+        server.sql("create database orders owner app")
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def pg_log(request):
+    """Prints what PostgreSQL logged during the test (shown on failure)."""
+    if "pg" not in request.fixturenames:
+        yield
+        return
+    server = request.getfixturevalue("pg")
+    with open(server.log_path) as f:
+        f.seek(0, os.SEEK_END)
+        yield
+        print("\n--- PostgreSQL log ---\n" + f.read())
+
+
+@pytest.fixture
+def test_cgroup():
+    """A fresh child of the cgroup2 mount; teardown kills what is left and rmdirs."""
+    cg = Cgroup()
+    try:
+        yield cg.create()
+    finally:
+        cg.destroy()
+
+
+@pytest.fixture
+def bpffs(tmp_path):
+    """A bpffs mounted in the test's temp dir; teardown unmounts it."""
+    fs = Bpffs(tmp_path / "bpffs")
+    try:
+        yield fs.mount()
+    finally:
+        fs.unmount()
+
+
+@pytest.fixture
+def run_in_cgroup():
+    """run_in_cgroup(cgroup, argv, user=, netns=, ...) -> CompletedProcess with .pid."""
+    return _run_in_cgroup
+
+
+@pytest.fixture
+def spawn_in_cgroup():
+    """spawn_in_cgroup(cgroup, argv, user=, netns=, ...) -> Popen; killed at teardown."""
+    started = []
+
+    def spawn(cgroup, argv, **kwargs):
+        proc = popen_in_cgroup(cgroup, argv, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield spawn
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            proc.communicate(timeout=10)
+        except (subprocess.TimeoutExpired, ValueError):
+            pass
+
+
+@pytest.fixture
+def agent_config(pg, test_cgroup, bpffs, tmp_path):
+    """agent_config(**overrides) -> a config dict for this test's cgroup and bpffs."""
+    count = [0]
+
+    def make(**overrides):
+        count[0] += 1
+        base = {
+            "listen": f"127.0.0.1:{free_port()}",
+            "listen6": f"[::1]:{free_port()}",
+            "fail": "closed",
+            "heartbeat_timeout_ms": 1000,
+            "intercept": {
+                "cgroup": str(test_cgroup.path),
+                "pin_dir": str(bpffs.path / "dbward"),
+                "upstream_mark": Raw("0xdb00"),
+                "targets": [{"port": pg.port}],
+            },
+            "audit": {"file": str(tmp_path / f"audit-{count[0]}.jsonl")},
+        }
+        return merge(base, overrides)
+
+    return make
+
+
+@pytest.fixture
+def agent_factory(agent_config, test_cgroup, tmp_path):
+    """agent_factory(config=None, in_cgroup=False, **overrides) -> a ready Agent.
+
+    Teardown stops every agent it started and fails the test if one did not
+    exit 0 (under ASan, 86 means a leak); each agent's output is printed.
+    """
+    started = []
+
+    def start(config=None, in_cgroup=False, wait=True, **overrides):
+        cfg = merge(config, overrides) if config is not None else agent_config(**overrides)
+        agent = Agent(agent_binary(), cfg, tmp_path, f"agent-{len(started) + 1}",
+                      cgroup=test_cgroup if in_cgroup else None)
+        started.append(agent)
+        agent.start()
+        if wait:
+            agent.wait_ready()
+        return agent
+
+    yield start
+    failures = []
+    for agent in started:
+        try:
+            agent.stop()
+        except AgentFailure as e:
+            failures.append(str(e))
+        print(f"\n--- {agent.name} (pid {agent.proc.pid}, exit {agent.returncode}) ---\n"
+              + agent.output())
+    if failures:
+        pytest.fail("\n\n".join(failures))
+
+
+@pytest.fixture
+def agent(agent_factory):
+    """A running agent with the default config (fail closed, heartbeat 1s)."""
+    return agent_factory()

@@ -1,0 +1,234 @@
+"""
+Interception with identity: a workload in the test cgroup that connects to
+the database's real address lands in the agent, is forwarded to the real
+server, and is recorded with who it was. Everything else is untouched.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+
+from dbward_env import (
+    assert_went_direct,
+    assert_went_through_agent,
+    by_app,
+    free_port,
+    marker,
+    probe,
+    psql_argv,
+    run,
+    startup,
+    wire_client,
+)
+
+EVENT_KEYS = {
+    "kind", "ts", "session_id", "pid", "tid", "uid", "gid", "comm", "exe", "user",
+    "cgroup_path", "container_id", "pod_uid", "cgroup_id", "netns_cookie", "client",
+    "server", "db_user", "database", "application_name",
+}
+RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)")
+
+
+def test_psql_in_cgroup_is_intercepted_and_attributed(pg, agent, test_cgroup, run_in_cgroup):
+    app = marker("psql-nobody")
+    res = run_in_cgroup(
+        test_cgroup,
+        psql_argv("127.0.0.1", pg.port, application_name=app,
+                  sql="select current_user, current_database(), "
+                      "current_setting('application_name')"),
+        user="nobody")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"app|orders|{app}"
+
+    opened = agent.wait_for_event(by_app(app), kind="connection_open")
+    assert opened["pid"] == res.pid
+    assert opened["comm"] == "psql"
+    assert opened["uid"] == 65534
+    assert opened["gid"] == 65534
+    assert opened["user"] == "nobody"
+    assert opened["exe"].endswith("psql")
+    assert opened["cgroup_path"].endswith(test_cgroup.name)
+    assert opened["cgroup_id"] == test_cgroup.id
+    assert opened["db_user"] == "app"
+    assert opened["database"] == "orders"
+    assert opened["server"] == f"127.0.0.1:{pg.port}"
+    assert opened["client"].startswith("127.0.0.1:")
+    assert RFC3339_UTC.fullmatch(opened["ts"]), opened["ts"]
+    assert re.fullmatch(r"[0-9a-f]+", opened["session_id"]), opened["session_id"]
+    assert not opened.get("container_id") and not opened.get("pod_uid")
+
+    closed = agent.wait_for_event(lambda e: e["session_id"] == opened["session_id"],
+                                  kind="connection_close")
+    assert closed["pid"] == res.pid
+    assert closed["client_bytes"] > 0
+    assert closed["server_bytes"] > 0
+    assert closed["duration_us"] >= 0
+
+
+def test_audit_events_carry_every_key(pg, agent, test_cgroup, run_in_cgroup):
+    app = marker("keys")
+    res = run_in_cgroup(test_cgroup, psql_argv("127.0.0.1", pg.port, application_name=app))
+    assert res.returncode == 0, res.stderr
+    opened = agent.wait_for_event(by_app(app), kind="connection_open")
+    closed = agent.wait_for_event(lambda e: e["session_id"] == opened["session_id"],
+                                  kind="connection_close")
+    # Known fields must be present; only unknowable ones may be null/absent.
+    for event in (opened, closed):
+        for key in EVENT_KEYS - {"container_id", "pod_uid"}:
+            assert event.get(key) is not None, (key, event)
+    for key in ("client_bytes", "server_bytes", "duration_us"):
+        assert isinstance(closed.get(key), int), (key, closed)
+
+
+def test_client_outside_cgroup_is_untouched(pg, agent, test_cgroup, run_in_cgroup):
+    app = marker("outside")
+    conn = pg.connect(user="app", dbname="orders", application_name=app)
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as own:
+            local_port = own.getsockname()[1]
+        with conn.cursor() as cur:
+            cur.execute("select inet_client_port()")
+            assert cur.fetchone()[0] == local_port
+    finally:
+        conn.close()
+    # A later intercepted connection's events are a sentinel: the outside
+    # one's would have been written before them.
+    sentinel = marker("sentinel")
+    res = run_in_cgroup(test_cgroup, psql_argv("127.0.0.1", pg.port, application_name=sentinel))
+    assert res.returncode == 0, res.stderr
+    agent.wait_for_event(by_app(sentinel), kind="connection_close")
+    assert not [e for e in agent.audit_events() if e.get("application_name") == app]
+
+
+def test_getpeername_in_cgroup_shows_the_real_server(pg, agent, test_cgroup):
+    app = marker("peer")
+    res = probe(test_cgroup, "127.0.0.1", pg.port, app)
+    assert "connect_error" not in res, res
+    assert res["peername"] == ["127.0.0.1", pg.port]
+    assert_went_through_agent(res)
+    opened = agent.wait_for_event(by_app(app), kind="connection_open")
+    assert opened["pid"] == res["pid"]
+    assert opened["client"] == f"127.0.0.1:{res['sockname'][1]}"
+
+
+def test_ipv6_psql_in_cgroup_is_intercepted(pg, agent, test_cgroup, run_in_cgroup):
+    app = marker("v6")
+    res = run_in_cgroup(test_cgroup, psql_argv("::1", pg.port, application_name=app,
+                                               sql="select inet_client_addr()"))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "::1"
+    opened = agent.wait_for_event(by_app(app), kind="connection_open")
+    assert opened["pid"] == res.pid
+    assert opened["server"] == f"[::1]:{pg.port}"
+    assert opened["client"].startswith("[::1]:")
+
+
+def test_ipv6_getpeername_shows_the_real_server(pg, agent, test_cgroup):
+    app = marker("v6peer")
+    res = probe(test_cgroup, "::1", pg.port, app)
+    assert "connect_error" not in res, res
+    assert res["peername"] == ["::1", pg.port]
+    assert_went_through_agent(res)
+    agent.wait_for_event(by_app(app), kind="connection_open")
+
+
+def test_dual_stack_socket_to_v4_mapped_address_is_intercepted(pg, agent, test_cgroup):
+    app = marker("mapped")
+    res = wire_client(test_cgroup, {"host": "::ffff:127.0.0.1", "port": pg.port,
+                                    "family": "inet6", "v6only": 0,
+                                    "startup": startup(app),
+                                    "queries": ["select inet_client_port()"]})
+    assert "connect_error" not in res, res
+    assert res["messages"][0] == {"type": "R", "auth": 0}, res
+    assert res["peername"] == ["::ffff:127.0.0.1", pg.port]
+    assert_went_through_agent(res)
+    opened = agent.wait_for_event(by_app(app), kind="connection_open")
+    assert opened["pid"] == res["pid"]
+    assert opened["server"] in (f"127.0.0.1:{pg.port}", f"[::ffff:127.0.0.1]:{pg.port}")
+
+
+def test_client_in_own_netns_is_intercepted_via_pod_address(
+        pg, netns, agent_factory, test_cgroup, run_in_cgroup):
+    agent = agent_factory(listen_pods=f"{netns.host_addr}:{free_port()}")
+    pod_app, host_app = marker("pod"), marker("host")
+    res = run_in_cgroup(test_cgroup, psql_argv(netns.host_addr, pg.port, application_name=pod_app,
+                                               sql="select current_user"),
+                        netns=netns)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "app"
+    host = run_in_cgroup(test_cgroup, psql_argv("127.0.0.1", pg.port, application_name=host_app))
+    assert host.returncode == 0, host.stderr
+
+    pod_event = agent.wait_for_event(by_app(pod_app), kind="connection_open")
+    host_event = agent.wait_for_event(by_app(host_app), kind="connection_open")
+    assert pod_event["pid"] == res.pid
+    assert pod_event["client"].startswith(f"{netns.ns_addr}:")
+    assert pod_event["server"] == f"{netns.host_addr}:{pg.port}"
+    assert pod_event["netns_cookie"] is not None
+    assert host_event["netns_cookie"] is not None
+    assert pod_event["netns_cookie"] != host_event["netns_cookie"]
+
+
+def test_getpeername_in_own_netns_shows_the_real_server(pg, netns, agent_factory, test_cgroup):
+    agent = agent_factory(listen_pods=f"{netns.host_addr}:{free_port()}")
+    app = marker("podpeer")
+    res = probe(test_cgroup, netns.host_addr, pg.port, app, netns=netns)
+    assert "connect_error" not in res, res
+    assert res["peername"] == [netns.host_addr, pg.port]
+    assert_went_through_agent(res)
+    agent.wait_for_event(by_app(app), kind="connection_open")
+
+
+def test_agent_upstream_is_not_reintercepted(pg, agent_factory, test_cgroup, run_in_cgroup):
+    agent = agent_factory(in_cgroup=True)
+    assert agent.pid in test_cgroup.pids()
+    app = marker("noloop")
+    res = run_in_cgroup(test_cgroup, psql_argv("127.0.0.1", pg.port, application_name=app,
+                                               sql="select current_user"))
+    assert res.returncode == 0, res.stderr
+    opened = agent.wait_for_event(by_app(app), kind="connection_open")
+    agent.wait_for_event(lambda e: e["session_id"] == opened["session_id"],
+                         kind="connection_close")
+    opens = agent.audit_events("connection_open")
+    assert [e["pid"] for e in opens if e.get("application_name") == app] == [res.pid]
+    assert not [e for e in opens if e.get("pid") == agent.pid]
+
+
+# bpftool spells attach types either way, depending on its version.
+HOOKS = {
+    "connect4": {"connect4", "cgroup_inet4_connect"},
+    "connect6": {"connect6", "cgroup_inet6_connect"},
+    "getpeername4": {"getpeername4", "cgroup_inet4_getpeername"},
+    "getpeername6": {"getpeername6", "cgroup_inet6_getpeername"},
+    "sockops": {"sock_ops", "cgroup_sock_ops"},
+}
+
+
+def test_agent_attaches_to_the_test_cgroup_only(agent, test_cgroup):
+    programs = test_cgroup.attached_programs()
+    types = {p["attach_type"] for p in programs}
+    missing = [hook for hook, names in HOOKS.items() if not names & types]
+    assert not missing, f"not attached: {missing}; attached: {programs}"
+    root = run(["bpftool", "-j", "cgroup", "show", str(test_cgroup.root)]).stdout.strip()
+    at_root = {p["id"] for p in json.loads(root or "[]")}
+    assert not at_root & {p["id"] for p in programs}, root
+
+
+def test_sigterm_detaches_and_connections_go_direct(pg, agent, test_cgroup):
+    agent.stop()
+    assert not test_cgroup.attached_programs(), test_cgroup.attached_programs()
+    assert_went_direct(probe(test_cgroup, "127.0.0.1", pg.port, marker("after-stop")))
+
+
+def test_sigint_detaches_and_connections_go_direct(pg, agent, test_cgroup):
+    agent.stop(signal.SIGINT)
+    assert not test_cgroup.attached_programs(), test_cgroup.attached_programs()
+    assert_went_direct(probe(test_cgroup, "127.0.0.1", pg.port, marker("after-int")))
+
+
+def test_clean_stop_leaves_no_pins(agent, bpffs):
+    assert bpffs.pins(), "the running agent pinned nothing in pin_dir"
+    agent.stop()
+    assert not bpffs.pins(), bpffs.pins()
