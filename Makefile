@@ -24,7 +24,7 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral \
 	  -Wstrict-prototypes -Wmissing-prototypes -fno-strict-aliasing \
 	  -D_GNU_SOURCE -I. -I$(GEN) -MMD -MP
-LDLIBS := -lbpf -lelf -lz -lyaml -lpthread
+LDLIBS := -lbpf -lelf -lz -lyaml -lpg_query -lssl -lcrypto -lpthread
 
 ifeq ($(SANITIZE),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

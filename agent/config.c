@@ -562,6 +562,8 @@ enum config_key_id {
 	KEY_INTERCEPT_TARGETS,
 	KEY_AUDIT,
 	KEY_AUDIT_FILE,
+	KEY_LIMITS,
+	KEY_LIMITS_MAX_MESSAGE_BYTES,
 	KEY_COUNT,
 };
 
@@ -639,6 +641,15 @@ static const struct config_key config_keys[KEY_COUNT] = {
 	[KEY_AUDIT_FILE] = {
 		.name = "audit.file", .type = CONFIG_T_STRING, FIELD(CFG, audit_file),
 		.reloadable = true, .validate = validate_absolute_path,
+	},
+	[KEY_LIMITS] = {
+		.name = "limits", .type = CONFIG_T_SECTION,
+	},
+	/* PostgreSQL's own ceiling is 1 GiB (MaxAllocSize). */
+	[KEY_LIMITS_MAX_MESSAGE_BYTES] = {
+		.name = "limits.max_message_bytes", .type = CONFIG_T_UINT,
+		FIELD(CFG, max_message_bytes), .reloadable = true, .default_text = "268435456",
+		.uint = { .min = 8192, .max = 1073741824 },
 	},
 };
 

@@ -48,6 +48,7 @@ struct agent_config {
 
 	unsigned workers;		/* event loops; 0: one per CPU */
 	uint32_t max_connections;
+	uint32_t max_message_bytes;	/* largest protocol message, either way */
 	enum log_level log_level;
 };
 

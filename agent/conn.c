@@ -11,6 +11,8 @@
 
 #include "agent/audit.h"
 #include "agent/intercept.h"
+#include "agent/pg_frame.h"
+#include "agent/pg_msg.h"
 #include "agent/pg_startup.h"
 #include "agent/session.h"
 #include "common/clock.h"
@@ -18,12 +20,13 @@
 
 /* Rounds of work one connection may do before others get a turn. */
 #define CONN_PUMP_BUDGET 16
+/* Bytes of Bind/Execute/Describe/Close seen at once: their names. */
+#define CONN_NAMES_HOLD 8192
 
 enum conn_state {
 	CONN_READ_STARTUP,	/* reading the client's first packet */
 	CONN_CONNECTING,	/* upstream connect() in progress */
-	CONN_WAIT_ENCRYPTION,	/* SSL/GSSENC request sent; want the server's byte */
-	CONN_STREAMING,		/* bytes flow both ways */
+	CONN_SESSION,		/* messages flow both ways, framed */
 	CONN_CLOSING,		/* sending our ErrorResponse, then close */
 	CONN_CLOSED,		/* waiting to be freed at the end of the round */
 };
@@ -31,8 +34,7 @@ enum conn_state {
 static const char *const state_names[] = {
 	[CONN_READ_STARTUP] = "read_startup",
 	[CONN_CONNECTING] = "connecting",
-	[CONN_WAIT_ENCRYPTION] = "wait_encryption",
-	[CONN_STREAMING] = "streaming",
+	[CONN_SESSION] = "session",
 	[CONN_CLOSING] = "closing",
 	[CONN_CLOSED] = "closed",
 };
@@ -42,9 +44,9 @@ struct conn {
 	enum conn_state state;
 	struct endpoint client;
 	struct endpoint server;
-	struct iobuf *to_server;	/* read from the client, not yet sent */
-	struct iobuf *to_client;	/* read from the server, not yet sent */
-	struct pg_startup startup;	/* the packet at the head of to_server */
+	struct pg_frame up;		/* client → server */
+	struct pg_frame down;		/* server → client */
+	struct pg_startup startup;	/* the packet at the head of up.buf */
 	struct session sess;
 	bool open_emitted;
 	bool in_ready;
@@ -110,9 +112,8 @@ static void conn_finish(struct conn *c, const char *error)
 	if (c->client.fd >= 0)
 		discard_client_input(c);
 	close_endpoint(w, &c->client);
-	iobuf_put(&w->bufs, c->to_server);
-	iobuf_put(&w->bufs, c->to_client);
-	c->to_server = c->to_client = NULL;
+	pg_frame_release(&c->up, &w->bufs);
+	pg_frame_release(&c->down, &w->bufs);
 	__atomic_sub_fetch(&w->agent->n_connections, 1, __ATOMIC_RELAXED);
 
 	if (c->prev)
@@ -128,39 +129,51 @@ static void conn_finish(struct conn *c, const char *error)
 	}
 }
 
+/* Queues bytes of our own for the client, behind what is approved. */
+static int reply(struct conn *c, const uint8_t *msg, size_t len)
+{
+	struct pg_frame *d = &c->down;
+
+	if (!d->buf && !(d->buf = iobuf_get(&c->w->bufs)))
+		return -ENOMEM;
+	if (iobuf_len(d->buf) != d->approved || iobuf_reserve(&c->w->bufs, &d->buf, d->approved + len) < 0)
+		return -ENOMEM;
+	memcpy(d->buf->data + d->buf->end, msg, len);
+	d->buf->end += len;
+	d->approved += len;
+	return 0;
+}
+
 /* Answers the client with a FATAL ErrorResponse and closes after it. */
 static void conn_reject(struct conn *c, const char *sqlstate, const char *message)
 {
 	struct worker *w = c->w;
-	struct iobuf *b;
+	uint8_t err[512];
+	size_t len = pg_build_error(err, sizeof(err), "FATAL", sqlstate, message, NULL, NULL);
 
 	c->sess.error = message;
 	close_endpoint(w, &c->server);
-	iobuf_put(&w->bufs, c->to_server);
-	c->to_server = NULL;
-	iobuf_put(&w->bufs, c->to_client);
-	c->to_client = b = iobuf_get(&w->bufs);
-	if (!b) {
+	pg_frame_release(&c->up, &w->bufs);
+	pg_frame_release(&c->down, &w->bufs);
+	if (!len || reply(c, err, len) < 0) {
 		conn_finish(c, message);
 		return;
 	}
-	b->end = pg_error_response(b->data, IOBUF_SIZE, sqlstate, message);
 	set_state(c, CONN_CLOSING);
 }
 
 /* --- moving bytes ------------------------------------------------------- */
 
-/* Sends what @buf holds to @dst. Returns bytes sent, 0 when blocked or
- * empty, -1 when the connection failed (it is then finished). */
-static ssize_t flush_to(struct conn *c, struct endpoint *dst, struct iobuf **buf)
+/* Sends the approved bytes of @f to @dst. Returns bytes sent, 0 when
+ * blocked or nothing is approved, -1 when the connection failed (it is
+ * then finished). */
+static ssize_t flush_to(struct conn *c, struct endpoint *dst, struct pg_frame *f)
 {
-	struct iobuf *b = *buf;
-	size_t len = iobuf_len(b);
 	ssize_t n;
 
-	if (!len || !dst->can_write)
+	if (!f->approved || !dst->can_write)
 		return 0;
-	n = send(dst->fd, b->data + b->start, len, MSG_NOSIGNAL);
+	n = send(dst->fd, f->buf->data + f->buf->start, f->approved, MSG_NOSIGNAL);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EINTR) {
 			dst->can_write = errno == EINTR;
@@ -170,36 +183,37 @@ static ssize_t flush_to(struct conn *c, struct endpoint *dst, struct iobuf **buf
 							    : "server write failed");
 		return -1;
 	}
-	b->start += (size_t)n;
-	if ((size_t)n < len)
+	if ((size_t)n < f->approved)
 		dst->can_write = false;	/* the next EPOLLOUT edge says when */
-	if (b->start == b->end) {
-		iobuf_put(&c->w->bufs, b);
-		*buf = NULL;
-	}
+	pg_frame_sent(f, (size_t)n, &c->w->bufs);
 	return n;
 }
 
-/* Reads from @src into @buf. Returns bytes read, 0 when nothing was read
- * (blocked, full, or end of stream: see src->eof), -1 on failure. */
-static ssize_t fill_from(struct conn *c, struct endpoint *src, struct iobuf **buf, size_t max,
+/* Reads from @src into @f's buffer, at most @max bytes buffered. Returns
+ * bytes read, 0 when nothing was read (blocked, full, or end of stream:
+ * see src->eof), -1 on failure. */
+static ssize_t fill_from(struct conn *c, struct endpoint *src, struct pg_frame *f, size_t max,
 			 uint64_t *counter)
 {
+	struct iobuf *b;
 	size_t room;
 	ssize_t n;
 
 	if (!src->can_read || src->eof)
 		return 0;
-	if (!*buf && !(*buf = iobuf_get(&c->w->bufs))) {
+	if (!f->buf && !(f->buf = iobuf_get(&c->w->bufs))) {
 		conn_finish(c, "out of memory");
 		return -1;
 	}
-	room = iobuf_room(*buf);
-	if (room > max)
-		room = max;
+	b = f->buf;
+	if (!iobuf_room(b))
+		iobuf_compact(b);
+	room = iobuf_room(b);
+	if (iobuf_len(b) + room > max)
+		room = max > iobuf_len(b) ? max - iobuf_len(b) : 0;
 	if (!room)
 		return 0;
-	n = recv(src->fd, (*buf)->data + (*buf)->end, room, 0);
+	n = recv(src->fd, b->data + b->end, room, 0);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EINTR) {
 			src->can_read = errno == EINTR;
@@ -213,28 +227,110 @@ static ssize_t fill_from(struct conn *c, struct endpoint *src, struct iobuf **bu
 		src->eof = true;
 		return 0;
 	}
-	(*buf)->end += (size_t)n;
+	b->end += (size_t)n;
 	*counter += (uint64_t)n;
 	if ((size_t)n < room)
 		src->can_read = false;	/* drained; the next EPOLLIN edge says when */
 	return n;
 }
 
-/* One direction of the stream: drain what is pending, then read more. */
-static int forward(struct conn *c, struct endpoint *src, struct endpoint *dst,
-		   struct iobuf **buf, uint64_t *counter)
-{
-	ssize_t sent = 0, got = 0;
+/* --- what each direction holds and looks at ----------------------------- */
 
-	if (iobuf_len(*buf) && (sent = flush_to(c, dst, buf)) < 0)
+static size_t frontend_hold(void *ctx, uint8_t type, size_t total)
+{
+	(void)ctx;
+	switch (type) {
+	case 'Q':	/* the statement text: judged before the server sees it */
+	case 'P':
+		return total;
+	case 'B':
+	case 'E':
+	case 'D':
+	case 'C':
+		return CONN_NAMES_HOLD;
+	default:
+		return PG_MSG_HEADER_LEN;
+	}
+}
+
+static enum pg_frame_verdict frontend_message(void *ctx, uint8_t *msg, size_t have, size_t total,
+					      size_t *new_total)
+{
+	(void)ctx;
+	(void)msg;
+	(void)have;
+	(void)total;
+	(void)new_total;
+	return PG_FRAME_FORWARD;
+}
+
+static size_t backend_hold(void *ctx, uint8_t type, size_t total)
+{
+	(void)ctx;
+	switch (type) {
+	case 'R':	/* authentication requests: the SASL offer may be rewritten */
+	case 'C':
+	case 'E':
+	case 'Z':
+		return total;
+	default:
+		return PG_MSG_HEADER_LEN;
+	}
+}
+
+static enum pg_frame_verdict backend_message(void *ctx, uint8_t *msg, size_t have, size_t total,
+					     size_t *new_total)
+{
+	(void)ctx;
+	/* The client's TLS, when it has any, ends here: channel binding
+	 * would bind to a session the server never saw. */
+	if (msg[0] == 'R' && have == total)
+		*new_total = pg_sasl_strip_plus(msg, total);
+	return PG_FRAME_FORWARD;
+}
+
+static const struct pg_frame_ops frontend_ops = {
+	.type_valid = pg_msg_frontend_type_valid,
+	.hold = frontend_hold,
+	.on_message = frontend_message,
+};
+
+static const struct pg_frame_ops backend_ops = {
+	.type_valid = pg_msg_backend_type_valid,
+	.hold = backend_hold,
+	.on_message = backend_message,
+};
+
+/* One direction of a session: send what is approved, read, scan, send. */
+static int relay(struct conn *c, struct endpoint *src, struct endpoint *dst, struct pg_frame *f,
+		 const struct pg_frame_ops *ops, uint64_t *counter)
+{
+	ssize_t sent, got, more = 0;
+	int err;
+
+	if ((sent = flush_to(c, dst, f)) < 0)
 		return -1;
-	if (!iobuf_len(*buf)) {
-		if ((got = fill_from(c, src, buf, SIZE_MAX, counter)) < 0)
+	if ((got = fill_from(c, src, f, SIZE_MAX, counter)) < 0)
+		return -1;
+	if (got > 0) {
+		err = pg_frame_scan(f, ops, c, &c->w->bufs);
+		if (err == -ENOMEM) {
+			conn_finish(c, "out of memory");
 			return -1;
-		if (got > 0 && flush_to(c, dst, buf) < 0)
+		}
+		if (err < 0) {
+			conn_log(LOG_LEVEL_WARN, c, "protocol violation from the %s: %s",
+				 src->kind == ENDPOINT_CLIENT ? "client" : "server", f->error);
+			if (src->kind == ENDPOINT_CLIENT)
+				conn_reject(c, "08P01", f->error);
+			else
+				conn_finish(c, "protocol violation from the server");
+			return -1;
+		}
+		if ((more = flush_to(c, dst, f)) < 0)
 			return -1;
 	}
-	return sent > 0 || got > 0;
+	return sent > 0 || got > 0 || more > 0;
 }
 
 /* --- the protocol steps ------------------------------------------------ */
@@ -276,47 +372,58 @@ static int connect_upstream(struct conn *c)
 	return 0;
 }
 
-/* The startup packet is whole and valid, and the server is connected. */
-static void dispatch_startup(struct conn *c)
+/*
+ * An SSLRequest or GSSENCRequest is answered by the agent itself: the
+ * client's encryption, if any, ends here, and the upstream leg has its own.
+ */
+static bool answer_encryption_request(struct conn *c)
 {
-	switch (c->startup.kind) {
-	case PG_STARTUP_SSL_REQUEST:
-	case PG_STARTUP_GSSENC_REQUEST:
-		/* Bytes behind the request would reach the server before its
-		 * answer, outside any encryption (CVE-2021-23214). */
-		if (iobuf_len(c->to_server) > c->startup.length) {
-			conn_reject(c, "08P01", "unexpected data after an encryption request");
-			return;
-		}
-		set_state(c, CONN_WAIT_ENCRYPTION);
-		return;
-	case PG_STARTUP_CANCEL:
-		c->sess.cancel_request = true;
-		break;
-	default:
-		break;
+	static const uint8_t no = 'N';
+
+	if (pg_frame_unscanned(&c->up) > c->startup.length) {
+		/* Bytes behind the request would be read as if they had come
+		 * after the answer, outside any encryption (CVE-2021-23214). */
+		conn_reject(c, "08P01", "unexpected data after an encryption request");
+		return true;
 	}
+	pg_frame_release(&c->up, &c->w->bufs);
+	if (reply(c, &no, 1) < 0)
+		conn_finish(c, "out of memory");
+	return true;
+}
+
+static bool start_session(struct conn *c)
+{
+	/* The startup packet goes on as it came; framing starts behind it. */
+	c->up.approved = c->startup.length;
+	if (c->startup.kind == PG_STARTUP_CANCEL)
+		c->sess.cancel_request = true;
 	emit_open_once(c);
-	set_state(c, CONN_STREAMING);
+	set_state(c, CONN_SESSION);
+	if (pg_frame_scan(&c->up, &frontend_ops, c, &c->w->bufs) < 0) {
+		conn_reject(c, "08P01", c->up.error ? c->up.error : "out of memory");
+		return true;
+	}
+	return true;
 }
 
 static bool step_read_startup(struct conn *c)
 {
 	struct pg_startup *st = &c->startup;
 	ssize_t got;
+	int err;
 
-	if (flush_to(c, &c->client, &c->to_client) < 0)	/* a pending 'N' */
+	if (flush_to(c, &c->client, &c->down) < 0)	/* a pending 'N' */
 		return false;
-	got = fill_from(c, &c->client, &c->to_server, PG_STARTUP_MAX_LEN, &c->sess.client_bytes);
+	got = fill_from(c, &c->client, &c->up, PG_STARTUP_MAX_LEN, &c->sess.client_bytes);
 	if (got < 0)
 		return false;
-	if (!iobuf_len(c->to_server)) {
+	if (!pg_frame_unscanned(&c->up)) {
 		if (c->client.eof)
 			conn_finish(c, "client closed before the startup packet");
 		return got > 0;
 	}
-	switch (pg_startup_parse(c->to_server->data + c->to_server->start,
-				 iobuf_len(c->to_server), st)) {
+	switch (pg_startup_parse(c->up.buf->data + c->up.buf->start, pg_frame_unscanned(&c->up), st)) {
 	case PG_STARTUP_INCOMPLETE:
 		if (c->client.eof)
 			conn_reject(c, "08P01", "incomplete startup packet");
@@ -324,6 +431,9 @@ static bool step_read_startup(struct conn *c)
 	case PG_STARTUP_INVALID:
 		conn_reject(c, "08P01", st->error);
 		return true;
+	case PG_STARTUP_SSL_REQUEST:
+	case PG_STARTUP_GSSENC_REQUEST:
+		return answer_encryption_request(c);
 	default:
 		break;
 	}
@@ -331,17 +441,12 @@ static bool step_read_startup(struct conn *c)
 		conn_reject(c, "08004", "dbward: connection did not arrive through interception");
 		return true;
 	}
-	if (st->kind == PG_STARTUP_MESSAGE && !c->sess.db_user) {
+	if (st->kind == PG_STARTUP_MESSAGE) {
 		c->sess.db_user = copy_str(st->user);
 		c->sess.database = copy_str(st->database);
 		c->sess.application_name = copy_str(st->application_name);
 	}
-	if (c->server.fd >= 0) {		/* a second packet, after 'N' */
-		dispatch_startup(c);
-		return true;
-	}
-	int err = connect_upstream(c);
-
+	err = connect_upstream(c);
 	if (err < 0) {
 		conn_log(LOG_LEVEL_WARN, c, "connect upstream: %s", strerror(-err));
 		conn_reject(c, "08006", "dbward: could not connect to the database server");
@@ -369,59 +474,27 @@ static bool step_connecting(struct conn *c)
 		conn_reject(c, "08006", "dbward: could not connect to the database server");
 		return true;
 	}
-	dispatch_startup(c);
-	return true;
+	return start_session(c);
 }
 
-static bool step_wait_encryption(struct conn *c)
-{
-	uint8_t answer;
-	ssize_t n;
-
-	if (iobuf_len(c->to_server))
-		return flush_to(c, &c->server, &c->to_server) > 0;
-	if (!c->server.can_read)
-		return false;
-	/* Exactly one byte: what follows it belongs to the next phase. */
-	n = recv(c->server.fd, &answer, 1, 0);
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-		conn_finish(c, "server closed during the encryption request");
-		return false;
-	}
-	if (n < 0) {
-		c->server.can_read = errno == EINTR;
-		return false;
-	}
-	c->sess.server_bytes++;
-	if (!(c->to_client = iobuf_get(&c->w->bufs))) {
-		conn_finish(c, "out of memory");
-		return false;
-	}
-	c->to_client->data[c->to_client->end++] = answer;
-	if (answer == 'N') {			/* plaintext: a startup packet follows */
-		set_state(c, CONN_READ_STARTUP);
-		return true;
-	}
-	c->sess.encrypted = answer == 'S' || answer == 'G';
-	emit_open_once(c);
-	set_state(c, CONN_STREAMING);
-	return true;
-}
-
-static bool step_streaming(struct conn *c)
+static bool step_session(struct conn *c)
 {
 	int up, down;
 
-	up = forward(c, &c->client, &c->server, &c->to_server, &c->sess.client_bytes);
+	up = relay(c, &c->client, &c->server, &c->up, &frontend_ops, &c->sess.client_bytes);
 	if (up < 0)
 		return false;
-	down = forward(c, &c->server, &c->client, &c->to_client, &c->sess.server_bytes);
+	down = relay(c, &c->server, &c->client, &c->down, &backend_ops, &c->sess.server_bytes);
 	if (down < 0)
 		return false;
 	/* Either side ending ends the session once its last bytes are through. */
-	if ((c->client.eof && !iobuf_len(c->to_server)) ||
-	    (c->server.eof && !iobuf_len(c->to_client))) {
-		conn_finish(c, NULL);
+	if ((c->client.eof && !c->up.approved) || (c->server.eof && !c->down.approved)) {
+		if (c->client.eof && pg_frame_unscanned(&c->up))
+			conn_finish(c, "client closed inside a message");
+		else if (c->server.eof && pg_frame_unscanned(&c->down))
+			conn_finish(c, "server closed inside a message");
+		else
+			conn_finish(c, NULL);
 		return false;
 	}
 	return up || down;
@@ -429,12 +502,10 @@ static bool step_streaming(struct conn *c)
 
 static bool step_closing(struct conn *c)
 {
-	if (flush_to(c, &c->client, &c->to_client) < 0)
+	if (flush_to(c, &c->client, &c->down) < 0)
 		return false;
-	if (!iobuf_len(c->to_client) || c->client.eof) {
+	if (!c->down.approved || c->client.eof)
 		conn_finish(c, NULL);
-		return false;
-	}
 	return false;
 }
 
@@ -450,11 +521,8 @@ static void conn_pump(struct conn *c)
 		case CONN_CONNECTING:
 			progress = step_connecting(c);
 			break;
-		case CONN_WAIT_ENCRYPTION:
-			progress = step_wait_encryption(c);
-			break;
-		case CONN_STREAMING:
-			progress = step_streaming(c);
+		case CONN_SESSION:
+			progress = step_session(c);
 			break;
 		case CONN_CLOSING:
 			progress = step_closing(c);
@@ -513,6 +581,8 @@ void conn_accept(struct worker *w, int fd, const struct netaddr *peer, const str
 	c->w = w;
 	c->client = (struct endpoint){ .fd = fd, .kind = ENDPOINT_CLIENT, .owner = c };
 	c->server = (struct endpoint){ .fd = -1, .kind = ENDPOINT_SERVER, .owner = c };
+	c->up.max_total = agent->cfg->max_message_bytes;
+	c->down.max_total = agent->cfg->max_message_bytes;
 	session_new_id(c->sess.id);
 	c->sess.client = *peer;
 	c->sess.start_ns = clock_monotonic_ns();

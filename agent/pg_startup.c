@@ -2,10 +2,7 @@
 
 #include <string.h>
 
-static uint32_t read_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
+#include "agent/pg_msg.h"
 
 static enum pg_startup_kind invalid(struct pg_startup *out, const char *why)
 {
@@ -56,12 +53,12 @@ enum pg_startup_kind pg_startup_parse(const uint8_t *buf, size_t len, struct pg_
 	memset(out, 0, sizeof(*out));
 	if (len < 4)
 		return out->kind = PG_STARTUP_INCOMPLETE;
-	out->length = read_be32(buf);
+	out->length = pg_be32(buf);
 	if (out->length < PG_STARTUP_MIN_LEN || out->length > PG_STARTUP_MAX_LEN)
 		return invalid(out, "invalid length of startup packet");
 	if (len < out->length)
 		return out->kind = PG_STARTUP_INCOMPLETE;
-	out->code = read_be32(buf + 4);
+	out->code = pg_be32(buf + 4);
 
 	switch (out->code) {
 	case PG_CODE_SSL:
@@ -80,38 +77,4 @@ enum pg_startup_kind pg_startup_parse(const uint8_t *buf, size_t len, struct pg_
 	if (PG_PROTOCOL_MAJOR(out->code) != 3)
 		return invalid(out, "unsupported frontend protocol");
 	return parse_parameters(buf + 8, out->length - 8, out);
-}
-
-static size_t put_field(uint8_t *buf, size_t at, size_t cap, char type, const char *text)
-{
-	size_t n = strlen(text) + 1;
-
-	if (at == 0 || at + 1 + n > cap)
-		return 0;
-	buf[at] = (uint8_t)type;
-	memcpy(buf + at + 1, text, n);
-	return at + 1 + n;
-}
-
-size_t pg_error_response(uint8_t *buf, size_t cap, const char *sqlstate, const char *message)
-{
-	size_t at = 5;
-	uint32_t body;
-
-	if (cap < 6)
-		return 0;
-	at = put_field(buf, at, cap, 'S', "FATAL");
-	at = put_field(buf, at, cap, 'V', "FATAL");
-	at = put_field(buf, at, cap, 'C', sqlstate);
-	at = put_field(buf, at, cap, 'M', message);
-	if (at == 0 || at + 1 > cap)
-		return 0;
-	buf[at++] = '\0';
-	body = (uint32_t)(at - 1);
-	buf[0] = 'E';
-	buf[1] = (uint8_t)(body >> 24);
-	buf[2] = (uint8_t)(body >> 16);
-	buf[3] = (uint8_t)(body >> 8);
-	buf[4] = (uint8_t)body;
-	return at;
 }

@@ -46,10 +46,4 @@ struct pg_startup {
 /* Looks at the first @len bytes a client sent. Never reads past @len. */
 enum pg_startup_kind pg_startup_parse(const uint8_t *buf, size_t len, struct pg_startup *out);
 
-/*
- * Builds an ErrorResponse (severity FATAL) into @buf. Returns its length,
- * or 0 when it does not fit.
- */
-size_t pg_error_response(uint8_t *buf, size_t cap, const char *sqlstate, const char *message);
-
 #endif

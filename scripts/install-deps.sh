@@ -8,7 +8,7 @@ packages=(
 	# build
 	build-essential clang llvm pkg-config bpftool
 	libbpf-dev libelf-dev zlib1g-dev
-	libssl-dev libyaml-dev libpg-query-dev
+	libssl-dev libyaml-dev libpg-query-dev libprotobuf-c-dev
 	# tests, demo
 	libcriterion-dev python3-pytest python3-psycopg2
 	postgresql postgresql-contrib iproute2 util-linux procps

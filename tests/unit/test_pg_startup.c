@@ -148,25 +148,3 @@ Test(pg_startup, refuses_an_empty_parameter_list_without_terminator)
 	put_be32(buf + 4, 3u << 16);
 	cr_assert_eq(pg_startup_parse(buf, 8, &st), PG_STARTUP_INVALID);
 }
-
-Test(pg_error_response, is_a_well_formed_fatal_error)
-{
-	uint8_t buf[256];
-	size_t n = pg_error_response(buf, sizeof(buf), "08P01", "bad packet");
-	uint32_t body = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 | buf[4];
-
-	cr_assert_gt(n, 0);
-	cr_assert_eq(buf[0], 'E');
-	cr_assert_eq(body + 1, n);
-	cr_assert_eq(buf[n - 1], '\0');
-	cr_assert_not_null(memmem(buf, n, "C08P01", 7));
-	cr_assert_not_null(memmem(buf, n, "Mbad packet", 12));
-	cr_assert_not_null(memmem(buf, n, "SFATAL", 7));
-}
-
-Test(pg_error_response, refuses_a_buffer_too_small)
-{
-	uint8_t buf[16];
-
-	cr_assert_eq(pg_error_response(buf, sizeof(buf), "08P01", "a message too long for it"), 0);
-}
