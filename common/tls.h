@@ -15,7 +15,8 @@
  *     back from any call (a read can need to write, and the reverse).
  *   - A read shorter than asked does NOT mean the socket is drained:
  *     tls_read() returns at most what is left of one record. Only
- *     TLS_WANT_READ does.
+ *     TLS_WANT_READ does. Likewise a short tls_write() (one record) does
+ *     not mean the socket is full; only TLS_WANT_WRITE does.
  *   - tls_read() may leave decrypted bytes inside the connection after the
  *     socket is empty (a record larger than the caller's buffer). No epoll
  *     edge will ever announce them. A caller that stops reading before
@@ -121,20 +122,24 @@ enum tls_status tls_handshake(struct tls_conn *c);
 enum tls_status tls_read(struct tls_conn *c, void *buf, size_t len, size_t *n);
 
 /*
- * Writes up to @len bytes: TLS_OK with 0 < *@n <= @len (partial writes:
- * offer the rest again), TLS_WANT_* (*@n is 0; offer the same bytes again,
- * see above) or TLS_ERROR.
+ * Writes up to @len bytes: TLS_OK with 0 < *@n <= @len (a partial write,
+ * often one 16 KiB record: offer the rest next), TLS_WANT_* (*@n is 0;
+ * offer the same bytes again, see above) or TLS_ERROR (a peer that went
+ * away included: EPIPE, never SIGPIPE). Runs the handshake first if it
+ * is not complete.
  */
 enum tls_status tls_write(struct tls_conn *c, const void *buf, size_t len, size_t *n);
 
-/* Decrypted bytes a tls_read() returns without touching the socket. */
+/* Decrypted bytes a tls_read() returns without touching the socket
+ * (SSL_pending: the rest of the record being read). */
 size_t tls_pending(const struct tls_conn *c);
 
 /*
  * Sends close_notify once, without waiting for the peer's: TLS_OK when it
- * was sent (or there is nothing to send to: no completed handshake, a
- * failed connection), TLS_WANT_WRITE when the socket is full (retry, or
- * give up and close: it is best effort).
+ * was sent (or there is nothing to send it on: no completed handshake, a
+ * failed connection), TLS_WANT_WRITE when the socket is full (retry after
+ * EPOLLOUT, or give up: it is best effort), TLS_ERROR when the socket
+ * failed. Close the fd in every case.
  */
 enum tls_status tls_shutdown(struct tls_conn *c);
 
