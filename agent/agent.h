@@ -4,19 +4,30 @@
 
 #include <stdint.h>
 
+#include <stddef.h>
+
 #include "agent/config.h"
+
 
 struct intercept;
 struct audit;
 struct worker;
+struct tls_ctx;
 
 struct agent {
 	struct agent_config *cfg;
 	struct intercept *intercept;
 	struct audit *audit;		/* NULL: no local audit sink */
+	struct tls_ctx *client_tls;	/* terminates clients' TLS; NULL: 'N' */
+	struct tls_ctx **upstream_tls;	/* per target; NULL entry: plaintext */
 	struct worker *workers;
 	unsigned n_workers;
 	uint32_t n_connections;		/* atomic: open client connections */
 };
+
+/* Builds the TLS contexts the configuration asks for. Returns 0, or -1
+ * with @err naming the file and the reason. */
+int agent_tls_open(struct agent *agent, char *err, size_t errlen);
+void agent_tls_close(struct agent *agent);
 
 #endif

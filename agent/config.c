@@ -495,6 +495,15 @@ static bool targets_same(const struct config_target *a, const struct config_targ
 	return alen == 0 || memcmp(a->cidr.ip, b->cidr.ip, 16) == 0;
 }
 
+static const char *const upstream_tls_words[] = {
+	[CONFIG_UPSTREAM_TLS_DISABLE] = "disable",
+	[CONFIG_UPSTREAM_TLS_PREFER] = "prefer",
+	[CONFIG_UPSTREAM_TLS_REQUIRE] = "require",
+	[CONFIG_UPSTREAM_TLS_VERIFY_CA] = "verify-ca",
+	[CONFIG_UPSTREAM_TLS_VERIFY_FULL] = "verify-full",
+	NULL,
+};
+
 static int validate_targets(struct config_ctx *ctx, const struct config_key *key,
 			    const char *shown, const yaml_node_t *node, const void *base)
 {
@@ -502,6 +511,15 @@ static int validate_targets(struct config_ctx *ctx, const struct config_key *key
 	size_t n = sequence_length(node);
 
 	memcpy(&targets, field_at(key, base), sizeof(targets));
+	for (size_t i = 0; i < n; i++) {
+		enum config_upstream_tls mode = targets[i].upstream_tls;
+
+		if ((mode == CONFIG_UPSTREAM_TLS_VERIFY_CA || mode == CONFIG_UPSTREAM_TLS_VERIFY_FULL) &&
+		    !targets[i].upstream_ca)
+			return config_fail(ctx, sequence_item(ctx, node, i),
+					   "%s[%zu]: upstream_tls %s needs upstream_ca (a CA file)",
+					   shown, i, upstream_tls_words[mode]);
+	}
 	for (size_t i = 1; i < n; i++) {
 		for (size_t j = 0; j < i; j++) {
 			if (targets_same(&targets[i], &targets[j]))
@@ -532,6 +550,8 @@ static const char *const log_level_words[] = {
 enum target_key_id {
 	TARGET_PORT,
 	TARGET_CIDR,
+	TARGET_UPSTREAM_TLS,
+	TARGET_UPSTREAM_CA,
 	TARGET_KEY_COUNT,
 };
 
@@ -543,6 +563,16 @@ static const struct config_key target_keys[TARGET_KEY_COUNT] = {
 	[TARGET_CIDR] = {
 		.name = "cidr", .type = CONFIG_T_CIDR, FIELD(struct config_target, cidr),
 		HAS(struct config_target, has_cidr), .reloadable = true,
+	},
+	[TARGET_UPSTREAM_TLS] = {
+		.name = "upstream_tls", .type = CONFIG_T_ENUM,
+		FIELD(struct config_target, upstream_tls), .reloadable = true,
+		.default_text = "prefer", .words = upstream_tls_words,
+	},
+	[TARGET_UPSTREAM_CA] = {
+		.name = "upstream_ca", .type = CONFIG_T_STRING,
+		FIELD(struct config_target, upstream_ca), .reloadable = true,
+		.validate = validate_absolute_path,
 	},
 };
 
@@ -564,6 +594,9 @@ enum config_key_id {
 	KEY_AUDIT_FILE,
 	KEY_LIMITS,
 	KEY_LIMITS_MAX_MESSAGE_BYTES,
+	KEY_TLS,
+	KEY_TLS_CERT,
+	KEY_TLS_KEY,
 	KEY_COUNT,
 };
 
@@ -650,6 +683,17 @@ static const struct config_key config_keys[KEY_COUNT] = {
 		.name = "limits.max_message_bytes", .type = CONFIG_T_UINT,
 		FIELD(CFG, max_message_bytes), .reloadable = true, .default_text = "268435456",
 		.uint = { .min = 8192, .max = 1073741824 },
+	},
+	[KEY_TLS] = {
+		.name = "tls", .type = CONFIG_T_SECTION,
+	},
+	[KEY_TLS_CERT] = {
+		.name = "tls.cert", .type = CONFIG_T_STRING, FIELD(CFG, tls_cert),
+		.validate = validate_absolute_path,
+	},
+	[KEY_TLS_KEY] = {
+		.name = "tls.key", .type = CONFIG_T_STRING, FIELD(CFG, tls_key),
+		.validate = validate_absolute_path,
 	},
 };
 
@@ -847,6 +891,8 @@ static int config_finish(struct config_ctx *ctx, struct agent_config *cfg,
 		cfg->listen6.port = cfg->listen.port;
 		cfg->has_listen6 = true;
 	}
+	if (!cfg->tls_cert != !cfg->tls_key)
+		return config_fail(ctx, seen[KEY_TLS].key, "tls needs both cert and key");
 	if (check_not_intercepted(ctx, cfg, targets_node, "listen", &cfg->listen) < 0)
 		return -1;
 	if (cfg->has_listen6 &&

@@ -21,11 +21,22 @@ enum config_fail_mode {
 	CONFIG_FAIL_OPEN,
 };
 
+/* How the agent's own connection to a target is encrypted (libpq's sslmode). */
+enum config_upstream_tls {
+	CONFIG_UPSTREAM_TLS_DISABLE,
+	CONFIG_UPSTREAM_TLS_PREFER,	/* TLS when the server offers it */
+	CONFIG_UPSTREAM_TLS_REQUIRE,	/* TLS or no connection; any certificate */
+	CONFIG_UPSTREAM_TLS_VERIFY_CA,	/* certificate chains to upstream_ca */
+	CONFIG_UPSTREAM_TLS_VERIFY_FULL,	/* ... and names the server's address */
+};
+
 /* One intercepted destination: a port, optionally within a CIDR. */
 struct config_target {
 	uint16_t port;
 	bool has_cidr;		/* false: any address, IPv4 and IPv6 */
 	struct netcidr cidr;
+	enum config_upstream_tls upstream_tls;
+	char *upstream_ca;	/* CA file for verify-ca / verify-full */
 };
 
 struct agent_config {
@@ -45,6 +56,9 @@ struct agent_config {
 	size_t n_targets;
 
 	char *audit_file;		/* JSON lines; NULL: no local sink */
+
+	char *tls_cert;			/* terminate clients' TLS; NULL: answer 'N' */
+	char *tls_key;
 
 	unsigned workers;		/* event loops; 0: one per CPU */
 	uint32_t max_connections;

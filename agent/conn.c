@@ -17,6 +17,7 @@
 #include "agent/session.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/tls.h"
 
 /* Rounds of work one connection may do before others get a turn. */
 #define CONN_PUMP_BUDGET 16
@@ -25,7 +26,10 @@
 
 enum conn_state {
 	CONN_READ_STARTUP,	/* reading the client's first packet */
+	CONN_CLIENT_TLS,	/* answered 'S'; TLS handshake with the client */
 	CONN_CONNECTING,	/* upstream connect() in progress */
+	CONN_UPSTREAM_SSL,	/* sent SSLRequest upstream; want its one byte */
+	CONN_UPSTREAM_TLS,	/* TLS handshake with the server */
 	CONN_SESSION,		/* messages flow both ways, framed */
 	CONN_CLOSING,		/* sending our ErrorResponse, then close */
 	CONN_CLOSED,		/* waiting to be freed at the end of the round */
@@ -33,7 +37,10 @@ enum conn_state {
 
 static const char *const state_names[] = {
 	[CONN_READ_STARTUP] = "read_startup",
+	[CONN_CLIENT_TLS] = "client_tls",
 	[CONN_CONNECTING] = "connecting",
+	[CONN_UPSTREAM_SSL] = "upstream_ssl",
+	[CONN_UPSTREAM_TLS] = "upstream_tls",
 	[CONN_SESSION] = "session",
 	[CONN_CLOSING] = "closing",
 	[CONN_CLOSED] = "closed",
@@ -47,6 +54,7 @@ struct conn {
 	struct pg_frame up;		/* client → server */
 	struct pg_frame down;		/* server → client */
 	struct pg_startup startup;	/* the packet at the head of up.buf */
+	uint32_t target_index;		/* which configured target it matched */
 	struct session sess;
 	bool open_emitted;
 	bool in_ready;
@@ -78,6 +86,11 @@ static void close_endpoint(struct worker *w, struct endpoint *ep)
 {
 	if (ep->fd < 0)
 		return;
+	if (ep->tls) {
+		tls_shutdown(ep->tls);	/* best effort close_notify */
+		tls_conn_free(ep->tls);
+		ep->tls = NULL;
+	}
 	worker_unwatch(w, ep);
 	close(ep->fd);
 	ep->fd = -1;
@@ -164,27 +177,110 @@ static void conn_reject(struct conn *c, const char *sqlstate, const char *messag
 
 /* --- moving bytes ------------------------------------------------------- */
 
+#define IO_BLOCKED (-2)
+
+/*
+ * One send or receive on an endpoint, plain or TLS. Returns bytes moved,
+ * 0 for the end of the stream (receive only), IO_BLOCKED, or -1 with
+ * *why set. Keeps the endpoint's readiness flags: plaintext, a short
+ * transfer means the socket is used up until the next edge; with TLS only
+ * WANT_* says so, and a record may need the other direction first.
+ */
+static ssize_t ep_recv(struct endpoint *ep, void *buf, size_t len, const char **why)
+{
+	ssize_t n;
+	size_t got;
+
+	if (!ep->tls) {
+		n = recv(ep->fd, buf, len, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			ep->can_read = errno == EINTR;
+			return IO_BLOCKED;
+		}
+		if (n < 0)
+			*why = strerror(errno);
+		else if (n > 0 && (size_t)n < len)
+			ep->can_read = false;
+		return n;
+	}
+	switch (tls_read(ep->tls, buf, len, &got)) {
+	case TLS_OK:
+		return (ssize_t)got;
+	case TLS_WANT_READ:
+		ep->can_read = false;
+		return IO_BLOCKED;
+	case TLS_WANT_WRITE:
+		ep->can_read = false;
+		ep->read_wants_write = true;
+		return IO_BLOCKED;
+	case TLS_EOF:
+	case TLS_TRUNCATED:	/* libpq often closes without close_notify */
+		return 0;
+	default:
+		*why = tls_conn_error(ep->tls);
+		return -1;
+	}
+}
+
+static ssize_t ep_send(struct endpoint *ep, const void *buf, size_t len, const char **why)
+{
+	ssize_t n;
+	size_t put;
+
+	if (!ep->tls) {
+		n = send(ep->fd, buf, len, MSG_NOSIGNAL);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			ep->can_write = errno == EINTR;
+			return IO_BLOCKED;
+		}
+		if (n < 0)
+			*why = strerror(errno);
+		else if ((size_t)n < len)
+			ep->can_write = false;
+		return n;
+	}
+	switch (tls_write(ep->tls, buf, len, &put)) {
+	case TLS_OK:
+		return (ssize_t)put;
+	case TLS_WANT_WRITE:
+		ep->can_write = false;
+		return IO_BLOCKED;
+	case TLS_WANT_READ:
+		ep->can_write = false;
+		ep->write_wants_read = true;
+		return IO_BLOCKED;
+	default:
+		*why = tls_conn_error(ep->tls);
+		return -1;
+	}
+}
+
+/* Decrypted bytes may wait inside TLS with no edge to announce them. */
+static bool ep_readable(const struct endpoint *ep)
+{
+	return ep->can_read || (ep->tls && tls_pending(ep->tls) > 0);
+}
+
 /* Sends the approved bytes of @f to @dst. Returns bytes sent, 0 when
  * blocked or nothing is approved, -1 when the connection failed (it is
  * then finished). */
 static ssize_t flush_to(struct conn *c, struct endpoint *dst, struct pg_frame *f)
 {
+	const char *why = NULL;
 	ssize_t n;
 
 	if (!f->approved || !dst->can_write)
 		return 0;
-	n = send(dst->fd, f->buf->data + f->buf->start, f->approved, MSG_NOSIGNAL);
+	n = ep_send(dst, f->buf->data + f->buf->start, f->approved, &why);
+	if (n == IO_BLOCKED)
+		return 0;
 	if (n < 0) {
-		if (errno == EAGAIN || errno == EINTR) {
-			dst->can_write = errno == EINTR;
-			return 0;
-		}
+		conn_log(LOG_LEVEL_INFO, c, "%s write: %s",
+			 dst->kind == ENDPOINT_CLIENT ? "client" : "server", why);
 		conn_finish(c, dst->kind == ENDPOINT_CLIENT ? "client write failed"
 							    : "server write failed");
 		return -1;
 	}
-	if ((size_t)n < f->approved)
-		dst->can_write = false;	/* the next EPOLLOUT edge says when */
 	pg_frame_sent(f, (size_t)n, &c->w->bufs);
 	return n;
 }
@@ -195,11 +291,12 @@ static ssize_t flush_to(struct conn *c, struct endpoint *dst, struct pg_frame *f
 static ssize_t fill_from(struct conn *c, struct endpoint *src, struct pg_frame *f, size_t max,
 			 uint64_t *counter)
 {
+	const char *why = NULL;
 	struct iobuf *b;
 	size_t room;
 	ssize_t n;
 
-	if (!src->can_read || src->eof)
+	if (!ep_readable(src) || src->eof)
 		return 0;
 	if (!f->buf && !(f->buf = iobuf_get(&c->w->bufs))) {
 		conn_finish(c, "out of memory");
@@ -213,12 +310,12 @@ static ssize_t fill_from(struct conn *c, struct endpoint *src, struct pg_frame *
 		room = max > iobuf_len(b) ? max - iobuf_len(b) : 0;
 	if (!room)
 		return 0;
-	n = recv(src->fd, b->data + b->end, room, 0);
+	n = ep_recv(src, b->data + b->end, room, &why);
+	if (n == IO_BLOCKED)
+		return 0;
 	if (n < 0) {
-		if (errno == EAGAIN || errno == EINTR) {
-			src->can_read = errno == EINTR;
-			return 0;
-		}
+		conn_log(LOG_LEVEL_INFO, c, "%s read: %s",
+			 src->kind == ENDPOINT_CLIENT ? "client" : "server", why);
 		conn_finish(c, src->kind == ENDPOINT_CLIENT ? "client read failed"
 							    : "server read failed");
 		return -1;
@@ -229,8 +326,6 @@ static ssize_t fill_from(struct conn *c, struct endpoint *src, struct pg_frame *
 	}
 	b->end += (size_t)n;
 	*counter += (uint64_t)n;
-	if ((size_t)n < room)
-		src->can_read = false;	/* drained; the next EPOLLIN edge says when */
 	return n;
 }
 
@@ -374,12 +469,19 @@ static int connect_upstream(struct conn *c)
 
 /*
  * An SSLRequest or GSSENCRequest is answered by the agent itself: the
- * client's encryption, if any, ends here, and the upstream leg has its own.
+ * client's encryption ends here, and the upstream leg has its own. 'S'
+ * when the agent has a certificate, 'N' otherwise; GSS encryption is never
+ * offered (the agent cannot see into it).
  */
 static bool answer_encryption_request(struct conn *c)
 {
-	static const uint8_t no = 'N';
+	bool tls = c->startup.kind == PG_STARTUP_SSL_REQUEST && c->w->agent->client_tls;
+	uint8_t answer = tls ? 'S' : 'N';
 
+	if (c->client.tls) {
+		conn_reject(c, "08P01", "encryption requested twice");
+		return true;
+	}
 	if (pg_frame_unscanned(&c->up) > c->startup.length) {
 		/* Bytes behind the request would be read as if they had come
 		 * after the answer, outside any encryption (CVE-2021-23214). */
@@ -387,10 +489,63 @@ static bool answer_encryption_request(struct conn *c)
 		return true;
 	}
 	pg_frame_release(&c->up, &c->w->bufs);
-	if (reply(c, &no, 1) < 0)
+	if (reply(c, &answer, 1) < 0) {
 		conn_finish(c, "out of memory");
+		return false;
+	}
+	if (tls)
+		set_state(c, CONN_CLIENT_TLS);
 	return true;
 }
+
+/* Drives a handshake. Returns 1 when done, 0 while waiting, -1 on failure. */
+static int handshake(struct endpoint *ep)
+{
+	switch (tls_handshake(ep->tls)) {
+	case TLS_OK:
+		return 1;
+	case TLS_WANT_READ:
+		ep->can_read = false;
+		return 0;
+	case TLS_WANT_WRITE:
+		ep->can_write = false;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+static bool step_client_tls(struct conn *c)
+{
+	char err[256];
+	int done;
+
+	if (c->down.approved) {			/* the 'S', in plaintext */
+		if (flush_to(c, &c->client, &c->down) < 0)
+			return false;
+		if (c->down.approved)
+			return false;
+	}
+	if (!c->client.tls &&
+	    tls_conn_new(c->w->agent->client_tls, c->client.fd, NULL, &c->client.tls, err, sizeof(err)) < 0) {
+		conn_log(LOG_LEVEL_WARN, c, "client TLS: %s", err);
+		conn_finish(c, "client TLS setup failed");
+		return false;
+	}
+	done = handshake(&c->client);
+	if (done < 0) {
+		conn_log(LOG_LEVEL_INFO, c, "client TLS handshake: %s", tls_conn_error(c->client.tls));
+		conn_finish(c, "client TLS handshake failed");
+		return false;
+	}
+	if (!done)
+		return false;
+	c->sess.encrypted = true;
+	set_state(c, CONN_READ_STARTUP);
+	return true;
+}
+
+static bool start_upstream_encryption(struct conn *c);
 
 static bool start_session(struct conn *c)
 {
@@ -474,6 +629,87 @@ static bool step_connecting(struct conn *c)
 		conn_reject(c, "08006", "dbward: could not connect to the database server");
 		return true;
 	}
+	return start_upstream_encryption(c);
+}
+
+static enum config_upstream_tls upstream_mode(const struct conn *c)
+{
+	const struct agent *agent = c->w->agent;
+
+	if (!agent->upstream_tls || c->target_index >= agent->cfg->n_targets ||
+	    !agent->upstream_tls[c->target_index])
+		return CONFIG_UPSTREAM_TLS_DISABLE;
+	return agent->cfg->targets[c->target_index].upstream_tls;
+}
+
+/* A CancelRequest goes in plaintext: the server reads it before any TLS. */
+static bool start_upstream_encryption(struct conn *c)
+{
+	static const uint8_t ssl_request[8] = { 0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f };
+
+	if (c->startup.kind == PG_STARTUP_CANCEL || upstream_mode(c) == CONFIG_UPSTREAM_TLS_DISABLE)
+		return start_session(c);
+	/* Eight bytes on a fresh socket: the send buffer takes them whole. */
+	if (send(c->server.fd, ssl_request, sizeof(ssl_request), MSG_NOSIGNAL) != sizeof(ssl_request)) {
+		conn_reject(c, "08006", "dbward: could not send SSLRequest to the database server");
+		return true;
+	}
+	set_state(c, CONN_UPSTREAM_SSL);
+	return true;
+}
+
+static bool step_upstream_ssl(struct conn *c)
+{
+	enum config_upstream_tls mode = upstream_mode(c);
+	char name[NETADDR_STRLEN], err[256];
+	uint8_t answer;
+	ssize_t n;
+
+	if (!c->server.can_read)
+		return false;
+	/* Exactly one byte: anything behind it would be unencrypted (CVE-2021-23222). */
+	n = recv(c->server.fd, &answer, 1, 0);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		c->server.can_read = errno == EINTR;
+		return false;
+	}
+	if (n <= 0) {
+		conn_reject(c, "08006", "dbward: the database server closed during the SSLRequest");
+		return true;
+	}
+	if (answer == 'N') {
+		if (mode == CONFIG_UPSTREAM_TLS_PREFER)
+			return start_session(c);
+		conn_reject(c, "08006", "dbward: the database server does not accept TLS, "
+				      "which upstream_tls requires");
+		return true;
+	}
+	if (answer != 'S') {
+		conn_reject(c, "08006", "dbward: unexpected answer to SSLRequest from the database server");
+		return true;
+	}
+	netaddr_format_ip(c->sess.server.ip, name, sizeof(name));
+	if (tls_conn_new(c->w->agent->upstream_tls[c->target_index], c->server.fd, name,
+			 &c->server.tls, err, sizeof(err)) < 0) {
+		conn_log(LOG_LEVEL_WARN, c, "upstream TLS: %s", err);
+		conn_reject(c, "08006", "dbward: TLS to the database server failed");
+		return true;
+	}
+	set_state(c, CONN_UPSTREAM_TLS);
+	return true;
+}
+
+static bool step_upstream_tls(struct conn *c)
+{
+	int done = handshake(&c->server);
+
+	if (done < 0) {
+		conn_log(LOG_LEVEL_WARN, c, "upstream TLS handshake: %s", tls_conn_error(c->server.tls));
+		conn_reject(c, "08006", "dbward: TLS to the database server failed");
+		return true;
+	}
+	if (!done)
+		return false;
 	return start_session(c);
 }
 
@@ -518,8 +754,17 @@ static void conn_pump(struct conn *c)
 		case CONN_READ_STARTUP:
 			progress = step_read_startup(c);
 			break;
+		case CONN_CLIENT_TLS:
+			progress = step_client_tls(c);
+			break;
 		case CONN_CONNECTING:
 			progress = step_connecting(c);
+			break;
+		case CONN_UPSTREAM_SSL:
+			progress = step_upstream_ssl(c);
+			break;
+		case CONN_UPSTREAM_TLS:
+			progress = step_upstream_tls(c);
 			break;
 		case CONN_SESSION:
 			progress = step_session(c);
@@ -552,6 +797,7 @@ static void attribute(struct conn *c, const struct netaddr *peer, const struct n
 		return;
 	}
 	c->sess.attributed = true;
+	c->target_index = origin.target_index;
 	memcpy(c->sess.server.ip, origin.dst_addr, 16);
 	c->sess.server.port = ntohs(origin.dst_port);
 	who->pid = origin.who.tgid;
@@ -611,10 +857,18 @@ void conn_on_event(struct endpoint *ep, uint32_t events)
 
 	if (c->state == CONN_CLOSED)
 		return;
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 		ep->can_read = true;
-	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		if (ep->write_wants_read)
+			ep->can_write = true;
+		ep->write_wants_read = false;
+	}
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
 		ep->can_write = true;
+		if (ep->read_wants_write)
+			ep->can_read = true;
+		ep->read_wants_write = false;
+	}
 	conn_pump(c);
 }
 

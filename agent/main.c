@@ -194,8 +194,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err_text);
 		return 1;
 	}
+	/* Certificates are part of the configuration: --check reads them too. */
+	if (agent_tls_open(&agent, err_text, sizeof(err_text)) < 0) {
+		fprintf(stderr, "%s: %s\n", opt.config_path, err_text);
+		agent_tls_close(&agent);
+		config_free(&cfg);
+		return 1;
+	}
 	if (opt.check) {
 		printf("%s: configuration is valid\n", opt.config_path);
+		agent_tls_close(&agent);
 		config_free(&cfg);
 		return 0;
 	}
@@ -230,6 +238,7 @@ out:
 	/* After a failed start, pinned links stay: fail-closed must hold. */
 	intercept_stop(agent.intercept, false);
 	audit_close(agent.audit);
+	agent_tls_close(&agent);
 	config_free(&cfg);
 	return status;
 }

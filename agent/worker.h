@@ -31,6 +31,10 @@ struct endpoint {
 	bool can_read;
 	bool can_write;
 	bool eof;
+	/* With TLS a read may need the socket writable and a write readable. */
+	bool read_wants_write;
+	bool write_wants_read;
+	struct tls_conn *tls;	/* NULL: plaintext */
 	void *owner;		/* struct conn or struct worker */
 };
 

@@ -831,3 +831,91 @@ Test(config, file_of_exactly_one_mib_is_read)
 	free(path);
 	free(text);
 }
+
+/* --- TLS and message limits ----------------------------------------------------- */
+
+Test(config, upstream_tls_defaults_to_prefer_and_takes_every_mode)
+{
+	static const char yaml[] =
+		"intercept:\n"
+		"  cgroup: /sys/fs/cgroup/workloads\n"
+		"  targets:\n"
+		"    - port: 5432\n"
+		"    - port: 5433\n"
+		"      upstream_tls: verify-full\n"
+		"      upstream_ca: /etc/dbward/db-ca.pem\n"
+		"    - port: 5434\n"
+		"      upstream_tls: disable\n"
+		"tls:\n"
+		"  cert: /etc/dbward/agent.crt\n"
+		"  key: /etc/dbward/agent.key\n"
+		"limits:\n"
+		"  max_message_bytes: 1048576\n";
+	struct agent_config cfg;
+	char err[CONFIG_ERR_LEN] = "";
+
+	cr_assert_eq(load(yaml, &cfg, err), 0, "%s", err);
+	cr_assert_eq(cfg.targets[0].upstream_tls, CONFIG_UPSTREAM_TLS_PREFER);
+	cr_assert_null(cfg.targets[0].upstream_ca);
+	cr_assert_eq(cfg.targets[1].upstream_tls, CONFIG_UPSTREAM_TLS_VERIFY_FULL);
+	cr_assert_str_eq(cfg.targets[1].upstream_ca, "/etc/dbward/db-ca.pem");
+	cr_assert_eq(cfg.targets[2].upstream_tls, CONFIG_UPSTREAM_TLS_DISABLE);
+	cr_assert_str_eq(cfg.tls_cert, "/etc/dbward/agent.crt");
+	cr_assert_str_eq(cfg.tls_key, "/etc/dbward/agent.key");
+	cr_assert_eq(cfg.max_message_bytes, 1048576);
+	config_free(&cfg);
+}
+
+Test(config, default_message_limit_is_256_mib_and_no_tls)
+{
+	struct agent_config cfg;
+	char err[CONFIG_ERR_LEN] = "";
+
+	cr_assert_eq(load(minimal_yaml, &cfg, err), 0, "%s", err);
+	cr_assert_eq(cfg.max_message_bytes, 256u << 20);
+	cr_assert_null(cfg.tls_cert);
+	cr_assert_null(cfg.tls_key);
+	config_free(&cfg);
+}
+
+Test(config, refuses_verify_full_without_a_ca)
+{
+	assert_refused("intercept:\n"
+		       "  cgroup: /sys/fs/cgroup/workloads\n"
+		       "  targets:\n"
+		       "    - port: 5432\n"
+		       "      upstream_tls: verify-full\n",
+		       4, "upstream_ca");
+}
+
+Test(config, refuses_an_unknown_upstream_tls_mode)
+{
+	assert_refused("intercept:\n"
+		       "  cgroup: /sys/fs/cgroup/workloads\n"
+		       "  targets:\n"
+		       "    - port: 5432\n"
+		       "      upstream_tls: sometimes\n",
+		       5, "verify-full");
+}
+
+Test(config, refuses_tls_with_a_cert_but_no_key)
+{
+	assert_refused("intercept:\n"
+		       "  cgroup: /sys/fs/cgroup/workloads\n"
+		       "  targets:\n"
+		       "    - port: 5432\n"
+		       "tls:\n"
+		       "  cert: /etc/dbward/agent.crt\n",
+		       5, "key");
+}
+
+Test(config, refuses_a_message_limit_out_of_range)
+{
+	assert_refused("intercept:\n"
+		       "  cgroup: /sys/fs/cgroup/workloads\n"
+		       "  targets:\n"
+		       "    - port: 5432\n"
+		       "limits:\n"
+		       "  max_message_bytes: 100\n",
+		       6, "max_message_bytes");
+}
