@@ -15,14 +15,15 @@
 #include "agent/pg_msg.h"
 #include "agent/pg_startup.h"
 #include "agent/session.h"
+#include "agent/track.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/tls.h"
 
 /* Rounds of work one connection may do before others get a turn. */
 #define CONN_PUMP_BUDGET 16
-/* Bytes of Bind/Execute/Describe/Close seen at once: their names. */
-#define CONN_NAMES_HOLD 8192
+/* Input read and dropped after an error before closing regardless. */
+#define CONN_DRAIN_MAX (64u << 20)
 
 enum conn_state {
 	CONN_READ_STARTUP,	/* reading the client's first packet */
@@ -55,7 +56,10 @@ struct conn {
 	struct pg_frame down;		/* server → client */
 	struct pg_startup startup;	/* the packet at the head of up.buf */
 	uint32_t target_index;		/* which configured target it matched */
+	uint64_t drained;		/* CLOSING: client bytes dropped */
 	struct session sess;
+	struct track track;		/* statements in flight */
+	uint64_t now_ns;		/* this pump round's clock */
 	bool open_emitted;
 	bool in_ready;
 	struct conn *prev;		/* w->conns */
@@ -116,9 +120,10 @@ static void conn_finish(struct conn *c, const char *error)
 	if (error && !c->sess.error)
 		c->sess.error = error;
 	if (c->sess.error)
-		conn_log(LOG_LEVEL_INFO, c, "closing: %s", c->sess.error);
+		conn_log(LOG_LEVEL_INFO, c, "connection ends: %s", c->sess.error);
 	set_state(c, CONN_CLOSED);
 	emit_open_once(c);
+	track_abandon(&c->track, clock_monotonic_ns());
 	session_emit_close(w->agent->audit, &c->sess);
 
 	close_endpoint(w, &c->server);
@@ -157,17 +162,27 @@ static int reply(struct conn *c, const uint8_t *msg, size_t len)
 	return 0;
 }
 
-/* Answers the client with a FATAL ErrorResponse and closes after it. */
+/*
+ * Answers the client with a FATAL ErrorResponse and closes after it. Whole
+ * messages the server sent still reach the client first; when one is cut
+ * in the middle nothing more can be said, and the connection just ends.
+ */
 static void conn_reject(struct conn *c, const char *sqlstate, const char *message)
 {
 	struct worker *w = c->w;
+	struct pg_frame *d = &c->down;
 	uint8_t err[512];
 	size_t len = pg_build_error(err, sizeof(err), "FATAL", sqlstate, message, NULL, NULL);
 
 	c->sess.error = message;
 	close_endpoint(w, &c->server);
 	pg_frame_release(&c->up, &w->bufs);
-	pg_frame_release(&c->down, &w->bufs);
+	if (d->pass_left) {
+		conn_finish(c, message);
+		return;
+	}
+	if (d->buf)
+		d->buf->end = d->buf->start + d->approved;	/* drop the unscanned */
 	if (!len || reply(c, err, len) < 0) {
 		conn_finish(c, message);
 		return;
@@ -199,7 +214,7 @@ static ssize_t ep_recv(struct endpoint *ep, void *buf, size_t len, const char **
 		}
 		if (n < 0)
 			*why = strerror(errno);
-		else if (n > 0 && (size_t)n < len)
+		else if (n > 0 && (size_t)n < len && !ep->peer_closed)
 			ep->can_read = false;
 		return n;
 	}
@@ -331,57 +346,55 @@ static ssize_t fill_from(struct conn *c, struct endpoint *src, struct pg_frame *
 
 /* --- what each direction holds and looks at ----------------------------- */
 
+/* The statement text is held whole, so it is judged before the server sees it. */
 static size_t frontend_hold(void *ctx, uint8_t type, size_t total)
 {
 	(void)ctx;
-	switch (type) {
-	case 'Q':	/* the statement text: judged before the server sees it */
-	case 'P':
-		return total;
-	case 'B':
-	case 'E':
-	case 'D':
-	case 'C':
-		return CONN_NAMES_HOLD;
-	default:
-		return PG_MSG_HEADER_LEN;
-	}
+	return track_frontend_hold(type, total);
 }
 
 static enum pg_frame_verdict frontend_message(void *ctx, uint8_t *msg, size_t have, size_t total,
 					      size_t *new_total)
 {
-	(void)ctx;
-	(void)msg;
-	(void)have;
-	(void)total;
+	struct conn *c = ctx;
+
 	(void)new_total;
+	if (track_frontend(&c->track, msg, have, total, c->now_ns) < 0) {
+		c->up.error = c->track.error;
+		return PG_FRAME_ERROR;
+	}
 	return PG_FRAME_FORWARD;
 }
 
 static size_t backend_hold(void *ctx, uint8_t type, size_t total)
 {
 	(void)ctx;
-	switch (type) {
-	case 'R':	/* authentication requests: the SASL offer may be rewritten */
-	case 'C':
-	case 'E':
-	case 'Z':
+	if (type == 'R')	/* authentication requests: the SASL offer may be rewritten */
 		return total;
-	default:
-		return PG_MSG_HEADER_LEN;
-	}
+	return track_backend_hold(type, total);
 }
 
 static enum pg_frame_verdict backend_message(void *ctx, uint8_t *msg, size_t have, size_t total,
 					     size_t *new_total)
 {
-	(void)ctx;
+	struct conn *c = ctx;
+
 	/* The client's TLS, when it has any, ends here: channel binding
 	 * would bind to a session the server never saw. */
 	if (msg[0] == 'R' && have == total)
 		*new_total = pg_sasl_strip_plus(msg, total);
+	if (track_backend(&c->track, msg, have, total, c->now_ns) < 0) {
+		c->down.error = c->track.error;
+		return PG_FRAME_ERROR;
+	}
 	return PG_FRAME_FORWARD;
+}
+
+static void report_statement(void *ctx, const struct track_result *r)
+{
+	struct conn *c = ctx;
+
+	session_emit_statement(c->w->agent->audit, &c->sess, r);
 }
 
 static const struct pg_frame_ops frontend_ops = {
@@ -419,7 +432,7 @@ static int relay(struct conn *c, struct endpoint *src, struct endpoint *dst, str
 			if (src->kind == ENDPOINT_CLIENT)
 				conn_reject(c, "08P01", f->error);
 			else
-				conn_finish(c, "protocol violation from the server");
+				conn_reject(c, "08P01", "dbward: protocol violation from the database server");
 			return -1;
 		}
 		if ((more = flush_to(c, dst, f)) < 0)
@@ -717,36 +730,65 @@ static bool step_session(struct conn *c)
 {
 	int up, down;
 
+	/* A reject moves to CLOSING, which must run now to send the error. */
 	up = relay(c, &c->client, &c->server, &c->up, &frontend_ops, &c->sess.client_bytes);
 	if (up < 0)
-		return false;
+		return c->state == CONN_CLOSING;
 	down = relay(c, &c->server, &c->client, &c->down, &backend_ops, &c->sess.server_bytes);
 	if (down < 0)
-		return false;
+		return c->state == CONN_CLOSING;
 	/* Either side ending ends the session once its last bytes are through. */
 	if ((c->client.eof && !c->up.approved) || (c->server.eof && !c->down.approved)) {
-		if (c->client.eof && pg_frame_unscanned(&c->up))
+		if (c->client.eof && (pg_frame_unscanned(&c->up) || c->up.pass_left))
 			conn_finish(c, "client closed inside a message");
-		else if (c->server.eof && pg_frame_unscanned(&c->down))
-			conn_finish(c, "server closed inside a message");
+		else if (c->server.eof && (pg_frame_unscanned(&c->down) || c->down.pass_left))
+			conn_reject(c, "08006", "dbward: the database server closed inside a message");
 		else
 			conn_finish(c, NULL);
-		return false;
+		return c->state == CONN_CLOSING;
 	}
 	return up || down;
 }
 
+/*
+ * Sends our ErrorResponse, closes our side, then reads and drops what the
+ * client still sends until it closes too (or too much arrives): closing
+ * with unread input would send a reset, which can destroy the error before
+ * the client reads it.
+ */
 static bool step_closing(struct conn *c)
 {
-	if (flush_to(c, &c->client, &c->down) < 0)
-		return false;
-	if (!c->down.approved || c->client.eof)
-		conn_finish(c, NULL);
+	uint8_t sink[16384];
+	ssize_t n;
+
+	if (c->down.approved) {
+		if (flush_to(c, &c->client, &c->down) < 0 || c->down.approved)
+			return false;
+		if (c->client.tls)
+			tls_shutdown(c->client.tls);
+		shutdown(c->client.fd, SHUT_WR);
+	}
+	for (;;) {
+		if (!c->client.can_read)
+			return false;	/* until the client's close arrives */
+		n = recv(c->client.fd, sink, sizeof(sink), 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			c->client.can_read = errno == EINTR;
+			return false;
+		}
+		if (n <= 0)
+			break;
+		c->drained += (uint64_t)n;
+		if (c->drained > CONN_DRAIN_MAX)
+			break;
+	}
+	conn_finish(c, NULL);
 	return false;
 }
 
 static void conn_pump(struct conn *c)
 {
+	c->now_ns = clock_monotonic_ns();
 	for (int round = 0; round < CONN_PUMP_BUDGET; round++) {
 		bool progress = false;
 
@@ -830,6 +872,7 @@ void conn_accept(struct worker *w, int fd, const struct netaddr *peer, const str
 	c->up.max_total = agent->cfg->max_message_bytes;
 	c->down.max_total = agent->cfg->max_message_bytes;
 	session_new_id(c->sess.id);
+	track_init(&c->track, report_statement, c);
 	c->sess.client = *peer;
 	c->sess.start_ns = clock_monotonic_ns();
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -857,6 +900,8 @@ void conn_on_event(struct endpoint *ep, uint32_t events)
 
 	if (c->state == CONN_CLOSED)
 		return;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		ep->peer_closed = true;
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 		ep->can_read = true;
 		if (ep->write_wants_read)
@@ -903,6 +948,7 @@ void conn_free_doomed(struct worker *w)
 		struct conn *c = w->doomed;
 
 		w->doomed = c->next_ready;
+		track_release(&c->track);
 		session_release(&c->sess);
 		free(c);
 	}

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "agent/audit.h"
+#include "agent/track.h"
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -139,5 +140,60 @@ int session_emit_close(struct audit *audit, const struct session *s)
 	jsonbuf_u64(&jb, "server_bytes", s->server_bytes);
 	jsonbuf_u64(&jb, "duration_us", (clock_monotonic_ns() - s->start_ns) / 1000);
 	jsonbuf_str(&jb, "error", s->error);
+	return submit(audit, &jb);
+}
+
+/* Who and where, compactly: enough to filter statements without a join. */
+static void put_statement_identity(struct jsonbuf *jb, const struct session *s)
+{
+	const struct identity *w = &s->who;
+
+	jsonbuf_begin(jb);
+	jsonbuf_str(jb, "kind", "statement");
+	put_timestamp(jb);
+	jsonbuf_str(jb, "session_id", s->id);
+	if (s->attributed) {
+		jsonbuf_u64(jb, "pid", w->pid);
+		jsonbuf_strn(jb, "comm", w->comm, strnlen(w->comm, sizeof(w->comm)));
+		jsonbuf_u64(jb, "uid", w->uid);
+		jsonbuf_str(jb, "user", w->user);
+		put_empty_as_null(jb, "container_id", w->ids.container_id);
+		put_empty_as_null(jb, "pod_uid", w->ids.pod_uid);
+	}
+	jsonbuf_str(jb, "db_user", s->db_user);
+	jsonbuf_str(jb, "database", s->database);
+	jsonbuf_str(jb, "application_name", s->application_name);
+}
+
+int session_emit_statement(struct audit *audit, const struct session *s,
+			   const struct track_result *r)
+{
+	const struct sql_statement *st = track_result_statement(r);
+	struct jsonbuf jb;
+
+	if (!audit)
+		return 0;
+	jsonbuf_init(&jb);
+	put_statement_identity(&jb, s);
+	jsonbuf_strn(&jb, "sql", r->sql, r->sql_len);
+	jsonbuf_str(&jb, "fingerprint", st && st->fingerprint[0] ? st->fingerprint : NULL);
+	jsonbuf_str(&jb, "statement_kind", st ? sql_kind_name(st->kind) : NULL);
+	jsonbuf_str_array(&jb, "tables", st ? st->tables : NULL, st ? st->n_tables : 0);
+	jsonbuf_str_array(&jb, "functions", st ? st->functions : NULL, st ? st->n_functions : 0);
+	jsonbuf_u64(&jb, "param_count", st && st->param_count > 0 ? (uint64_t)st->param_count : 0);
+	jsonbuf_bool(&jb, "extended", r->extended);
+	jsonbuf_u64(&jb, "duration_us", r->duration_ns / 1000);
+	if (r->rows >= 0)
+		jsonbuf_i64(&jb, "rows", r->rows);
+	else
+		jsonbuf_null(&jb, "rows");
+	jsonbuf_u64(&jb, "client_bytes", r->client_bytes);
+	jsonbuf_u64(&jb, "server_bytes", r->server_bytes);
+	jsonbuf_str(&jb, "sqlstate", r->sqlstate[0] ? r->sqlstate : NULL);
+	jsonbuf_str(&jb, "verdict", "allow");
+	if (!r->finished)
+		jsonbuf_bool(&jb, "finished", false);
+	if (r->text && !r->text->parse.ok)
+		jsonbuf_str(&jb, "parse_error", r->text->parse.error);
 	return submit(audit, &jb);
 }

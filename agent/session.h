@@ -35,8 +35,11 @@ void session_new_id(char out[SESSION_ID_LEN + 1]);
 void session_release(struct session *s);
 
 struct audit;
-/* Formats and submits connection_open / connection_close. */
+struct track_result;
+/* Formats and submits connection_open / connection_close / statement. */
 int session_emit_open(struct audit *audit, const struct session *s);
 int session_emit_close(struct audit *audit, const struct session *s);
+int session_emit_statement(struct audit *audit, const struct session *s,
+			   const struct track_result *r);
 
 #endif

@@ -31,6 +31,9 @@ struct endpoint {
 	bool can_read;
 	bool can_write;
 	bool eof;
+	/* The peer closed its side (EPOLLRDHUP): read on until end of stream,
+	 * as no further edge will come. */
+	bool peer_closed;
 	/* With TLS a read may need the socket writable and a write readable. */
 	bool read_wants_write;
 	bool write_wants_read;

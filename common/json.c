@@ -181,6 +181,18 @@ void jsonbuf_null(struct jsonbuf *jb, const char *key)
 	put(jb, "null", 4);
 }
 
+void jsonbuf_str_array(struct jsonbuf *jb, const char *key, char *const *items, size_t n)
+{
+	put_key(jb, key);
+	put_char(jb, '[');
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			put_char(jb, ',');
+		put_string(jb, items[i], strlen(items[i]));
+	}
+	put_char(jb, ']');
+}
+
 int jsonbuf_finish(struct jsonbuf *jb)
 {
 	put(jb, "}\n", 2);

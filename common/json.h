@@ -29,6 +29,8 @@ void jsonbuf_u64(struct jsonbuf *jb, const char *key, uint64_t value);
 void jsonbuf_i64(struct jsonbuf *jb, const char *key, int64_t value);
 void jsonbuf_bool(struct jsonbuf *jb, const char *key, bool value);
 void jsonbuf_null(struct jsonbuf *jb, const char *key);
+/* An array of strings; NULL @items with @n 0 writes []. */
+void jsonbuf_str_array(struct jsonbuf *jb, const char *key, char *const *items, size_t n);
 /* Closes the object and appends '\n'. Returns 0, or -ENOMEM if any append failed. */
 int jsonbuf_finish(struct jsonbuf *jb);
 

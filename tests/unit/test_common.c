@@ -95,6 +95,20 @@ Test(jsonbuf, escapes_quotes_controls_and_bad_utf8)
 	jsonbuf_release(&jb);
 }
 
+Test(jsonbuf, writes_string_arrays)
+{
+	char *tables[] = { "public.orders", "we\"ird" };
+	struct jsonbuf jb;
+
+	jsonbuf_init(&jb);
+	jsonbuf_begin(&jb);
+	jsonbuf_str_array(&jb, "tables", tables, 2);
+	jsonbuf_str_array(&jb, "none", NULL, 0);
+	cr_assert_eq(jsonbuf_finish(&jb), 0);
+	cr_assert_arr_eq(jb.data, "{\"tables\":[\"public.orders\",\"we\\\"ird\"],\"none\":[]}\n", jb.len);
+	jsonbuf_release(&jb);
+}
+
 Test(jsonbuf, refuses_overlong_and_surrogate_utf8)
 {
 	struct jsonbuf jb;

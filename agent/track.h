@@ -1,0 +1,97 @@
+/*
+ * Which statement each server response belongs to.
+ *
+ * PostgreSQL answers a client's messages in order, so a FIFO of what the
+ * client sent, matched against what the server says, tells when each
+ * statement ends, how many rows it touched and how it failed:
+ *
+ *   Query        → per statement: [T D*] C | I | E ... then Z
+ *   Parse        → 1 | E          Bind → 2 | E        Describe → [t] T|n | E
+ *   Execute      → D* (C | s | I) | E                   Close → 3 | E
+ *   Sync         → Z              FunctionCall → V | E, then Z
+ *
+ * After an error in the extended protocol the server skips everything up
+ * to the next Sync; so does the tracker. Named prepared statements and
+ * portals are followed, so an Execute is reported with the text its Parse
+ * carried. Fed whole messages (or their held prefix) in order; reports
+ * each finished statement through a callback. No sockets, no I/O.
+ */
+#ifndef DBWARD_AGENT_TRACK_H
+#define DBWARD_AGENT_TRACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent/sql.h"
+
+/* A statement text the session knows, with its classification; shared by
+ * the prepared-statement map, portals and pending responses. */
+struct track_text {
+	unsigned refs;
+	char *sql;		/* NUL-terminated */
+	size_t len;
+	struct sql_parse parse;
+};
+
+/* One finished statement, as the audit trail reports it. */
+struct track_result {
+	const struct track_text *text;	/* NULL: the statement is unknown */
+	size_t index;			/* which statement of text->parse */
+	const char *sql;		/* this statement's own text ... */
+	size_t sql_len;			/* ... not NUL-terminated */
+	bool extended;			/* Parse/Bind/Execute, not a Query */
+	bool finished;			/* false: the session ended first */
+	int64_t rows;			/* -1 when the server did not say */
+	char sqlstate[6];		/* "" on success */
+	uint64_t duration_ns;
+	uint64_t client_bytes;
+	uint64_t server_bytes;
+};
+
+typedef void track_report_fn(void *ctx, const struct track_result *r);
+
+/* The classified statement @r reports; NULL when unknown or unparsable. */
+const struct sql_statement *track_result_statement(const struct track_result *r);
+
+struct track_name;
+struct track_pending;
+
+struct track {
+	track_report_fn *report;
+	void *ctx;
+	/* FIFO of what awaits an answer: a ring that grows to max_pending. */
+	struct track_pending *pending;
+	size_t head, count, cap, max_pending;
+	char tx_status;			/* from the last ReadyForQuery */
+	/* How the server reads text now (ParameterStatus): the classifier
+	 * must read it the same way. */
+	struct sql_settings settings;
+	char *client_encoding;		/* owned; settings points at it */
+	struct track_name **statements;	/* prepared statements by name */
+	struct track_name **portals;
+	size_t n_buckets;
+	size_t n_names, max_names;
+	const char *error;		/* why a feed failed (static text) */
+};
+
+void track_init(struct track *t, track_report_fn *report, void *ctx);
+void track_release(struct track *t);
+
+/*
+ * Feeds the first @have bytes of a client (frontend) or server (backend)
+ * message of @total bytes (header included). Returns 0, or -1 with
+ * t->error set: a malformed message, or more pending or named statements
+ * than the limits allow. @now_ns is CLOCK_MONOTONIC.
+ */
+int track_frontend(struct track *t, const uint8_t *msg, size_t have, size_t total, uint64_t now_ns);
+int track_backend(struct track *t, const uint8_t *msg, size_t have, size_t total, uint64_t now_ns);
+
+/* How many bytes of a message of @type the tracker needs to see. */
+size_t track_frontend_hold(uint8_t type, size_t total);
+size_t track_backend_hold(uint8_t type, size_t total);
+
+/* Reports what is still pending as unfinished (the connection ended). */
+void track_abandon(struct track *t, uint64_t now_ns);
+
+#endif
