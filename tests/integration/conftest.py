@@ -7,25 +7,33 @@ Run as root:   /usr/bin/python3 -m pytest -q tests/integration
 Agent binary:  $DBWARD_AGENT, default build/bin/dbward-agent (`make`).
 """
 
+import json
 import os
 import subprocess
 
 import pytest
 
 from dbward_env import (
+    HELD_SRC,
+    PYTHON,
     Agent,
     AgentFailure,
     Bpffs,
     Cgroup,
+    Differential,
     Netns,
     Postgres,
     Raw,
     agent_binary,
     cgroup2_mount,
     free_port,
+    by_app,
+    marker,
     merge,
     popen_in_cgroup,
+    readline,
     run_in_cgroup as _run_in_cgroup,
+    wait_until,
 )
 
 
@@ -60,6 +68,56 @@ def pg(netns):
         yield server
     finally:
         server.cleanup()
+
+
+# Roles with passwords on the session's server, one per password method.
+PASSWORD_ROLES = {
+    # role: (pg_hba method, how the password is stored, password)
+    "dbw_scram": ("scram-sha-256", "scram-sha-256", "scram 'secret' ✓"),
+    "dbw_md5": ("md5", "md5", "md5-secret"),
+    "dbw_password": ("password", "scram-sha-256", "cleartext-secret"),
+}
+
+
+@pytest.fixture(scope="session")
+def pg_passwords(pg):
+    """{role: password} for roles that must authenticate with a password.
+
+    pg_hba.conf gets lines for these roles only, ahead of the trust lines,
+    so every other test keeps trust; the original file is put back after.
+    """
+    original = pg.hba_path.read_text()
+    conn = pg.connect()
+    try:
+        with conn.cursor() as cur:
+            for role, (_, stored, password) in PASSWORD_ROLES.items():
+                cur.execute(f"set password_encryption = '{stored}'")
+                cur.execute(f"create role {role} login password %s", (password,))
+        lines = [f"host all {role} {net} {method}"
+                 for role, (method, _, _) in PASSWORD_ROLES.items()
+                 for net in ("127.0.0.1/32", "::1/128")]
+        pg.hba_path.write_text("\n".join(lines) + "\n" + original)
+        pg.reload()
+        wait_until(lambda: not _connects_without_password(pg, "dbw_md5"), 10,
+                   what="pg_hba.conf with password lines to take effect")
+        yield {role: password for role, (_, _, password) in PASSWORD_ROLES.items()}
+    finally:
+        pg.hba_path.write_text(original)
+        pg.reload()
+        with conn.cursor() as cur:
+            for role in PASSWORD_ROLES:
+                cur.execute(f"drop role if exists {role}")
+        conn.close()
+
+
+def _connects_without_password(pg, role):
+    import psycopg2
+
+    try:
+        pg.connect(user=role, dbname="orders").close()
+        return True
+    except psycopg2.OperationalError:
+        return False
 
 
 @pytest.fixture(autouse=True)
@@ -182,3 +240,41 @@ def agent_factory(agent_config, test_cgroup, tmp_path):
 def agent(agent_factory):
     """A running agent with the default config (fail closed, heartbeat 1s)."""
     return agent_factory()
+
+
+@pytest.fixture
+def both(agent, test_cgroup):
+    """A Differential: each workload run direct, then through the agent."""
+    return Differential(agent, test_cgroup)
+
+
+class HeldConnection:
+    """An intercepted psycopg2 connection, opened before the bad input arrives."""
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def query_works(self):
+        self.proc.stdin.write("41\n")
+        self.proc.stdin.flush()
+        return readline(self.proc.stdout, 15).strip() == "42"
+
+
+@pytest.fixture
+def held(pg, agent, test_cgroup, spawn_in_cgroup):
+    """A connection from the cgroup through the agent, open for the whole test.
+
+    Uses whichever `agent` fixture the test sees (a module may override it).
+    """
+    app = marker("held")
+    proc = spawn_in_cgroup(
+        test_cgroup,
+        [PYTHON, "-c", HELD_SRC,
+         json.dumps({"host": "127.0.0.1", "port": pg.port, "application_name": app})],
+        stdin=subprocess.PIPE)
+    line = readline(proc.stdout, 20)
+    if line.strip() != "ready":
+        proc.kill()
+        pytest.fail(f"held connection did not open: {line!r} {proc.communicate()[1]}")
+    agent.wait_for_event(by_app(app), kind="connection_open")
+    return HeldConnection(proc)

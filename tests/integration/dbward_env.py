@@ -11,6 +11,8 @@ we started are killed, by pid. Every teardown is idempotent.
 """
 
 import copy
+import datetime
+import difflib
 import errno
 import ipaddress
 import json
@@ -37,6 +39,9 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 PSQL = str(PG_BIN / "psql")
+PGBENCH = str(PG_BIN / "pgbench")
+PG_DUMP = str(PG_BIN / "pg_dump")
+PG_RESTORE = str(PG_BIN / "pg_restore")
 PYTHON = "/usr/bin/python3"  # Debian's, the one with psycopg2
 DEFAULT_AGENT = REPO_ROOT / "build" / "bin" / "dbward-agent"
 TEST_NET = ipaddress.ip_network("198.51.100.0/24")  # TEST-NET-2, never routed
@@ -46,6 +51,7 @@ TEST_NET = ipaddress.ip_network("198.51.100.0/24")  # TEST-NET-2, never routed
 PGWIRE_SRC = (HERE / "pgwire.py").read_text()
 CONCURRENT_SRC = (HERE / "concurrent_clients.py").read_text()
 HELD_SRC = (HERE / "held_connection.py").read_text()
+WORKLOADS_SRC = (HERE / "workloads.py").read_text()
 
 
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
@@ -292,11 +298,17 @@ class Netns:
 
 
 class Postgres:
-    """A throwaway PostgreSQL cluster run as the postgres user, trust auth."""
+    """A throwaway PostgreSQL cluster run as the postgres user, trust auth.
 
-    def __init__(self, port, listen_addrs):
+    @hba replaces the trust-only pg_hba.conf, @conf is appended to
+    postgresql.conf (e.g. ssl = on); both are written by initdb().
+    """
+
+    def __init__(self, port, listen_addrs, hba=None, conf=""):
         self.port = port
         self.listen_addrs = list(listen_addrs)
+        self.hba = hba
+        self.conf = conf
         self.dir = Path(tempfile.mkdtemp(prefix="dbward-pg-"))
         self.data = self.dir / "data"
         self.log_path = self.dir / "postgres.log"
@@ -313,6 +325,7 @@ class Postgres:
                            "--username=postgres", "--encoding=UTF8",
                            "--locale=C", "--no-sync", "--no-instructions"])
         (self.data / "pg_hba.conf").write_text(
+            self.hba if self.hba is not None else
             "local all all trust\n"
             "host all all 127.0.0.1/32 trust\n"
             "host all all ::1/128 trust\n"
@@ -331,6 +344,7 @@ class Postgres:
                 "log_disconnections = on\n"
                 "log_line_prefix = '%m [%p] %h '\n"
             )
+            f.write(self.conf)
 
     def start(self):
         self._as_postgres([PG_BIN / "pg_ctl", "-D", self.data, "-l", self.log_path,
@@ -346,6 +360,14 @@ class Postgres:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def hba_path(self):
+        return self.data / "pg_hba.conf"
+
+    def reload(self):
+        """Re-reads pg_hba.conf and postgresql.conf (pg_reload_conf)."""
+        self.sql("select pg_reload_conf()")
 
     def connect(self, host="127.0.0.1", user="postgres", dbname="postgres", **kwargs):
         import psycopg2
@@ -409,10 +431,15 @@ def popen_in_cgroup(cgroup, argv, user=None, netns=None, env=None, **kwargs):
 
 
 def run_in_cgroup(cgroup, argv, user=None, netns=None, env=None, input=None,
-                  timeout=60, check=False):
-    """Runs @argv inside @cgroup to completion; the result carries .pid."""
+                  timeout=60, check=False, merge_stderr=False):
+    """Runs @argv inside @cgroup to completion; the result carries .pid.
+
+    With @merge_stderr, stderr goes to the stdout pipe (interleaved as the
+    program wrote it) and the result's stderr is empty.
+    """
     proc = popen_in_cgroup(cgroup, argv, user, netns, env,
-                           stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL)
+                           stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                           stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE)
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -420,7 +447,7 @@ def run_in_cgroup(cgroup, argv, user=None, netns=None, env=None, input=None,
         out, err = proc.communicate()
         pytest.fail(f"{argv} in {cgroup} did not finish in {timeout}s\n"
                     f"stdout: {out}\nstderr: {err}")
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err or "")
     result.pid = proc.pid
     if check and result.returncode != 0:
         pytest.fail(f"{argv} in {cgroup} exited {result.returncode}\n"
@@ -428,18 +455,50 @@ def run_in_cgroup(cgroup, argv, user=None, netns=None, env=None, input=None,
     return result
 
 
+def run_direct(argv, env=None, input=None, timeout=60, check=False, merge_stderr=False):
+    """run_in_cgroup's twin for the test's own cgroup: never intercepted.
+
+    Same environment cleaning, same pipes, same result shape (.pid), so a
+    differential test changes nothing but where the process runs.
+    """
+    proc = subprocess.Popen([str(a) for a in argv], env=clean_env(env), text=True,
+                            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"{argv} did not finish in {timeout}s\nstdout: {out}\nstderr: {err}")
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err or "")
+    result.pid = proc.pid
+    if check and result.returncode != 0:
+        pytest.fail(f"{argv} exited {result.returncode}\nstdout: {out}\nstderr: {err}")
+    return result
+
+
 def psql_argv(host, port, sql="select 1", user="app", dbname="orders",
-              application_name="dbward-test", connect_timeout=5):
-    """An unmodified psql, quiet and unaligned, that cannot hang on connect."""
+              application_name="dbward-test", connect_timeout=5, conninfo_extra=""):
+    """An unmodified psql, quiet and unaligned, that cannot hang on connect.
+
+    @conninfo_extra is appended to the connection string (e.g. "sslmode=require").
+    """
     conninfo = (f"host={host} port={port} user={user} dbname={dbname} "
-                f"application_name={application_name} connect_timeout={connect_timeout}")
+                f"application_name={application_name} connect_timeout={connect_timeout} "
+                f"{conninfo_extra}").rstrip()
     return [PSQL, "-X", "-w", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", sql]
 
 
 def wire_client(cgroup, spec, user=None, netns=None, timeout=60):
     """Runs pgwire.py with @spec inside @cgroup; returns its JSON result."""
-    res = run_in_cgroup(cgroup, [PYTHON, "-c", PGWIRE_SRC, json.dumps(spec)],
-                        user=user, netns=netns, timeout=timeout)
+    text = json.dumps(spec)
+    if len(text) < 65536:
+        res = run_in_cgroup(cgroup, [PYTHON, "-c", PGWIRE_SRC, text],
+                            user=user, netns=netns, timeout=timeout)
+    else:  # too long for one argument (MAX_ARG_STRLEN): on stdin
+        res = run_in_cgroup(cgroup, [PYTHON, "-c", PGWIRE_SRC, "-"], input=text,
+                            user=user, netns=netns, timeout=timeout)
     if res.returncode != 0:
         pytest.fail(f"pgwire client failed ({res.returncode}): {res.stderr}")
     return json.loads(res.stdout)
@@ -745,3 +804,166 @@ def assert_went_through_agent(result):
 def assert_went_direct(result):
     """The server saw the client's own source port: nothing in between."""
     assert _port_seen_by_server(result) == result["sockname"][1], result
+
+
+def assert_intercepted(agent, pid, timeout=10):
+    """The agent opened a session for a connection made by process @pid.
+
+    A differential test is only worth something if the second run really
+    went through the agent; this is the proof.
+    """
+    return agent.wait_for_event(lambda e: e.get("pid") == pid, timeout=timeout,
+                                kind="connection_open")
+
+
+def assert_same_output(direct, through_agent, what="output", context=3, max_lines=80):
+    """@direct == @through_agent (str or bytes), else fail with a short diff."""
+    if direct == through_agent:
+        return
+    if isinstance(direct, bytes) or isinstance(through_agent, bytes):
+        a, b = bytes(direct), bytes(through_agent)
+        at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        pytest.fail(f"{what} differs: {len(a)} bytes direct, {len(b)} through the agent, "
+                    f"first difference at byte {at}: direct {a[at:at + 32]!r} vs "
+                    f"agent {b[at:at + 32]!r}")
+    diff = list(difflib.unified_diff(str(direct).splitlines(), str(through_agent).splitlines(),
+                                     "direct", "through the agent", n=context, lineterm=""))
+    more = f"\n... {len(diff) - max_lines} more diff lines" if len(diff) > max_lines else ""
+    pytest.fail(f"{what} differs between the direct run and the run through the agent:\n"
+                + "\n".join(diff[:max_lines]) + more)
+
+
+# --- TLS material -------------------------------------------------------------
+
+
+def _openssl(*args, cwd):
+    run(["openssl", *map(str, args)], cwd=cwd, timeout=60)
+
+
+def make_ca(directory, name):
+    """A self-signed CA in @directory: (cert, key) paths named after @name."""
+    directory = Path(directory)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    _openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "2", "-subj", f"/CN=dbward test {name}",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             "-keyout", key, "-out", cert, cwd=directory)
+    return cert, key
+
+
+def make_cert(directory, name, ca, san, owner=None):
+    """A server certificate for @san (e.g. "IP:127.0.0.1") signed by @ca.
+
+    @owner (a user name) gets the key file, mode 0600, as PostgreSQL wants.
+    """
+    directory = Path(directory)
+    ca_cert, ca_key = ca
+    cert, key, csr = (directory / f"{name}.crt", directory / f"{name}.key",
+                      directory / f"{name}.csr")
+    ext = directory / f"{name}.ext"
+    ext.write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                   "extendedKeyUsage=serverAuth\n")
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-subj", f"/CN={name}", "-keyout", key, "-out", csr, cwd=directory)
+    _openssl("x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial",
+             "-days", "2", "-extfile", ext, "-out", cert, cwd=directory)
+    os.chmod(key, 0o600)
+    if owner is not None:
+        uid, gid, _ = resolve_user(owner)
+        os.chown(key, uid, gid)
+        os.chown(cert, uid, gid)
+    return cert, key
+
+
+# --- differential runs --------------------------------------------------------
+
+
+def normalise_backend_key(result):
+    """A pgwire result with BackendKeyData's body (backend pid, secret) blanked.
+
+    The one message that must differ between two connections.
+    """
+    out = copy.deepcopy(result)
+    for msg in out.get("messages", []):
+        if msg["type"] == "K":
+            msg.pop("body", None)
+    for key in ("pid", "sockname"):
+        out.pop(key, None)
+    return out
+
+
+class Differential:
+    """Runs one workload twice: direct, then through the agent.
+
+    Direct means from the test process's own cgroup, where no program is
+    attached; through the agent means inside the test cgroup, and the
+    agent's connection_open for that process is required, so a run that
+    slipped past the agent cannot pass for a transparent one.
+    """
+
+    def __init__(self, agent, cgroup):
+        self.agent = agent
+        self.cgroup = cgroup
+
+    def direct(self, argv, env=None, input=None, timeout=60, merge_stderr=False):
+        return run_direct(argv, env=env, input=input, timeout=timeout,
+                          merge_stderr=merge_stderr)
+
+    def through_agent(self, argv, env=None, input=None, timeout=60, merge_stderr=False):
+        res = run_in_cgroup(self.cgroup, argv, env=env, input=input, timeout=timeout,
+                            merge_stderr=merge_stderr)
+        try:
+            assert_intercepted(self.agent, res.pid)
+        except AgentFailure as e:
+            pytest.fail(f"{argv[0]} in the cgroup (exit {res.returncode}) was not seen by "
+                        f"the agent\nstdout: {res.stdout[-2000:]}\nstderr: {res.stderr}\n{e}")
+        return res
+
+    def run(self, argv, **kwargs):
+        """(direct, through_agent) CompletedProcess results of @argv."""
+        return self.direct(argv, **kwargs), self.through_agent(argv, **kwargs)
+
+    def workload(self, spec, timeout=60):
+        """(direct, through_agent) JSON outputs of workloads.py with @spec."""
+        argv = [PYTHON, "-c", WORKLOADS_SRC, json.dumps(spec)]
+        direct, through = self.run(argv, timeout=timeout)
+        for side, res in (("direct", direct), ("through the agent", through)):
+            if res.returncode != 0:
+                pytest.fail(f"workload {spec['workload']} failed {side} "
+                            f"({res.returncode}):\n{res.stderr}")
+        return (json.loads(direct.stdout.splitlines()[-1]),
+                json.loads(through.stdout.splitlines()[-1]))
+
+    def wire(self, spec, timeout=60):
+        """(direct, through_agent) pgwire results, BackendKeyData blanked."""
+        direct = pgwire.run(spec)
+        through = wire_client(self.cgroup, spec, timeout=timeout)
+        assert_intercepted(self.agent, through["pid"])
+        return normalise_backend_key(direct), normalise_backend_key(through)
+
+
+# --- test data ----------------------------------------------------------------
+
+
+def copy_line(i):
+    """Row @i in COPY text format, already in the form the server prints.
+
+    Columns: id int, name text, amount numeric, note text, at timestamptz
+    (printed with TimeZone UTC), tags text[]; with escapes, NULLs, unicode.
+    """
+    specials = ["plain", "tab\\there", "new\\nline", "back\\\\slash", "ünïcødé 日本 🐘",
+                "quote ' and \"", "cr\\rhere", ""]
+    name = f"row {i} {specials[i % len(specials)]}"
+    amount = f"{i * 3 // 2}.{i % 100:02d}"
+    note = "\\N" if i % 7 == 0 else "x" * (i % 50)
+    at = (datetime.datetime(2024, 1, 1) + datetime.timedelta(seconds=i * 61)).strftime(
+        "%Y-%m-%d %H:%M:%S+00")
+    tags = "\\N" if i % 5 == 0 else ("{a,b}" if i % 2 else '{"x y",z,NULL}')
+    return f"{i}\t{name}\t{amount}\t{note}\t{at}\t{tags}\n"
+
+
+def copy_rows(n):
+    """Rows 1..@n of copy_line: a COPY FROM file, and what COPY TO gives back."""
+    return "".join(copy_line(i) for i in range(1, n + 1))

@@ -4,55 +4,19 @@ ErrorResponse (SQLSTATE 08P01 protocol_violation) and is closed, while the
 agent and every other connection carry on.
 """
 
-import json
 import random
 import struct
-import subprocess
-
-import pytest
 
 import pgwire
 from dbward_env import (
-    HELD_SRC,
-    PYTHON,
     by_app,
     marker,
     psql_argv,
-    readline,
     startup,
     wire_client,
 )
 
 PROTOCOL_VIOLATION = "08P01"
-
-
-class HeldConnection:
-    """An intercepted psycopg2 connection, opened before the bad input arrives."""
-
-    def __init__(self, proc):
-        self.proc = proc
-
-    def query_works(self):
-        self.proc.stdin.write("41\n")
-        self.proc.stdin.flush()
-        return readline(self.proc.stdout, 15).strip() == "42"
-
-
-@pytest.fixture
-def held(pg, agent, test_cgroup, spawn_in_cgroup):
-    """A connection from the cgroup through the agent, open for the whole test."""
-    app = marker("held")
-    proc = spawn_in_cgroup(
-        test_cgroup,
-        [PYTHON, "-c", HELD_SRC,
-         json.dumps({"host": "127.0.0.1", "port": pg.port, "application_name": app})],
-        stdin=subprocess.PIPE)
-    line = readline(proc.stdout, 20)
-    if line.strip() != "ready":
-        proc.kill()
-        pytest.fail(f"held connection did not open: {line!r} {proc.communicate()[1]}")
-    agent.wait_for_event(by_app(app), kind="connection_open")
-    return HeldConnection(proc)
 
 
 def send_raw(cgroup, pg, data, **extra):
