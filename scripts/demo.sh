@@ -5,7 +5,7 @@
 #   3. psql, as user nobody, inside that cgroup, connecting to the real
 #      server address: intercepted, forwarded, attributed
 #   4. the same psql outside the cgroup: untouched
-#   5. the audit trail
+#   5. the audit trail: connections and every statement, classified
 #   6. kill -9 of the agent: fail closed; a new agent takes over
 set -euo pipefail
 
@@ -76,6 +76,11 @@ for line in open(sys.argv[1]):
         print(f'{"":29}cgroup {e["cgroup_path"]}  client {e["client"]} -> server {e["server"]}')
         print(f'{"":29}db_user {e["db_user"]}  database {e["database"]}  '
               f'application_name {e["application_name"]}')
+    elif e["kind"] == "statement":
+        rows = "" if e["rows"] is None else f'  rows {e["rows"]}'
+        state = f'  SQLSTATE {e["sqlstate"]}' if e["sqlstate"] else ""
+        print(f'{e["ts"]}  stmt   {e["session_id"][:12]}…  {e["statement_kind"] or "?":<8} '
+              f'tables {",".join(e["tables"]) or "-":<10}{rows}{state}  {e["sql"][:60]}')
     else:
         print(f'{e["ts"]}  close  {e["session_id"][:12]}…  {e["client_bytes"]} bytes from client, '
               f'{e["server_bytes"]} from server, {e["duration_us"] / 1000:.1f} ms'
@@ -124,6 +129,8 @@ grep ' ready' "$WORK/agent.log"
 step "3. psql as nobody inside the cgroup, to the server's real address 127.0.0.1:$PGPORT"
 in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders application_name=demo-report" \
 	-c 'SELECT customer, total FROM orders ORDER BY id' \
+	-c "UPDATE orders SET total = total + 1 WHERE customer = 'ada'; SELECT count(*) FROM orders" \
+	-c 'SELECT * FROM invoices' \
 	-c 'SELECT inet_server_port() AS server_port_seen_by_postgres'
 
 step "4. The same psql outside the cgroup: not intercepted"
