@@ -11,6 +11,26 @@ static int fail(struct pg_frame *f, const char *why)
 	return -EPROTO;
 }
 
+/*
+ * Puts @len bytes of @with where the @old bytes of the message at the
+ * approved mark are, growing the buffer when needed.
+ */
+static int replace(struct pg_frame *f, struct iobuf_pool *pool, size_t old, const uint8_t *with,
+		   size_t len)
+{
+	size_t tail = pg_frame_unscanned(f) - old;
+	uint8_t *at;
+
+	if (len > old && iobuf_reserve(pool, &f->buf, f->approved + len + tail) < 0)
+		return -ENOMEM;
+	at = f->buf->data + f->buf->start + f->approved;
+	memmove(at + len, at + old, tail);
+	memcpy(at, with, len);
+	f->buf->end = f->buf->end - old + len;
+	f->approved += len;
+	return 0;
+}
+
 /* Removes @n bytes at @at (inside the unscanned part) from the buffer. */
 static void cut(struct iobuf *b, uint8_t *at, size_t n)
 {
@@ -73,6 +93,13 @@ int pg_frame_scan(struct pg_frame *f, const struct pg_frame_ops *ops, void *ctx,
 			if (hold != total)
 				return fail(f, "internal: dropping a message not held whole");
 			cut(f->buf, msg, total);
+			break;
+		case PG_FRAME_REPLACE:
+			if (hold != total)
+				return fail(f, "internal: replacing a message not held whole");
+			if (replace(f, pool, total, f->replacement, f->replacement_len) < 0)
+				return -ENOMEM;
+			f->replacement = NULL;
 			break;
 		case PG_FRAME_ERROR:
 			return fail(f, f->error ? f->error : "message refused");

@@ -22,6 +22,7 @@
 enum pg_frame_verdict {
 	PG_FRAME_FORWARD,	/* send it on (possibly rewritten, shorter) */
 	PG_FRAME_DROP,		/* remove it: only for a message held whole */
+	PG_FRAME_REPLACE,	/* send f->replacement instead: held whole only */
 	PG_FRAME_ERROR,		/* protocol violation: the owner closes */
 };
 
@@ -45,6 +46,10 @@ struct pg_frame {
 	size_t pass_left;	/* of the current message, still to pass unseen */
 	size_t max_total;	/* largest message accepted, header included */
 	const char *error;	/* why the scan failed (static text) */
+	/* Set by on_message with PG_FRAME_REPLACE: the bytes to send instead
+	 * (one or more whole messages), copied before the scan goes on. */
+	const uint8_t *replacement;
+	size_t replacement_len;
 };
 
 /*

@@ -1,5 +1,6 @@
 #include "pg_msg.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* Protocol 3.0 message types (PostgreSQL docs, "Message Formats"). */
@@ -209,6 +210,41 @@ size_t pg_build_ready(uint8_t *buf, size_t cap, char status)
 	put_be32(buf + 1, 5);
 	buf[5] = (uint8_t)status;
 	return 6;
+}
+
+static void safe_name(char *out, size_t cap, const char *name)
+{
+	size_t n = 0;
+
+	for (; name && *name && n + 1 < cap; name++) {
+		char ch = *name;
+		bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+			  (ch >= '0' && ch <= '9') || strchr(" _.:/-", ch);
+
+		out[n++] = ok ? ch : '_';
+	}
+	out[n] = '\0';
+}
+
+size_t pg_build_denial_query(uint8_t *buf, size_t cap, const char *rule)
+{
+	char name[64];
+	int n;
+
+	safe_name(name, sizeof(name), rule ? rule : "default");
+	if (cap < PG_MSG_HEADER_LEN)
+		return 0;
+	n = snprintf((char *)buf + PG_MSG_HEADER_LEN, cap - PG_MSG_HEADER_LEN,
+		     "DO $dbward$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', "
+		     "MESSAGE = 'dbward: statement denied by policy rule \"%s\"', "
+		     "DETAIL = 'The statement did not reach the database.', "
+		     "HINT = 'Policy rules are in the dbward agent configuration.'; END$dbward$",
+		     name);
+	if (n < 0 || (size_t)n + 1 > cap - PG_MSG_HEADER_LEN)
+		return 0;
+	buf[0] = 'Q';
+	put_be32(buf + 1, (uint32_t)(4 + n + 1));
+	return PG_MSG_HEADER_LEN + (size_t)n + 1;
 }
 
 size_t pg_sasl_strip_plus(uint8_t *msg, size_t total)

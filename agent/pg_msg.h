@@ -56,6 +56,17 @@ size_t pg_build_error(uint8_t *buf, size_t cap, const char *severity, const char
 /* ReadyForQuery with transaction status 'I', 'T' or 'E'. */
 size_t pg_build_ready(uint8_t *buf, size_t cap, char status);
 
+/*
+ * A Query that makes the server itself fail with SQLSTATE 42501 and a
+ * message naming @rule: the agent's stand-in for a denied statement, so
+ * the client's answer (ErrorResponse, ReadyForQuery) comes in order and a
+ * transaction block fails on the server as it would for any error. The
+ * rule name is reduced to [A-Za-z0-9 _.:/-]: nothing in it can leave the
+ * string literal, whatever the session's standard_conforming_strings or
+ * encoding. Returns the message length, or 0 when it does not fit.
+ */
+size_t pg_build_denial_query(uint8_t *buf, size_t cap, const char *rule);
+
 #define PG_AUTH_SASL 10
 
 /*

@@ -190,7 +190,8 @@ int session_emit_statement(struct audit *audit, const struct session *s,
 	jsonbuf_u64(&jb, "client_bytes", r->client_bytes);
 	jsonbuf_u64(&jb, "server_bytes", r->server_bytes);
 	jsonbuf_str(&jb, "sqlstate", r->sqlstate[0] ? r->sqlstate : NULL);
-	jsonbuf_str(&jb, "verdict", "allow");
+	jsonbuf_str(&jb, "verdict", track_verdict_name(r->verdict));
+	jsonbuf_str(&jb, "rule", r->rule);
 	if (!r->finished)
 		jsonbuf_bool(&jb, "finished", false);
 	if (r->text && !r->text->parse.ok)

@@ -29,6 +29,8 @@ struct track_pending {
 	uint64_t client_bytes;
 	uint64_t server_bytes;
 	int64_t data_rows;
+	enum track_verdict verdict;
+	char *rule;			/* owned: a reload may free the policy's */
 };
 
 struct track_name {
@@ -274,6 +276,7 @@ static struct track_pending *push(struct track *t, enum track_op op, struct trac
 
 static void pop(struct track *t)
 {
+	free(t->pending[t->head].rule);
 	text_unref(t->pending[t->head].text);
 	t->head = (t->head + 1) % t->cap;
 	t->count--;
@@ -289,6 +292,8 @@ static void report(struct track *t, struct track_pending *p, size_t index, int64
 		.index = index,
 		.extended = p->op != OP_QUERY,
 		.finished = finished,
+		.verdict = p->verdict,
+		.rule = p->rule,
 		.rows = rows >= 0 ? rows : p->data_rows ? p->data_rows : -1,
 		.duration_ns = now_ns - p->start_ns,
 		.client_bytes = p->client_bytes,
@@ -478,6 +483,13 @@ static void on_error(struct track *t, struct track_pending *p, const char *sqlst
 {
 	switch (p->op) {
 	case OP_QUERY:
+		if (p->verdict == TRACK_DENY) {
+			/* The agent's stand-in failed as meant: nothing ran. */
+			while (p->next_stmt < query_statements(p))
+				report(t, p, p->next_stmt++, -1, sqlstate, now_ns, true);
+			p->failed = true;
+			return;
+		}
 		/* The rest of the Query string does not run; its Z follows. */
 		if (p->next_stmt < query_statements(p))
 			report(t, p, p->next_stmt, -1, sqlstate, now_ns, true);
@@ -649,6 +661,10 @@ void track_abandon(struct track *t, uint64_t now_ns)
 
 void track_release(struct track *t)
 {
+	text_unref(t->denied_text);
+	free(t->denied_rule);
+	t->denied_text = NULL;
+	t->denied_rule = NULL;
 	while (head(t))
 		pop(t);
 	free(t->pending);
@@ -667,4 +683,98 @@ const struct sql_statement *track_result_statement(const struct track_result *r)
 	if (!r->text || !r->text->parse.ok || r->index >= r->text->parse.n_stmts)
 		return NULL;
 	return &r->text->parse.stmts[r->index];
+}
+
+const char *track_verdict_name(enum track_verdict v)
+{
+	switch (v) {
+	case TRACK_DENY:
+		return "deny";
+	case TRACK_AUDIT:
+		return "audit";
+	default:
+		return "allow";
+	}
+}
+
+static struct track_pending *last(struct track *t)
+{
+	return t->count ? &t->pending[(t->head + t->count - 1) % t->cap] : NULL;
+}
+
+const struct track_text *track_last_text(const struct track *t)
+{
+	const struct track_pending *p = t->count ? &t->pending[(t->head + t->count - 1) % t->cap] : NULL;
+
+	return p ? p->text : NULL;
+}
+
+int track_set_verdict(struct track *t, enum track_verdict v, const char *rule)
+{
+	struct track_pending *p = last(t);
+
+	if (!p)
+		return 0;
+	p->verdict = v;
+	free(p->rule);
+	p->rule = rule ? strdup(rule) : NULL;
+	if (rule && !p->rule) {
+		t->error = "out of memory";
+		return -1;
+	}
+	return 0;
+}
+
+int track_deny_parse(struct track *t, const char *rule)
+{
+	struct track_pending *p = last(t);
+
+	if (!p || p->op != OP_PARSE) {
+		t->error = "internal: no Parse to deny";
+		return -1;
+	}
+	/* The name the Parse bound is not on the server: unbind it. The
+	 * statement it replaced there is gone too, as a failed Parse would
+	 * leave it only for the unnamed one; dropping the binding errs on the
+	 * side of "does not exist". */
+	for (size_t i = 0; i < t->n_buckets; i++) {
+		struct track_name **slot = &t->statements[i];
+
+		while (*slot) {
+			if ((*slot)->text == p->text) {
+				struct track_name *gone = *slot;
+
+				*slot = gone->next;
+				text_unref(gone->text);
+				free(gone);
+				t->n_names--;
+			} else {
+				slot = &(*slot)->next;
+			}
+		}
+	}
+	text_unref(t->denied_text);
+	free(t->denied_rule);
+	t->denied_text = text_ref(p->text);
+	t->denied_rule = rule ? strdup(rule) : NULL;
+	t->count--;		/* unpush: it never reaches the server */
+	free(p->rule);
+	text_unref(p->text);
+	t->discarding = true;
+	return 0;
+}
+
+int track_denied_sync(struct track *t, uint64_t now_ns)
+{
+	struct track_pending *p = push(t, OP_QUERY, t->denied_text, now_ns, 0);
+
+	t->discarding = false;
+	if (!p)
+		return -1;
+	p->verdict = TRACK_DENY;
+	p->rule = t->denied_rule;
+	t->denied_rule = NULL;
+	text_unref(t->denied_text);
+	t->denied_text = NULL;
+	return 0;
 }

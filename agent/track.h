@@ -34,6 +34,15 @@ struct track_text {
 	struct sql_parse parse;
 };
 
+/* What the policy said of a statement. */
+enum track_verdict {
+	TRACK_ALLOW,
+	TRACK_DENY,	/* never reached the server */
+	TRACK_AUDIT,	/* allowed, and an audit rule matched */
+};
+
+const char *track_verdict_name(enum track_verdict v);
+
 /* One finished statement, as the audit trail reports it. */
 struct track_result {
 	const struct track_text *text;	/* NULL: the statement is unknown */
@@ -42,6 +51,8 @@ struct track_result {
 	size_t sql_len;			/* ... not NUL-terminated */
 	bool extended;			/* Parse/Bind/Execute, not a Query */
 	bool finished;			/* false: the session ended first */
+	enum track_verdict verdict;
+	const char *rule;		/* the deciding (or audit) rule; NULL: default */
 	int64_t rows;			/* -1 when the server did not say */
 	char sqlstate[6];		/* "" on success */
 	uint64_t duration_ns;
@@ -68,6 +79,10 @@ struct track {
 	 * must read it the same way. */
 	struct sql_settings settings;
 	char *client_encoding;		/* owned; settings points at it */
+	/* A denied Parse: the rest of its batch is dropped up to Sync. */
+	bool discarding;
+	struct track_text *denied_text;
+	char *denied_rule;
 	struct track_name **statements;	/* prepared statements by name */
 	struct track_name **portals;
 	size_t n_buckets;
@@ -90,6 +105,20 @@ int track_backend(struct track *t, const uint8_t *msg, size_t have, size_t total
 /* How many bytes of a message of @type the tracker needs to see. */
 size_t track_frontend_hold(uint8_t type, size_t total);
 size_t track_backend_hold(uint8_t type, size_t total);
+
+/* The text of the Query or Parse just fed, for the policy to judge. */
+const struct track_text *track_last_text(const struct track *t);
+/* Records the verdict on the message just fed. Returns 0 or -1 (memory). */
+int track_set_verdict(struct track *t, enum track_verdict v, const char *rule);
+
+/*
+ * The Parse just fed is denied: it never reaches the server, so it is
+ * unfed (its name stays unbound) and the batch is discarded up to Sync.
+ */
+int track_deny_parse(struct track *t, const char *rule);
+/* The Sync ending a denied batch goes as the agent's stand-in Query,
+ * whose error reports the denied statement. */
+int track_denied_sync(struct track *t, uint64_t now_ns);
 
 /* Reports what is still pending as unfinished (the connection ended). */
 void track_abandon(struct track *t, uint64_t now_ns);

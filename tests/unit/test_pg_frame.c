@@ -12,6 +12,10 @@ struct seen {
 	size_t totals[64];
 	size_t n;
 	uint8_t drop_type;	/* drop messages of this type */
+	uint8_t replace_type;	/* replace messages of this type with .with */
+	const uint8_t *with;
+	size_t with_len;
+	struct pg_frame *frame;
 	bool shrink_q;		/* rewrite each Q to drop its last text byte */
 };
 
@@ -32,6 +36,11 @@ static enum pg_frame_verdict record(void *ctx, uint8_t *msg, size_t have, size_t
 	s->n++;
 	if (msg[0] == s->drop_type)
 		return PG_FRAME_DROP;
+	if (msg[0] == s->replace_type) {
+		s->frame->replacement = s->with;
+		s->frame->replacement_len = s->with_len;
+		return PG_FRAME_REPLACE;
+	}
 	if (msg[0] == 'Q' && s->shrink_q && have == total) {
 		/* "Q len text\0" → one text byte fewer, still NUL-terminated */
 		msg[total - 2] = '\0';
@@ -210,4 +219,25 @@ Test(pg_frame, refuses_an_unknown_message_type)
 	static const uint8_t in[] = { 'z', 0, 0, 0, 4 };
 
 	expect_refused(in, sizeof(in), 1 << 20, "unknown message type");
+}
+
+Test(pg_frame, replaces_a_held_message_with_longer_bytes)
+{
+	struct iobuf_pool pool;
+	struct pg_frame f = { .max_total = 1 << 20 };
+	uint8_t with[64], in[64], out[128], want[128];
+	size_t with_len = msg(with, 'Q', "select 'a much longer replacement'\0", 35);
+	size_t n = msg(in, 'Q', "x\0", 2), w = 0;
+	struct seen s = { .replace_type = 'Q', .with = with, .with_len = with_len, .frame = &f };
+	int err;
+
+	iobuf_pool_init(&pool, 4);
+	n += msg(in + n, 'S', "", 0);
+	memcpy(want, with, with_len);
+	w = with_len + msg(want + with_len, 'S', "", 0);
+	cr_assert_eq(feed(&f, &s, in, n, n, out, &pool, &err), w);
+	cr_assert_eq(err, 0);
+	cr_assert_arr_eq(out, want, w);
+	pg_frame_release(&f, &pool);
+	iobuf_pool_release_all(&pool);
 }

@@ -161,3 +161,29 @@ Test(pg_sasl_strip_plus, survives_an_unterminated_mechanism_list)
 
 	cr_assert_eq(pg_sasl_strip_plus(buf, total), total);
 }
+
+Test(pg_build_denial_query, names_the_rule_inside_a_safe_literal)
+{
+	uint8_t buf[1024];
+	size_t n = pg_build_denial_query(buf, sizeof(buf), "no-drop");
+
+	cr_assert_gt(n, 0);
+	cr_assert_eq(buf[0], 'Q');
+	cr_assert_eq(pg_be32(buf + 1) + 1, n);
+	cr_assert_eq(buf[n - 1], '\0');
+	cr_assert_not_null(memmem(buf, n, "ERRCODE = '42501'", 17));
+	cr_assert_not_null(memmem(buf, n, "rule \"no-drop\"", 14));
+}
+
+Test(pg_build_denial_query, a_hostile_rule_name_cannot_leave_the_literal)
+{
+	uint8_t buf[1024];
+	size_t n = pg_build_denial_query(buf, sizeof(buf), "x'; DROP TABLE t; --$dbward$\\");
+	const char *body = (const char *)buf + 5;
+
+	cr_assert_gt(n, 0);
+	cr_assert_null(strstr(body, "x'"), "quote survived: %s", body);
+	cr_assert_null(strchr(body, '\\'), "backslash survived: %s", body);
+	cr_assert_null(strstr(body, ";--"), "%s", body);
+	cr_assert_eq(strstr(body, "$dbward$") + 8, strstr(body, "BEGIN"), "only our dollar quotes");
+}
