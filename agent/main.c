@@ -172,7 +172,8 @@ static void log_ready(const struct agent *agent)
 	char listen[NETADDR_STRLEN];
 
 	netaddr_format(&cfg->listen, listen, sizeof(listen));
-	log_info("ready: listening on %s, %zu target(s), cgroup %s, fail %s, %u worker(s)",
+	/* Printed at any log level: scripts and supervisors wait for it. */
+	log_write(LOG_LEVEL_INFO, "ready: listening on %s, %zu target(s), cgroup %s, fail %s, %u worker(s)",
 		 listen, cfg->n_targets, cfg->cgroup,
 		 cfg->fail == CONFIG_FAIL_OPEN ? "open" : "closed", agent->n_workers);
 }
