@@ -56,7 +56,17 @@ enum config_type {
 	CONFIG_T_CIDR,
 	CONFIG_T_SECTION,		/* a mapping whose keys are in the same table */
 	CONFIG_T_LIST,			/* a sequence of mappings, each an item table */
+	CONFIG_T_CUSTOM,		/* any node, handed whole to a module's parser */
 };
+
+/*
+ * A key whose value another module parses (the policy's rules): it gets the
+ * document and the value's node, writes into @field, and reports errors as
+ * "FILE:LINE: reason" itself. Returns 0 or -1.
+ */
+typedef int config_custom_parse_fn(yaml_document_t *doc, const yaml_node_t *node,
+				   const char *file, void *field, char *err, size_t errlen);
+typedef void config_custom_free_fn(void *field);
 
 /* Returns 0, or -1 with the error written; @node is NULL for a default. */
 typedef int config_validate_fn(struct config_ctx *ctx, const struct config_key *key,
@@ -86,6 +96,10 @@ struct config_key {
 			size_t count_offset;	/* size_t count beside the array */
 			size_t max;
 		} list;
+		struct {
+			config_custom_parse_fn *parse;
+			config_custom_free_fn *free;
+		} custom;
 	};
 	config_validate_fn *validate;
 };
@@ -383,6 +397,18 @@ static void free_list(const struct config_key *key, void *field)
 	free(items);
 }
 
+static int walk_custom(struct config_ctx *ctx, const struct config_scope *scope,
+		       const struct config_key *key, const yaml_node_t *node)
+{
+	return key->custom.parse(ctx->doc, node, ctx->name, field_at(key, scope->base), ctx->err,
+				 ctx->errlen);
+}
+
+static void free_custom(const struct config_key *key, void *field)
+{
+	key->custom.free(field);
+}
+
 struct config_type_ops {
 	/* Scalars: @text into @field; @node (NULL for a default) places errors. */
 	int (*set)(struct config_ctx *ctx, const struct config_key *key, const char *shown,
@@ -401,6 +427,7 @@ static const struct config_type_ops config_types[] = {
 	[CONFIG_T_CIDR] = { .set = set_cidr },
 	[CONFIG_T_SECTION] = { .walk = walk_section },
 	[CONFIG_T_LIST] = { .walk = walk_list, .free = free_list },
+	[CONFIG_T_CUSTOM] = { .walk = walk_custom, .free = free_custom },
 };
 
 /* --- validators ------------------------------------------------------------- */
@@ -531,6 +558,35 @@ static int validate_targets(struct config_ctx *ctx, const struct config_key *key
 	return 0;
 }
 
+/* --- the policy -------------------------------------------------------------- */
+
+static int parse_rules(yaml_document_t *doc, const yaml_node_t *node, const char *file,
+		       void *field, char *err, size_t errlen)
+{
+	return policy_parse(doc, node, file, field, err, errlen);
+}
+
+static void free_rules(void *field)
+{
+	struct policy **slot = field;
+
+	policy_free(*slot);
+	*slot = NULL;
+}
+
+/* Index = value: the enums start at the words' order. */
+static const char *const default_action_words[] = {
+	[POLICY_ALLOW] = "allow",
+	[POLICY_DENY] = "deny",
+	NULL,
+};
+
+static const char *const unparsable_words[] = {
+	[POLICY_UNPARSABLE_DENY] = "deny",
+	[POLICY_UNPARSABLE_FORWARD] = "forward",
+	NULL,
+};
+
 /* --- the table ---------------------------------------------------------------- */
 
 static const char *const fail_words[] = {
@@ -597,6 +653,10 @@ enum config_key_id {
 	KEY_TLS,
 	KEY_TLS_CERT,
 	KEY_TLS_KEY,
+	KEY_RULES,
+	KEY_POLICY,
+	KEY_POLICY_DEFAULT_ACTION,
+	KEY_POLICY_UNPARSABLE,
 	KEY_COUNT,
 };
 
@@ -695,12 +755,31 @@ static const struct config_key config_keys[KEY_COUNT] = {
 		.name = "tls.key", .type = CONFIG_T_STRING, FIELD(CFG, tls_key),
 		.validate = validate_absolute_path,
 	},
+	[KEY_RULES] = {
+		.name = "rules", .type = CONFIG_T_CUSTOM, FIELD(CFG, policy), .reloadable = true,
+		.custom = { .parse = parse_rules, .free = free_rules },
+	},
+	[KEY_POLICY] = {
+		.name = "policy", .type = CONFIG_T_SECTION,
+	},
+	[KEY_POLICY_DEFAULT_ACTION] = {
+		.name = "policy.default_action", .type = CONFIG_T_ENUM,
+		FIELD(CFG, policy_settings.default_action), .reloadable = true,
+		.default_text = "allow", .words = default_action_words,
+	},
+	[KEY_POLICY_UNPARSABLE] = {
+		.name = "policy.unparsable", .type = CONFIG_T_ENUM,
+		FIELD(CFG, policy_settings.unparsable), .reloadable = true,
+		.default_text = "deny", .words = unparsable_words,
+	},
 };
 
 #undef CFG
 
 _Static_assert(sizeof(enum config_fail_mode) <= sizeof(uint64_t), "enum stored as uint");
 _Static_assert(sizeof(enum log_level) <= sizeof(uint64_t), "enum stored as uint");
+_Static_assert(sizeof(enum policy_action) <= sizeof(uint64_t), "enum stored as uint");
+_Static_assert(sizeof(enum policy_unparsable) <= sizeof(uint64_t), "enum stored as uint");
 
 /* --- walking a mapping against a table ------------------------------------------ */
 
@@ -901,6 +980,11 @@ static int config_finish(struct config_ctx *ctx, struct agent_config *cfg,
 	if (cfg->has_listen_pods &&
 	    check_not_intercepted(ctx, cfg, targets_node, "listen_pods", &cfg->listen_pods) < 0)
 		return -1;
+	/* No rules: an empty policy, so the defaults below still apply. */
+	if (!cfg->policy &&
+	    policy_parse(ctx->doc, NULL, ctx->name, &cfg->policy, ctx->err, ctx->errlen) < 0)
+		return -1;
+	policy_set_settings(cfg->policy, &cfg->policy_settings);
 	return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent/policy.h"
 #include "common/log.h"
 #include "common/netaddr.h"
 
@@ -64,6 +65,12 @@ struct agent_config {
 	uint32_t max_connections;
 	uint32_t max_message_bytes;	/* largest protocol message, either way */
 	enum log_level log_level;
+
+	/* The `rules:` list compiled, with the `policy:` section applied.
+	 * Owned; never NULL after a successful load (no rules: an empty
+	 * policy, which applies the defaults). */
+	struct policy *policy;
+	struct policy_settings policy_settings;	/* the `policy:` section as read */
 };
 
 /* Fills @cfg from the YAML file at @path. On error returns -1 and writes

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "agent/config.h"
+#include "agent/sql.h"
 
 #define NAME "agent.yaml"
 
@@ -918,4 +919,122 @@ Test(config, refuses_a_message_limit_out_of_range)
 		       "limits:\n"
 		       "  max_message_bytes: 100\n",
 		       6, "max_message_bytes");
+}
+
+/* --- rules and the policy section ------------------------------------------------- */
+
+static void decide(const struct agent_config *cfg, const char *sql_text,
+		   struct policy_decision *d)
+{
+	struct sql_parse sql;
+
+	cr_assert_eq(sql_parse(sql_text, strlen(sql_text), NULL, &sql), 0);
+	policy_decide(cfg->policy, NULL, &sql, d);
+	sql_parse_free(&sql);
+}
+
+Test(config, rules_and_policy_section_are_compiled_together)
+{
+	static const char yaml[] =
+		"policy:\n"
+		"  default_action: deny\n"
+		"  unparsable: forward\n"
+		"rules:\n"
+		"  - name: no-drop\n"
+		"    match: { statements: [drop, truncate] }\n"
+		"    action: deny\n"
+		"  - name: reads\n"
+		"    match: { statements: select }\n"
+		"    action: allow\n"
+		"intercept: {cgroup: /cg, targets: [{port: 5432}]}\n";
+	struct agent_config cfg;
+	char err[CONFIG_ERR_LEN] = "";
+	struct policy_decision d;
+
+	cr_assert_eq(load(yaml, &cfg, err), 0, "%s", err);
+	cr_assert_not_null(cfg.policy);
+	cr_assert_eq(policy_rule_count(cfg.policy), 2);
+	cr_assert_eq(cfg.policy_settings.default_action, POLICY_DENY);
+	cr_assert_eq(policy_settings(cfg.policy)->default_action, POLICY_DENY);
+	cr_assert_eq(policy_settings(cfg.policy)->unparsable, POLICY_UNPARSABLE_FORWARD);
+	decide(&cfg, "DROP TABLE t", &d);
+	cr_assert_eq(d.action, POLICY_DENY);
+	cr_assert_str_eq(d.rule, "no-drop");
+	decide(&cfg, "SELECT 1", &d);
+	cr_assert_eq(d.action, POLICY_ALLOW);
+	decide(&cfg, "VACUUM", &d);
+	cr_assert_eq(d.action, POLICY_DENY, "default_action: deny");
+	cr_assert_eq(d.basis, POLICY_BASIS_DEFAULT);
+	decide(&cfg, "SELEC 1", &d);
+	cr_assert_eq(d.action, POLICY_ALLOW, "unparsable: forward");
+	config_free(&cfg);
+	cr_assert(is_zeroed(&cfg));
+}
+
+Test(config, no_rules_gives_an_empty_policy_with_the_defaults)
+{
+	struct agent_config cfg;
+	char err[CONFIG_ERR_LEN] = "";
+	struct policy_decision d;
+
+	cr_assert_eq(load(minimal_yaml, &cfg, err), 0, "%s", err);
+	cr_assert_not_null(cfg.policy);
+	cr_assert_eq(policy_rule_count(cfg.policy), 0);
+	cr_assert_eq(policy_settings(cfg.policy)->default_action, POLICY_ALLOW);
+	cr_assert_eq(policy_settings(cfg.policy)->unparsable, POLICY_UNPARSABLE_DENY);
+	decide(&cfg, "DROP TABLE t", &d);
+	cr_assert_eq(d.action, POLICY_ALLOW);
+	decide(&cfg, "SELEC 1", &d);
+	cr_assert_eq(d.action, POLICY_DENY);
+	config_free(&cfg);
+}
+
+Test(config, empty_rules_key_is_no_rules)
+{
+	struct agent_config cfg;
+	char err[CONFIG_ERR_LEN] = "";
+
+	cr_assert_eq(load("rules:\npolicy:\n"
+			  "intercept: {cgroup: /cg, targets: [{port: 5432}]}\n", &cfg, err), 0,
+		     "%s", err);
+	cr_assert_eq(policy_rule_count(cfg.policy), 0);
+	config_free(&cfg);
+}
+
+Test(config, rule_errors_carry_the_file_and_line)
+{
+	assert_refused("intercept: {cgroup: /cg, targets: [{port: 5432}]}\n"
+		       "rules:\n"
+		       "  - name: no-drop\n"
+		       "    match: { statements: [drop] }\n"
+		       "    action: deny\n"
+		       "  - name: oops\n"
+		       "    action: block\n", 7, "rules[1].action: unknown action 'block'");
+	assert_refused("rules:\n"
+		       "  - name: a\n"
+		       "    who: {pid: 1}\n"
+		       "    action: deny\n"
+		       "intercept: {cgroup: /cg, targets: [{port: 5432}]}\n", 3,
+		       "unknown selector 'pid'");
+}
+
+Test(config, policy_section_words_are_checked)
+{
+	assert_refused("policy:\n"
+		       "  default_action: audit\n", 2,
+		       "policy.default_action: unknown word 'audit' (expected one of: allow, deny)");
+	assert_refused("policy:\n"
+		       "  unparsable: allow\n", 2, "expected one of: deny, forward");
+	assert_refused("policy:\n"
+		       "  unparseable: deny\n", 2, "unknown key 'unparseable' in policy");
+}
+
+Test(config, rules_error_after_other_allocations_leaves_nothing_behind)
+{
+	assert_refused("audit: {file: /var/log/a.jsonl}\n"
+		       "rules:\n"
+		       "  - {name: a, action: deny}\n"
+		       "  - {name: a, action: deny}\n"
+		       "intercept: {cgroup: /cg, targets: [{port: 5432}]}\n", 4,
+		       "duplicate rule name 'a'");
 }
