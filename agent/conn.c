@@ -14,6 +14,7 @@
 #include "agent/pg_frame.h"
 #include "agent/pg_msg.h"
 #include "agent/pg_startup.h"
+#include "agent/policy.h"
 #include "agent/session.h"
 #include "agent/track.h"
 #include "common/clock.h"
@@ -59,6 +60,8 @@ struct conn {
 	uint64_t drained;		/* CLOSING: client bytes dropped */
 	struct session sess;
 	struct track track;		/* statements in flight */
+	struct policy_subject subject;	/* who is asking, for the policy */
+	uint8_t standin[512];		/* a denied statement's stand-in Query */
 	uint64_t now_ns;		/* this pump round's clock */
 	bool open_emitted;
 	bool in_ready;
@@ -346,24 +349,96 @@ static ssize_t fill_from(struct conn *c, struct endpoint *src, struct pg_frame *
 
 /* --- what each direction holds and looks at ----------------------------- */
 
-/* The statement text is held whole, so it is judged before the server sees it. */
+/* The statement text is held whole, so it is judged before the server
+ * sees it; while a denied batch is discarded, everything is. */
 static size_t frontend_hold(void *ctx, uint8_t type, size_t total)
 {
-	(void)ctx;
-	return track_frontend_hold(type, total);
+	struct conn *c = ctx;
+
+	return c->track.discarding ? total : track_frontend_hold(type, total);
+}
+
+/* The policy's word on the Query or Parse just fed. */
+static enum track_verdict judge(struct conn *c, const char **rule)
+{
+	const struct policy *policy = c->w->agent->cfg->policy;
+	const struct track_text *text = track_last_text(&c->track);
+	struct policy_decision d;
+
+	*rule = NULL;
+	/* No rules and allow by default: nothing to judge, not even text the
+	 * classifier cannot read (the server's own syntax error is better). */
+	if (!policy || !text ||
+	    (!policy_rule_count(policy) && policy_settings(policy)->default_action == POLICY_ALLOW))
+		return TRACK_ALLOW;
+	policy_decide(policy, &c->subject, &text->parse, &d);
+	if (d.action == POLICY_DENY) {
+		*rule = d.rule ? d.rule
+		      : d.basis == POLICY_BASIS_UNPARSABLE ? "policy.unparsable"
+							  : "policy.default_action";
+		conn_log(LOG_LEVEL_INFO, c, "denied by rule %s: %.80s", d.rule ? d.rule : "(default)",
+			 text->sql);
+		return TRACK_DENY;
+	}
+	if (d.audit_rule) {
+		*rule = d.audit_rule;
+		return TRACK_AUDIT;
+	}
+	*rule = d.rule;
+	return TRACK_ALLOW;
+}
+
+/* Puts the stand-in Query for a denied statement in place of @msg. */
+static enum pg_frame_verdict stand_in(struct conn *c, const char *rule)
+{
+	size_t len = pg_build_denial_query(c->standin, sizeof(c->standin), rule);
+
+	if (!len) {
+		c->up.error = "internal: denial does not fit";
+		return PG_FRAME_ERROR;
+	}
+	c->up.replacement = c->standin;
+	c->up.replacement_len = len;
+	return PG_FRAME_REPLACE;
 }
 
 static enum pg_frame_verdict frontend_message(void *ctx, uint8_t *msg, size_t have, size_t total,
 					      size_t *new_total)
 {
 	struct conn *c = ctx;
+	enum track_verdict verdict;
+	const char *rule;
 
 	(void)new_total;
-	if (track_frontend(&c->track, msg, have, total, c->now_ns) < 0) {
-		c->up.error = c->track.error;
-		return PG_FRAME_ERROR;
+	if (c->track.discarding) {
+		/* The server would skip to Sync after the failed Parse. */
+		char denied_by[64];
+
+		if (msg[0] != 'S')
+			return PG_FRAME_DROP;
+		snprintf(denied_by, sizeof(denied_by), "%s",
+			 c->track.denied_rule ? c->track.denied_rule : "default");
+		if (track_denied_sync(&c->track, c->now_ns) < 0)
+			goto fail;
+		return stand_in(c, denied_by);
 	}
-	return PG_FRAME_FORWARD;
+	if (track_frontend(&c->track, msg, have, total, c->now_ns) < 0)
+		goto fail;
+	if (msg[0] != 'Q' && msg[0] != 'P')
+		return PG_FRAME_FORWARD;
+	verdict = judge(c, &rule);
+	if (track_set_verdict(&c->track, verdict, rule) < 0)
+		goto fail;
+	if (verdict != TRACK_DENY)
+		return PG_FRAME_FORWARD;
+	if (msg[0] == 'Q')
+		return stand_in(c, rule);
+	if (track_deny_parse(&c->track, rule) < 0)
+		goto fail;
+	return PG_FRAME_DROP;
+fail:
+	c->up.error = c->track.error;
+	return PG_FRAME_ERROR;
 }
 
 static size_t backend_hold(void *ctx, uint8_t type, size_t total)
@@ -560,10 +635,35 @@ static bool step_client_tls(struct conn *c)
 
 static bool start_upstream_encryption(struct conn *c);
 
+/* Who is asking, for the policy: fixed once the startup packet is read. */
+static void subject_fill(struct conn *c)
+{
+	const struct identity *id = &c->sess.who;
+	struct policy_subject *who = &c->subject;
+
+	memset(who, 0, sizeof(*who));
+	if (c->sess.attributed) {
+		who->has_uid = true;
+		who->uid = id->uid;
+		who->gid = id->gid;
+		who->comm = id->comm;
+		who->exe = id->exe;
+		who->user = id->user;
+		who->cgroup_path = id->cgroup_path;
+		who->container_id = id->ids.container_id[0] ? id->ids.container_id : NULL;
+		who->pod_uid = id->ids.pod_uid[0] ? id->ids.pod_uid : NULL;
+	}
+	who->db_user = c->sess.db_user;
+	who->database = c->sess.database;
+	who->application_name = c->sess.application_name;
+	who->client = &c->sess.client;
+}
+
 static bool start_session(struct conn *c)
 {
 	/* The startup packet goes on as it came; framing starts behind it. */
 	c->up.approved = c->startup.length;
+	subject_fill(c);
 	if (c->startup.kind == PG_STARTUP_CANCEL)
 		c->sess.cancel_request = true;
 	emit_open_once(c);

@@ -1,0 +1,157 @@
+"""Inline guardrails: denied statements never reach the server.
+
+The client gets a normal ErrorResponse (SQLSTATE 42501, the rule named),
+the session stays usable, a transaction block fails as it would for any
+error, and the audit trail records who tried what.
+"""
+
+import pytest
+
+import pgwire as P
+from dbward_env import marker, psql_argv
+
+RULES = [
+    {"name": "no-drop", "match": {"statements": ["drop", "truncate"]}, "action": "deny"},
+    {"name": "scoped-writes", "match": {"statements": ["delete", "update"], "where": "absent"},
+     "action": "deny"},
+    {"name": "no-secrets", "match": {"tables": ["secrets", "billing.*"]}, "action": "deny"},
+    {"name": "python-read-only", "who": {"comm": "python3"},
+     "match": {"statements": ["write"]}, "action": "deny"},
+]
+
+
+@pytest.fixture
+def guarded(pg, agent_factory):
+    """An agent with the example rules, and scratch tables t and secrets."""
+    conn = pg.connect(user="app", dbname="orders")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("drop table if exists t, secrets; create table t (a int); "
+                    "insert into t values (1), (2), (3); create table secrets (s text)")
+    conn.close()
+    return agent_factory(rules=RULES)
+
+
+def count_rows(pg, table="t"):
+    conn = pg.connect(user="app", dbname="orders")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"select count(*) from {table}")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def psql(pg, cgroup, run_in_cgroup, sql, app):
+    argv = psql_argv("127.0.0.1", pg.port, application_name=app, sql=sql)
+    return run_in_cgroup(cgroup, argv)
+
+
+@pytest.mark.parametrize("sql, rule", [
+    ("drop table t", "no-drop"),
+    ("DROP/**/TABLE \"t\"", "no-drop"),
+    ("-- a comment\n TrUnCaTe t", "no-drop"),
+    ("delete from t", "scoped-writes"),
+    ("update t set a = 0 where true", "scoped-writes"),
+    ("with d as (delete from t returning *) select * from d", "scoped-writes"),
+    ("explain analyze delete from t", "scoped-writes"),
+    ("select * from public.secrets", "no-secrets"),
+    ("select * from t where a in (select 1 from \"secrets\")", "no-secrets"),
+    ("select 1; drop table t", "no-drop"),
+])
+def test_denied_statement_never_reaches_the_server(pg, guarded, test_cgroup, run_in_cgroup,
+                                                   sql, rule):
+    app = marker("deny")
+    res = psql(pg, test_cgroup, run_in_cgroup, sql, app)
+    assert res.returncode != 0
+    assert "42501" in res.stderr or "denied" in res.stderr, res.stderr
+    assert f'rule "{rule}"' in res.stderr, res.stderr
+    assert count_rows(pg) == 3, "the table and its rows are untouched"
+    event = guarded.wait_for_event(lambda e: e.get("application_name") == app
+                                   and e.get("verdict") == "deny", kind="statement")
+    assert event["rule"] == rule
+    assert event["sqlstate"] == "42501"
+
+
+def test_allowed_statements_still_run(pg, guarded, test_cgroup, run_in_cgroup):
+    app = marker("allow")
+    res = psql(pg, test_cgroup, run_in_cgroup,
+               "delete from t where a = 1; update t set a = 9 where a = 2; select count(*) from t",
+               app)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "2"
+    events = [e for e in guarded.audit_events("statement") if e.get("application_name") == app]
+    assert [e["verdict"] for e in events] == ["allow", "allow", "allow"]
+
+
+def test_denial_in_a_transaction_fails_it_like_any_error(pg, guarded, test_cgroup, run_in_cgroup):
+    app = marker("tx")
+    sql = ("begin; insert into t values (100); drop table t; commit;\n"
+           "select count(*) from t")
+    argv = ["psql", f"host=127.0.0.1 port={pg.port} user=app dbname=orders application_name={app}",
+            "-X", "-At", "-v", "ON_ERROR_STOP=0"]
+    res = run_in_cgroup(test_cgroup, argv, input=sql)
+    assert 'rule "no-drop"' in res.stderr, res.stderr
+    assert "current transaction is aborted" in res.stderr or "ROLLBACK" in res.stdout, (
+        res.stdout, res.stderr)
+    assert count_rows(pg) == 3, "the insert before the denial was not committed"
+
+
+def test_identity_rule_applies_only_to_the_matching_process(pg, guarded, test_cgroup,
+                                                            run_in_cgroup):
+    script = ("import psycopg2, sys\n"
+              f"c = psycopg2.connect(host='127.0.0.1', port={pg.port}, user='app', dbname='orders')\n"
+              "c.autocommit = True\n"
+              "cur = c.cursor()\n"
+              "cur.execute('select count(*) from t'); print(cur.fetchone()[0])\n"
+              "try:\n"
+              "    cur.execute('insert into t values (7)')\n"
+              "    print('inserted')\n"
+              "except psycopg2.Error as e:\n"
+              "    print(e.pgcode, e.pgerror.splitlines()[0])\n")
+    res = run_in_cgroup(test_cgroup, ["/usr/bin/python3", "-c", script])
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0] == "3", "python3 may read"
+    assert lines[1].startswith("42501"), lines
+    assert "python-read-only" in lines[1]
+    app = marker("psql-write")
+    res = psql(pg, test_cgroup, run_in_cgroup, "insert into t values (8)", app)
+    assert res.returncode == 0, "psql is not python3: " + res.stderr
+    assert count_rows(pg) == 4
+
+
+def raw(*messages):
+    return {"raw_hex": b"".join(messages).hex()}
+
+
+def test_extended_protocol_denial_at_parse_keeps_the_session_usable(pg, guarded, test_cgroup):
+    from dbward_env import startup, wire_client
+    app = marker("ext")
+    res = wire_client(test_cgroup, {
+        "host": "127.0.0.1", "port": pg.port, "startup": startup(app),
+        "queries": [
+            raw(P.parse_message("delete from t", name="d"), P.bind_message(statement="d"),
+                P.describe_message("P"), P.execute_message(), P.sync_message()),
+            raw(P.parse_message("select count(*) from t"), P.bind_message(),
+                P.execute_message(), P.sync_message()),
+        ]})
+    types = [m["type"] for m in res["messages"]]
+    errors = P.errors(res)
+    assert len(errors) == 1, res["messages"]
+    assert errors[0].get("C") == "42501", errors
+    assert 'rule "scoped-writes"' in errors[0].get("M", ""), errors
+    # The denied batch: just the error and ReadyForQuery, as a failed Parse.
+    first_z = types.index("Z", types.index("E"))
+    assert "1" not in types[types.index("E"):first_z]
+    # The next batch runs normally.
+    assert P.rows(res)[-1] == ["3"], res["messages"]
+    assert count_rows(pg) == 3
+
+
+def test_unparsable_text_gets_the_servers_own_error_without_rules(pg, agent_factory, test_cgroup,
+                                                                 run_in_cgroup):
+    agent_factory()
+    res = psql(pg, test_cgroup, run_in_cgroup, "selec 1", marker("typo"))
+    assert res.returncode != 0
+    assert "syntax error" in res.stderr, res.stderr
