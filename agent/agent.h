@@ -20,6 +20,9 @@ struct agent {
 	struct audit *audit;		/* NULL: no local audit sink */
 	struct tls_ctx *client_tls;	/* terminates clients' TLS; NULL: 'N' */
 	struct tls_ctx **upstream_tls;	/* per target; NULL entry: plaintext */
+	/* The rules in force: read by the loops with an atomic load, swapped by
+	 * a reload, the old one freed once every loop has turned. */
+	struct policy *policy;
 	struct worker *workers;
 	unsigned n_workers;
 	uint32_t n_connections;		/* atomic: open client connections */

@@ -361,7 +361,7 @@ static size_t frontend_hold(void *ctx, uint8_t type, size_t total)
 /* The policy's word on the Query or Parse just fed. */
 static enum track_verdict judge(struct conn *c, const char **rule)
 {
-	const struct policy *policy = c->w->agent->cfg->policy;
+	const struct policy *policy = __atomic_load_n(&c->w->agent->policy, __ATOMIC_ACQUIRE);
 	const struct track_text *text = track_last_text(&c->track);
 	struct policy_decision d;
 
@@ -458,6 +458,9 @@ static enum pg_frame_verdict backend_message(void *ctx, uint8_t *msg, size_t hav
 	 * would bind to a session the server never saw. */
 	if (msg[0] == 'R' && have == total)
 		*new_total = pg_sasl_strip_plus(msg, total);
+	/* The stand-in's error must read like any denial, not like PL/pgSQL. */
+	if (msg[0] == 'E' && have == total && track_head_denied(&c->track))
+		*new_total = pg_error_strip_field(msg, total, 'W');
 	if (track_backend(&c->track, msg, have, total, c->now_ns) < 0) {
 		c->down.error = c->track.error;
 		return PG_FRAME_ERROR;

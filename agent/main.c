@@ -5,6 +5,8 @@
  *   dbward-agent --config FILE [--check]
  */
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +19,8 @@
 #include "agent/audit.h"
 #include "agent/config.h"
 #include "agent/intercept.h"
+#include "agent/policy.h"
+#include "agent/sql.h"
 #include "agent/worker.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -26,13 +30,21 @@
 struct options {
 	const char *config_path;
 	bool check;
+	const char *test_sql;		/* --test-sql: judge this, touch nothing */
+	char *test_as;			/* --as key=value,...: who sends it */
 };
 
 static void usage(FILE *to)
 {
 	fprintf(to, "usage: dbward-agent --config FILE [--check]\n"
+		    "       dbward-agent --config FILE --test-sql SQL [--as KEY=VALUE,...]\n"
 		    "  -c, --config FILE  agent configuration (YAML)\n"
 		    "      --check        validate the configuration and exit\n"
+		    "      --test-sql SQL what the rules say of SQL (exit 0 allow, 3 deny),\n"
+		    "                     with no database and nothing attached\n"
+		    "      --as K=V,...   who sends it: comm, exe, user, uid, gid, cgroup,\n"
+		    "                     container_id, pod_uid, pod, namespace, db_user,\n"
+		    "                     database, application_name, client (an address)\n"
 		    "  -V, --version      print the version\n"
 		    "  -h, --help         this text\n");
 }
@@ -42,6 +54,8 @@ static int parse_args(int argc, char **argv, struct options *opt)
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check", no_argument, NULL, 'k' },
+		{ "test-sql", required_argument, NULL, 't' },
+		{ "as", required_argument, NULL, 'a' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -55,6 +69,12 @@ static int parse_args(int argc, char **argv, struct options *opt)
 			break;
 		case 'k':
 			opt->check = true;
+			break;
+		case 't':
+			opt->test_sql = optarg;
+			break;
+		case 'a':
+			opt->test_as = optarg;
 			break;
 		case 'V':
 			printf("dbward-agent %s\n", DBWARD_VERSION);
@@ -74,6 +94,93 @@ static int parse_args(int argc, char **argv, struct options *opt)
 	return 0;
 }
 
+/* Reads "comm=psql,uid=1000,..." into @who (pointing into @spec). */
+static int subject_parse(char *spec, struct policy_subject *who, struct netaddr *client)
+{
+	for (char *item = strtok(spec, ","); item; item = strtok(NULL, ",")) {
+		char *eq = strchr(item, '='), *end;
+		const char **field = NULL;
+
+		if (!eq)
+			goto bad;
+		*eq++ = '\0';
+		if (strcmp(item, "uid") == 0 || strcmp(item, "gid") == 0) {
+			unsigned long v = strtoul(eq, &end, 10);
+
+			if (!*eq || *end || v > UINT32_MAX)
+				goto bad;
+			*(strcmp(item, "uid") == 0 ? &who->uid : &who->gid) = (uint32_t)v;
+			who->has_uid = true;
+			continue;
+		}
+		if (strcmp(item, "client") == 0) {
+			if (netaddr_parse(eq, client) < 0)
+				goto bad;
+			who->client = client;
+			continue;
+		}
+		static const struct { const char *key; size_t offset; } keys[] = {
+			{ "comm", offsetof(struct policy_subject, comm) },
+			{ "exe", offsetof(struct policy_subject, exe) },
+			{ "user", offsetof(struct policy_subject, user) },
+			{ "cgroup", offsetof(struct policy_subject, cgroup_path) },
+			{ "container_id", offsetof(struct policy_subject, container_id) },
+			{ "pod_uid", offsetof(struct policy_subject, pod_uid) },
+			{ "pod", offsetof(struct policy_subject, pod_name) },
+			{ "namespace", offsetof(struct policy_subject, pod_namespace) },
+			{ "db_user", offsetof(struct policy_subject, db_user) },
+			{ "database", offsetof(struct policy_subject, database) },
+			{ "application_name", offsetof(struct policy_subject, application_name) },
+		};
+		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+			if (strcmp(item, keys[i].key) == 0)
+				field = (const char **)((char *)who + keys[i].offset);
+		if (!field)
+			goto bad;
+		*field = eq;
+	}
+	return 0;
+bad:
+	fprintf(stderr, "--as: '%s' is not KEY=VALUE with a known key\n", spec);
+	return -1;
+}
+
+/* --test-sql: the verdict the running agent would give, and why. */
+static int test_sql(const struct agent_config *cfg, const char *sql, char *as)
+{
+	struct policy_subject who = { 0 };
+	struct policy_decision d;
+	struct netaddr client;
+	struct sql_parse parse;
+	int status;
+
+	if (as && subject_parse(as, &who, &client) < 0)
+		return 2;
+	if (sql_parse(sql, strlen(sql), NULL, &parse) < 0) {
+		fprintf(stderr, "out of memory\n");
+		return 1;
+	}
+	policy_decide(cfg->policy, &who, &parse, &d);
+	if (!parse.ok)
+		printf("unparsable: %s\n", parse.error ? parse.error : "?");
+	if (d.action == POLICY_DENY) {
+		if (d.rule)
+			printf("deny: rule %s (statement %zu)\n", d.rule, d.statement + 1);
+		else
+			printf("deny: %s\n", d.basis == POLICY_BASIS_UNPARSABLE ? "policy.unparsable"
+									: "policy.default_action");
+		status = 3;
+	} else {
+		printf("allow%s%s%s\n", d.rule ? ": rule " : ": no rule matched (policy.default_action)",
+		       d.rule ? d.rule : "", d.audit_rule ? ", audited" : "");
+		status = 0;
+	}
+	if (d.audit_rule)
+		printf("audit: rule %s\n", d.audit_rule);
+	sql_parse_free(&parse);
+	return status;
+}
+
 static unsigned worker_count(const struct agent_config *cfg)
 {
 	long ncpu;
@@ -81,6 +188,8 @@ static unsigned worker_count(const struct agent_config *cfg)
 	if (cfg->workers)
 		return cfg->workers;
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	if (ncpu > 256)
+		ncpu = 256;	/* as the workers key allows */
 	return ncpu > 0 ? (unsigned)ncpu : 1;
 }
 
@@ -140,8 +249,53 @@ static int run_workers(struct agent *agent)
 	return 0;
 }
 
+/* Waits until every loop has turned once: none can still see the old rules. */
+static void wait_all_turned(struct agent *agent)
+{
+	uint64_t seen[256];	/* config caps workers at 256 */
+	unsigned n = agent->n_workers < 256 ? agent->n_workers : 256;
+
+	for (unsigned i = 0; i < n; i++) {
+		seen[i] = __atomic_load_n(&agent->workers[i].turns, __ATOMIC_ACQUIRE);
+		worker_wake(&agent->workers[i]);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		struct timespec pause = { .tv_nsec = 1000000 };
+
+		while (__atomic_load_n(&agent->workers[i].turns, __ATOMIC_ACQUIRE) == seen[i])
+			nanosleep(&pause, NULL);
+	}
+}
+
+/*
+ * SIGHUP: the rules (rules:, policy:) and log_level change in place, with
+ * no connection dropped. A file that does not load is refused with its
+ * FILE:LINE and the running rules stay. Other keys apply at restart.
+ */
+static void reload(struct agent *agent, const char *path)
+{
+	struct agent_config next;
+	char err[CONFIG_ERR_LEN];
+	struct policy *old;
+
+	memset(&next, 0, sizeof(next));
+	if (config_load_file(path, &next, err, sizeof(err)) < 0) {
+		log_error("reload refused, the running configuration stays: %s", err);
+		return;
+	}
+	old = __atomic_exchange_n(&agent->policy, next.policy, __ATOMIC_ACQ_REL);
+	next.policy = NULL;
+	log_set_level(next.log_level);
+	agent->cfg->log_level = next.log_level;
+	wait_all_turned(agent);
+	policy_free(old);
+	log_info("reloaded %s: %zu rule(s) in force; keys other than rules, policy and "
+		 "log_level apply at restart", path, policy_rule_count(agent->policy));
+	config_free(&next);
+}
+
 /* Signals are taken synchronously here; every other thread blocks them. */
-static int serve(struct agent *agent, const sigset_t *signals)
+static int serve(struct agent *agent, const sigset_t *signals, const char *config_path)
 {
 	long interval_ms = agent->cfg->heartbeat_timeout_ms / 4;
 	struct timespec interval = {
@@ -157,8 +311,7 @@ static int serve(struct agent *agent, const sigset_t *signals)
 			return 0;
 		}
 		if (sig == SIGHUP)
-			log_warn("SIGHUP: configuration reload is not supported yet; "
-				 "restart the agent to apply changes");
+			reload(agent, config_path);
 		if (workers_alive(agent))
 			intercept_heartbeat(agent->intercept);
 		else
@@ -202,6 +355,12 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return 1;
 	}
+	if (opt.test_sql) {
+		status = test_sql(&cfg, opt.test_sql, opt.test_as);
+		agent_tls_close(&agent);
+		config_free(&cfg);
+		return status;
+	}
 	if (opt.check) {
 		printf("%s: configuration is valid\n", opt.config_path);
 		agent_tls_close(&agent);
@@ -209,6 +368,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level(cfg.log_level);
+	agent.policy = cfg.policy;	/* the agent owns the rules in force from here */
+	cfg.policy = NULL;
 
 	sigemptyset(&signals);
 	sigaddset(&signals, SIGTERM);
@@ -230,7 +391,7 @@ int main(int argc, char **argv)
 		goto out;
 	log_ready(&agent);
 
-	if (serve(&agent, &signals) == 0)
+	if (serve(&agent, &signals, opt.config_path) == 0)
 		status = 0;
 	intercept_stop(agent.intercept, true);
 	agent.intercept = NULL;
@@ -239,6 +400,7 @@ out:
 	/* After a failed start, pinned links stay: fail-closed must hold. */
 	intercept_stop(agent.intercept, false);
 	audit_close(agent.audit);
+	policy_free(agent.policy);
 	agent_tls_close(&agent);
 	config_free(&cfg);
 	return status;

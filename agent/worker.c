@@ -194,6 +194,8 @@ static void *worker_main(void *arg)
 			dispatch(w, &events[i]);
 		conn_run_ready(w);
 		conn_free_doomed(w);
+		/* Nothing of this turn is held past here: a swapped policy may go. */
+		__atomic_add_fetch(&w->turns, 1, __ATOMIC_RELEASE);
 	}
 	conn_close_all(w, "agent shutting down");
 	conn_run_ready(w);
@@ -211,15 +213,20 @@ int worker_start(struct worker *w)
 	return 0;
 }
 
-void worker_stop(struct worker *w)
+void worker_wake(struct worker *w)
 {
 	uint64_t one = 1;
 
+	if (write(w->wake.fd, &one, sizeof(one)) < 0)
+		log_warn("worker %u: wake: %s", w->index, strerror(errno));
+}
+
+void worker_stop(struct worker *w)
+{
 	if (!w->started)
 		return;
 	__atomic_store_n(&w->stopping, true, __ATOMIC_RELEASE);
-	if (write(w->wake.fd, &one, sizeof(one)) < 0)
-		log_warn("worker %u: wake: %s", w->index, strerror(errno));
+	worker_wake(w);
 	pthread_join(w->thread, NULL);
 	w->started = false;
 }

@@ -56,6 +56,7 @@ struct worker {
 	bool started;
 	bool stopping;			/* atomic */
 	uint64_t last_tick_ns;		/* atomic: loop liveness for the heartbeat */
+	uint64_t turns;			/* atomic: loop iterations, for reclaiming */
 	unsigned tick_ms;
 	struct iobuf_pool bufs;
 	struct conn *conns;		/* every live connection */
@@ -69,6 +70,9 @@ int worker_start(struct worker *w);
 /* Asks the loop to close its connections and end; then joins it. */
 void worker_stop(struct worker *w);
 void worker_destroy(struct worker *w);
+
+/* Wakes the loop at once (it then counts a turn). */
+void worker_wake(struct worker *w);
 
 /* For conn.c: registration and the deferred lists. */
 int worker_watch(struct worker *w, struct endpoint *ep);

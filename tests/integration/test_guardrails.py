@@ -155,3 +155,65 @@ def test_unparsable_text_gets_the_servers_own_error_without_rules(pg, agent_fact
     res = psql(pg, test_cgroup, run_in_cgroup, "selec 1", marker("typo"))
     assert res.returncode != 0
     assert "syntax error" in res.stderr, res.stderr
+
+
+def wait_for_log(agent, text, timeout=10):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in agent.output():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"agent never logged {text!r}:\n{agent.output()}")
+
+
+@pytest.fixture
+def agent(guarded):
+    """The guarded agent is the one `held` connects through."""
+    return guarded
+
+
+def test_sighup_reloads_rules_without_dropping_connections(pg, guarded, held, test_cgroup,
+                                                           run_in_cgroup):
+    import signal
+
+    res = psql(pg, test_cgroup, run_in_cgroup, "truncate t", marker("before"))
+    assert 'rule "no-drop"' in res.stderr, res.stderr
+
+    guarded.config["rules"] = [r for r in RULES if r["name"] != "no-drop"]
+    guarded.write_config()
+    guarded.proc.send_signal(signal.SIGHUP)
+    wait_for_log(guarded, "reloaded")
+    res = psql(pg, test_cgroup, run_in_cgroup, "create table dropme (a int); drop table dropme",
+               marker("after"))
+    assert res.returncode == 0, res.stderr
+
+    good = guarded.config_path.read_text()
+    guarded.config_path.write_text(good + "rules:\n  - name: x\n    action: maybe\n")
+    guarded.proc.send_signal(signal.SIGHUP)
+    wait_for_log(guarded, "reload refused")
+    assert f"{guarded.config_path}:" in guarded.output()
+    res = psql(pg, test_cgroup, run_in_cgroup, "delete from t", marker("kept"))
+    assert 'rule "scoped-writes"' in res.stderr, "the running rules stayed: " + res.stderr
+
+    assert held.query_works(), "a connection open across both reloads still works"
+
+
+def test_policy_test_command_answers_without_a_database(guarded):
+    import subprocess
+    from dbward_env import agent_binary
+
+    argv = [str(agent_binary()), "--config", str(guarded.config_path)]
+    deny = subprocess.run(argv + ["--test-sql", "select 1; DROP TABLE orders"],
+                          capture_output=True, text=True, timeout=30)
+    assert deny.returncode == 3, deny.stderr
+    assert "deny: rule no-drop (statement 2)" in deny.stdout
+    allow = subprocess.run(argv + ["--test-sql", "select * from t"],
+                           capture_output=True, text=True, timeout=30)
+    assert allow.returncode == 0, allow.stderr
+    assert allow.stdout.startswith("allow")
+    scoped = subprocess.run(argv + ["--test-sql", "insert into t values (1)",
+                                    "--as", "comm=python3,uid=1000"],
+                            capture_output=True, text=True, timeout=30)
+    assert scoped.returncode == 3
+    assert "python-read-only" in scoped.stdout
