@@ -212,6 +212,30 @@ size_t pg_build_ready(uint8_t *buf, size_t cap, char status)
 	return 6;
 }
 
+size_t pg_error_strip_field(uint8_t *msg, size_t total, uint8_t code)
+{
+	size_t at = PG_MSG_HEADER_LEN;
+
+	if (total <= PG_MSG_HEADER_LEN || (msg[0] != 'E' && msg[0] != 'N'))
+		return total;
+	while (at < total && msg[at] != 0) {
+		uint8_t *nul = memchr(msg + at + 1, '\0', total - at - 1);
+		size_t len;
+
+		if (!nul)
+			return total;		/* malformed: leave it to the client */
+		len = (size_t)(nul - (msg + at)) + 1;
+		if (msg[at] == code) {
+			memmove(msg + at, msg + at + len, total - at - len);
+			total -= len;
+			put_be32(msg + 1, (uint32_t)(total - 1));
+		} else {
+			at += len;
+		}
+	}
+	return total;
+}
+
 static void safe_name(char *out, size_t cap, const char *name)
 {
 	size_t n = 0;

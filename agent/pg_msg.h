@@ -67,6 +67,13 @@ size_t pg_build_ready(uint8_t *buf, size_t cap, char status);
  */
 size_t pg_build_denial_query(uint8_t *buf, size_t cap, const char *rule);
 
+/*
+ * Removes every field of type @code from a whole ErrorResponse or
+ * NoticeResponse and fixes the length. Returns the new total length
+ * (unchanged when absent or malformed).
+ */
+size_t pg_error_strip_field(uint8_t *msg, size_t total, uint8_t code);
+
 #define PG_AUTH_SASL 10
 
 /*

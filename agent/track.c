@@ -778,3 +778,8 @@ int track_denied_sync(struct track *t, uint64_t now_ns)
 	t->denied_text = NULL;
 	return 0;
 }
+
+bool track_head_denied(const struct track *t)
+{
+	return t->count && t->pending[t->head].verdict == TRACK_DENY;
+}

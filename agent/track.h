@@ -106,6 +106,9 @@ int track_backend(struct track *t, const uint8_t *msg, size_t have, size_t total
 size_t track_frontend_hold(uint8_t type, size_t total);
 size_t track_backend_hold(uint8_t type, size_t total);
 
+/* Whether the oldest pending answer is for a denied statement's stand-in. */
+bool track_head_denied(const struct track *t);
+
 /* The text of the Query or Parse just fed, for the policy to judge. */
 const struct track_text *track_last_text(const struct track *t);
 /* Records the verdict on the message just fed. Returns 0 or -1 (memory). */

@@ -4,7 +4,8 @@
 #   2. dbward-agent attached to a demo cgroup (never the root cgroup)
 #   3. psql, as user nobody, inside that cgroup, connecting to the real
 #      server address: intercepted, forwarded, attributed
-#   4. the same psql outside the cgroup: untouched
+#   4. a guardrail: DROP TABLE denied before it reaches the server
+#      the same psql outside the cgroup: untouched
 #   5. the audit trail: connections and every statement, classified
 #   6. kill -9 of the agent: fail closed; a new agent takes over
 set -euo pipefail
@@ -71,18 +72,20 @@ import json, sys
 for line in open(sys.argv[1]):
     e = json.loads(line)
     if e["kind"] == "connection_open":
-        print(f'{e["ts"]}  open   {e["session_id"][:12]}…  pid {e["pid"]} {e["comm"]} '
+        print(f'{e["ts"]}  open   …{e["session_id"][-6:]}  pid {e["pid"]} {e["comm"]} '
               f'uid {e["uid"]} ({e["user"]})  exe {e["exe"]}')
-        print(f'{"":29}cgroup {e["cgroup_path"]}  client {e["client"]} -> server {e["server"]}')
-        print(f'{"":29}db_user {e["db_user"]}  database {e["database"]}  '
+        print(f'{"":36}cgroup {e["cgroup_path"]}  client {e["client"]} -> server {e["server"]}')
+        print(f'{"":36}db_user {e["db_user"]}  database {e["database"]}  '
               f'application_name {e["application_name"]}')
     elif e["kind"] == "statement":
         rows = "" if e["rows"] is None else f'  rows {e["rows"]}'
         state = f'  SQLSTATE {e["sqlstate"]}' if e["sqlstate"] else ""
-        print(f'{e["ts"]}  stmt   {e["session_id"][:12]}…  {e["statement_kind"] or "?":<8} '
+        if e.get("verdict") == "deny":
+            state += f'  DENIED by {e["rule"]}'
+        print(f'{e["ts"]}  stmt   …{e["session_id"][-6:]}  {e["statement_kind"] or "?":<8} '
               f'tables {",".join(e["tables"]) or "-":<10}{rows}{state}  {e["sql"][:60]}')
     else:
-        print(f'{e["ts"]}  close  {e["session_id"][:12]}…  {e["client_bytes"]} bytes from client, '
+        print(f'{e["ts"]}  close  …{e["session_id"][-6:]}  {e["client_bytes"]} bytes from client, '
               f'{e["server_bytes"]} from server, {e["duration_us"] / 1000:.1f} ms'
               + (f'  error: {e["error"]}' if e.get("error") else ''))
 EOF
@@ -121,6 +124,13 @@ intercept:
     - port: $PGPORT
 audit:
   file: $WORK/audit.jsonl
+rules:
+  - name: no-drop
+    match: { statements: [drop, truncate] }
+    action: deny
+  - name: scoped-writes
+    match: { statements: [delete, update], where: absent }
+    action: deny
 EOF
 cat "$WORK/agent.yaml"
 start_agent
@@ -133,7 +143,12 @@ in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders application_n
 	-c 'SELECT * FROM invoices' \
 	-c 'SELECT inet_server_port() AS server_port_seen_by_postgres'
 
-step "4. The same psql outside the cgroup: not intercepted"
+step "4. Guardrails: a DROP TABLE and a DELETE without WHERE never reach the server"
+in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders application_name=demo-oops" \
+	-c 'DROP TABLE orders' -c 'DELETE FROM orders' 2>&1 | sed 's/^/  /' || true
+echo "What the agent would say, without a database:"
+"$AGENT" --config "$WORK/agent.yaml" --test-sql "WITH gone AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM gone" | sed 's/^/  /' || true
+echo "The same psql outside the cgroup: not intercepted"
 psql -h 127.0.0.1 -p "$PGPORT" -U app -d orders -Atc "SELECT 'direct: ' || count(*) || ' orders' FROM orders"
 
 step "5. The audit trail ($WORK/audit.jsonl)"

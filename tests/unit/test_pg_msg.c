@@ -187,3 +187,25 @@ Test(pg_build_denial_query, a_hostile_rule_name_cannot_leave_the_literal)
 	cr_assert_null(strstr(body, ";--"), "%s", body);
 	cr_assert_eq(strstr(body, "$dbward$") + 8, strstr(body, "BEGIN"), "only our dollar quotes");
 }
+
+Test(pg_error_strip_field, removes_the_context_and_keeps_the_rest)
+{
+	static const char f[] = "SERROR\0C42501\0Mdenied\0Wsome context\0Hhint\0";
+	uint8_t buf[128];
+	size_t total = 5 + sizeof(f);	/* the literal's NUL is the terminator */
+	size_t after;
+	struct pg_error_fields e;
+
+	buf[0] = 'E';
+	buf[1] = buf[2] = buf[3] = 0;
+	buf[4] = (uint8_t)(total - 1);
+	memcpy(buf + 5, f, sizeof(f));
+	after = pg_error_strip_field(buf, total, 'W');
+	cr_assert_eq(after, total - strlen("Wsome context") - 1);
+	cr_assert_eq(pg_be32(buf + 1) + 1, after);
+	cr_assert_null(memmem(buf, after, "some context", 12));
+	cr_assert_not_null(memmem(buf, after, "Hhint", 5));
+	cr_assert_eq(pg_error_parse(buf + 5, after - 5, &e), 0);
+	cr_assert_str_eq(e.sqlstate, "42501");
+	cr_assert_eq(pg_error_strip_field(buf, after, 'W'), after, "nothing left to strip");
+}
