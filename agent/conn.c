@@ -358,6 +358,39 @@ static size_t frontend_hold(void *ctx, uint8_t type, size_t total)
 	return c->track.discarding ? total : track_frontend_hold(type, total);
 }
 
+/*
+ * EXECUTE name runs what was prepared earlier: judge that text. A name the
+ * session never showed prepared (say, inside a DO block) cannot be judged
+ * and counts as unreadable text.
+ */
+static void judge_executes(struct conn *c, const struct policy *policy,
+			   const struct track_text *text, struct policy_decision *d)
+{
+	for (size_t i = 0; text->parse.ok && i < text->parse.n_stmts; i++) {
+		const char *name = text->parse.stmts[i].execute_name;
+		const struct track_text *body;
+		struct policy_decision inner;
+
+		if (!name)
+			continue;
+		body = track_prepared(&c->track, name);
+		if (body && body != text) {
+			policy_decide(policy, &c->subject, &body->parse, &inner);
+		} else if (!body) {
+			static const struct sql_parse unknown = { .ok = false };
+
+			policy_decide(policy, &c->subject, &unknown, &inner);
+		} else {
+			continue;
+		}
+		if (inner.action == POLICY_DENY) {
+			*d = inner;
+			d->statement = i;
+			return;
+		}
+	}
+}
+
 /* The policy's word on the Query or Parse just fed. */
 static enum track_verdict judge(struct conn *c, const char **rule)
 {
@@ -372,6 +405,8 @@ static enum track_verdict judge(struct conn *c, const char **rule)
 	    (!policy_rule_count(policy) && policy_settings(policy)->default_action == POLICY_ALLOW))
 		return TRACK_ALLOW;
 	policy_decide(policy, &c->subject, &text->parse, &d);
+	if (d.action != POLICY_DENY)
+		judge_executes(c, policy, text, &d);
 	if (d.action == POLICY_DENY) {
 		*rule = d.rule ? d.rule
 		      : d.basis == POLICY_BASIS_UNPARSABLE ? "policy.unparsable"

@@ -350,6 +350,15 @@ static int on_query(struct track *t, struct pg_reader *r, uint64_t now_ns, size_
 		t->error = "out of memory";
 		return -1;
 	}
+	/* PREPARE name AS ...: EXECUTE name will be judged by this text. */
+	for (size_t i = 0; text->parse.ok && i < text->parse.n_stmts; i++) {
+		const char *name = text->parse.stmts[i].prepare_name;
+
+		if (name && !name_set(t, NAME_STATEMENT, name, text)) {
+			text_unref(text);
+			return -1;
+		}
+	}
 	if (!push(t, OP_QUERY, text, now_ns, total)) {
 		text_unref(text);
 		return -1;
@@ -782,4 +791,11 @@ int track_denied_sync(struct track *t, uint64_t now_ns)
 bool track_head_denied(const struct track *t)
 {
 	return t->count && t->pending[t->head].verdict == TRACK_DENY;
+}
+
+const struct track_text *track_prepared(struct track *t, const char *name)
+{
+	struct track_name *n = name_find(t, NAME_STATEMENT, name);
+
+	return n ? n->text : NULL;
 }

@@ -106,6 +106,12 @@ int track_backend(struct track *t, const uint8_t *msg, size_t have, size_t total
 size_t track_frontend_hold(uint8_t type, size_t total);
 size_t track_backend_hold(uint8_t type, size_t total);
 
+/*
+ * The text that prepared @name: a Parse, or a Query's PREPARE name AS ...
+ * (one namespace on the server). NULL when the session never showed it.
+ */
+const struct track_text *track_prepared(struct track *t, const char *name);
+
 /* Whether the oldest pending answer is for a denied statement's stand-in. */
 bool track_head_denied(const struct track *t);
 

@@ -217,3 +217,37 @@ def test_policy_test_command_answers_without_a_database(guarded):
                             capture_output=True, text=True, timeout=30)
     assert scoped.returncode == 3
     assert "python-read-only" in scoped.stdout
+
+
+@pytest.mark.parametrize("mode", ["extended", "prepared"])
+def test_pgbench_extended_protocol_denial(pg, guarded, test_cgroup, run_in_cgroup, tmp_path, mode):
+    script = tmp_path / "denied.sql"
+    script.write_text("delete from t;\n")
+    res = run_in_cgroup(test_cgroup, ["pgbench", "-n", "-M", mode, "-t", "1", "-f", str(script),
+                                      "-h", "127.0.0.1", "-p", str(pg.port), "-U", "app",
+                                      "orders"], timeout=60)
+    assert res.returncode != 0, res.stdout
+    assert 'rule "scoped-writes"' in res.stderr, res.stderr
+    assert count_rows(pg) == 3
+    allowed = tmp_path / "allowed.sql"
+    allowed.write_text("select count(*) from t;\n")
+    res = run_in_cgroup(test_cgroup, ["pgbench", "-n", "-M", mode, "-t", "5", "-f", str(allowed),
+                                      "-h", "127.0.0.1", "-p", str(pg.port), "-U", "app",
+                                      "orders"], timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_sql_level_execute_is_judged_by_what_it_runs(pg, guarded, test_cgroup, run_in_cgroup):
+    app = marker("exec")
+    sql = ("prepare p(int) as delete from t where a = $1;\n"
+           "execute p(1);\n"
+           "select count(*) from t;\n"
+           "execute never_shown;\n")
+    argv = ["psql", f"host=127.0.0.1 port={pg.port} user=app dbname=orders application_name={app}",
+            "-X", "-At", "-v", "ON_ERROR_STOP=0"]
+    res = run_in_cgroup(test_cgroup, argv, input=sql)
+    assert "2" in res.stdout.split(), "a scoped delete through PREPARE/EXECUTE runs: " + res.stdout
+    assert "policy.unparsable" in res.stderr, "an EXECUTE of an unseen name is not judged blind"
+    res = run_in_cgroup(test_cgroup, argv, input="prepare q as delete from t;\nexecute q;\n")
+    assert res.stderr.count('rule "scoped-writes"') == 2, res.stderr
+    assert count_rows(pg) == 2
