@@ -94,6 +94,12 @@ static int parse_args(int argc, char **argv, struct options *opt)
 	return 0;
 }
 
+static int bad_as(const char *item)
+{
+	fprintf(stderr, "--as: '%s' is not KEY=VALUE with a known key and value\n", item);
+	return -1;
+}
+
 /* Reads "comm=psql,uid=1000,..." into @who (pointing into @spec). */
 static int subject_parse(char *spec, struct policy_subject *who, struct netaddr *client)
 {
@@ -102,47 +108,29 @@ static int subject_parse(char *spec, struct policy_subject *who, struct netaddr 
 		const char **field = NULL;
 
 		if (!eq)
-			goto bad;
+			return bad_as(item);
 		*eq++ = '\0';
 		if (strcmp(item, "uid") == 0 || strcmp(item, "gid") == 0) {
 			unsigned long v = strtoul(eq, &end, 10);
 
 			if (!*eq || *end || v > UINT32_MAX)
-				goto bad;
+				return bad_as(item);
 			*(strcmp(item, "uid") == 0 ? &who->uid : &who->gid) = (uint32_t)v;
 			who->has_uid = true;
 			continue;
 		}
 		if (strcmp(item, "client") == 0) {
 			if (netaddr_parse(eq, client) < 0)
-				goto bad;
+				return bad_as(item);
 			who->client = client;
 			continue;
 		}
-		static const struct { const char *key; size_t offset; } keys[] = {
-			{ "comm", offsetof(struct policy_subject, comm) },
-			{ "exe", offsetof(struct policy_subject, exe) },
-			{ "user", offsetof(struct policy_subject, user) },
-			{ "cgroup", offsetof(struct policy_subject, cgroup_path) },
-			{ "container_id", offsetof(struct policy_subject, container_id) },
-			{ "pod_uid", offsetof(struct policy_subject, pod_uid) },
-			{ "pod", offsetof(struct policy_subject, pod_name) },
-			{ "namespace", offsetof(struct policy_subject, pod_namespace) },
-			{ "db_user", offsetof(struct policy_subject, db_user) },
-			{ "database", offsetof(struct policy_subject, database) },
-			{ "application_name", offsetof(struct policy_subject, application_name) },
-		};
-		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-			if (strcmp(item, keys[i].key) == 0)
-				field = (const char **)((char *)who + keys[i].offset);
+		field = policy_subject_field(who, item);
 		if (!field)
-			goto bad;
+			return bad_as(item);
 		*field = eq;
 	}
 	return 0;
-bad:
-	fprintf(stderr, "--as: '%s' is not KEY=VALUE with a known key\n", spec);
-	return -1;
 }
 
 /* --test-sql: the verdict the running agent would give, and why. */

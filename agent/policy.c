@@ -924,3 +924,11 @@ void policy_free(struct policy *p)
 	free(p->rules);
 	free(p);
 }
+
+const char **policy_subject_field(struct policy_subject *who, const char *selector)
+{
+	for (size_t i = 0; i < WHO_STRING_COUNT; i++)
+		if (strcmp(who_strings[i].word, selector) == 0)
+			return (const char **)((char *)who + who_strings[i].offset);
+	return NULL;
+}

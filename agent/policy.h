@@ -117,6 +117,12 @@ void policy_free(struct policy *p);
  * and default settings) into @out. See docs/policy.md for the order.
  * A @sql of NULL counts as unparsable.
  */
+/*
+ * The string field of @who a `who` selector word names ("comm", "cgroup",
+ * "pod", ...), or NULL for another word (uid, gid, client are not strings).
+ */
+const char **policy_subject_field(struct policy_subject *who, const char *selector);
+
 void policy_decide(const struct policy *p, const struct policy_subject *who,
 		   const struct sql_parse *sql, struct policy_decision *out);
 
