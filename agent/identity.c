@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 #define CONTAINER_ID_MIN_LEN 12	/* the short ids some layouts use */
@@ -507,7 +508,7 @@ int cgroup_path_from_id(uint64_t cgroup_id, char *buf, size_t len)
 
 /* ---- enrichment ----------------------------------------------------------- */
 
-static char *user_name(uint32_t uid)
+static char *user_name_lookup(uint32_t uid)
 {
 	long hint = sysconf(_SC_GETPW_R_SIZE_MAX);
 	size_t size = hint > 0 ? (size_t)hint : 1024;
@@ -527,6 +528,51 @@ static char *user_name(uint32_t uid)
 		if (err != ERANGE)
 			break;
 	}
+	return name;
+}
+
+/*
+ * uid → name, remembered for a while: the passwd lookup may go to LDAP or
+ * sssd and block the event loop, and a host has few distinct uids. A
+ * miss looks up outside the lock; a name that did not resolve is
+ * remembered too (as NULL), so an unknown uid costs one lookup per TTL.
+ */
+#define USER_CACHE_SLOTS 64
+#define USER_CACHE_TTL_NS (60ull * 1000000000ull)
+
+struct user_cache_slot {
+	uint32_t uid;
+	bool used;
+	uint64_t stamp_ns;
+	char *name;
+};
+
+static struct user_cache_slot user_cache[USER_CACHE_SLOTS];
+static pthread_mutex_t user_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static char *user_name(uint32_t uid)
+{
+	struct user_cache_slot *slot = &user_cache[uid % USER_CACHE_SLOTS];
+	uint64_t now = clock_monotonic_ns();
+	char *name = NULL;
+	bool hit;
+
+	pthread_mutex_lock(&user_cache_lock);
+	hit = slot->used && slot->uid == uid && now - slot->stamp_ns < USER_CACHE_TTL_NS;
+	if (hit && slot->name)
+		name = strdup(slot->name);
+	pthread_mutex_unlock(&user_cache_lock);
+	if (hit)
+		return name;
+
+	name = user_name_lookup(uid);
+	pthread_mutex_lock(&user_cache_lock);
+	free(slot->name);
+	slot->name = name ? strdup(name) : NULL;
+	slot->uid = uid;
+	slot->used = true;
+	slot->stamp_ns = now;
+	pthread_mutex_unlock(&user_cache_lock);
 	return name;
 }
 

@@ -11,7 +11,7 @@ packages=(
 	libssl-dev libyaml-dev libpg-query-dev libprotobuf-c-dev
 	# tests, demo
 	libcriterion-dev python3-pytest python3-psycopg2
-	postgresql postgresql-contrib iproute2 util-linux procps
+	postgresql postgresql-contrib pgbouncer iproute2 util-linux procps
 )
 
 missing=()
