@@ -650,6 +650,7 @@ enum config_key_id {
 	KEY_AUDIT_FILE,
 	KEY_LIMITS,
 	KEY_LIMITS_MAX_MESSAGE_BYTES,
+	KEY_LIMITS_STARTUP_TIMEOUT_MS,
 	KEY_TLS,
 	KEY_TLS_CERT,
 	KEY_TLS_KEY,
@@ -743,6 +744,12 @@ static const struct config_key config_keys[KEY_COUNT] = {
 		.name = "limits.max_message_bytes", .type = CONFIG_T_UINT,
 		FIELD(CFG, max_message_bytes), .reloadable = true, .default_text = "268435456",
 		.uint = { .min = 8192, .max = 1073741824 },
+	},
+	/* PostgreSQL's authentication_timeout is 60 s too. */
+	[KEY_LIMITS_STARTUP_TIMEOUT_MS] = {
+		.name = "limits.startup_timeout_ms", .type = CONFIG_T_UINT,
+		FIELD(CFG, startup_timeout_ms), .default_text = "60000",
+		.uint = { .min = 100, .max = 3600000 },
 	},
 	[KEY_TLS] = {
 		.name = "tls", .type = CONFIG_T_SECTION,

@@ -64,6 +64,7 @@ struct agent_config {
 	unsigned workers;		/* event loops; 0: one per CPU */
 	uint32_t max_connections;
 	uint32_t max_message_bytes;	/* largest protocol message, either way */
+	uint32_t startup_timeout_ms;	/* accept → session; then closed */
 	enum log_level log_level;
 
 	/* The `rules:` list compiled, with the `policy:` section applied.

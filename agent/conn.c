@@ -25,6 +25,8 @@
 #define CONN_PUMP_BUDGET 16
 /* Input read and dropped after an error before closing regardless. */
 #define CONN_DRAIN_MAX (64u << 20)
+/* How long the client may take to close after our error. */
+#define CONN_CLOSING_NS (5ull * 1000000000ull)
 
 enum conn_state {
 	CONN_READ_STARTUP,	/* reading the client's first packet */
@@ -58,6 +60,7 @@ struct conn {
 	struct pg_startup startup;	/* the packet at the head of up.buf */
 	uint32_t target_index;		/* which configured target it matched */
 	uint64_t drained;		/* CLOSING: client bytes dropped */
+	uint64_t closing_since_ns;	/* CLOSING: when it began */
 	struct session sess;
 	struct track track;		/* statements in flight */
 	struct policy_subject subject;	/* who is asking, for the policy */
@@ -190,6 +193,7 @@ static void conn_reject(struct conn *c, const char *sqlstate, const char *messag
 		conn_finish(c, message);
 		return;
 	}
+	c->closing_since_ns = clock_monotonic_ns();
 	set_state(c, CONN_CLOSING);
 }
 
@@ -1089,5 +1093,29 @@ void conn_free_doomed(struct worker *w)
 		track_release(&c->track);
 		session_release(&c->sess);
 		free(c);
+	}
+}
+
+/* Time since @since; 0 for a moment after @now (accepted this turn). */
+static uint64_t age(uint64_t now, uint64_t since)
+{
+	return now > since ? now - since : 0;
+}
+
+void conn_sweep(struct worker *w, uint64_t now_ns)
+{
+	uint64_t startup_ns = (uint64_t)w->agent->cfg->startup_timeout_ms * 1000000ull;
+	struct conn *c = w->conns;
+
+	while (c) {
+		struct conn *next = c->next;	/* c may leave the list */
+
+		if (c->state == CONN_CLOSING && age(now_ns, c->closing_since_ns) > CONN_CLOSING_NS) {
+			conn_finish(c, NULL);
+		} else if (c->state < CONN_SESSION && age(now_ns, c->sess.start_ns) > startup_ns) {
+			conn_reject(c, "08006", "dbward: the connection did not start in time");
+			conn_pump(c);
+		}
+		c = next;
 	}
 }

@@ -26,6 +26,9 @@ void conn_accept(struct worker *w, int fd, const struct netaddr *peer,
 void conn_on_event(struct endpoint *ep, uint32_t events);
 /* Continues the connections that used up their budget last round. */
 void conn_run_ready(struct worker *w);
+/* Ends connections stuck before their session (limits.startup_timeout_ms)
+ * or after our error (CLOSING for too long). Once per loop tick. */
+void conn_sweep(struct worker *w, uint64_t now_ns);
 /* Closes every connection of the loop (shutdown). */
 void conn_close_all(struct worker *w, const char *why);
 /* Frees the connections closed during this round. */

@@ -184,14 +184,19 @@ static void *worker_main(void *arg)
 
 	while (!__atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE)) {
 		int n = epoll_wait(w->epfd, events, WORKER_MAX_EVENTS, w->ready ? 0 : (int)w->tick_ms);
+		uint64_t now = clock_monotonic_ns();
 
-		__atomic_store_n(&w->last_tick_ns, clock_monotonic_ns(), __ATOMIC_RELEASE);
+		__atomic_store_n(&w->last_tick_ns, now, __ATOMIC_RELEASE);
 		if (n < 0 && errno != EINTR) {
 			log_error("worker %u: epoll_wait: %s", w->index, strerror(errno));
 			break;
 		}
 		for (int i = 0; i < n; i++)
 			dispatch(w, &events[i]);
+		if (now - w->last_sweep_ns >= (uint64_t)w->tick_ms * 1000000ull) {
+			w->last_sweep_ns = now;
+			conn_sweep(w, now);
+		}
 		conn_run_ready(w);
 		conn_free_doomed(w);
 		/* Nothing of this turn is held past here: a swapped policy may go. */

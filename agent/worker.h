@@ -58,6 +58,7 @@ struct worker {
 	uint64_t last_tick_ns;		/* atomic: loop liveness for the heartbeat */
 	uint64_t turns;			/* atomic: loop iterations, for reclaiming */
 	unsigned tick_ms;
+	uint64_t last_sweep_ns;
 	struct iobuf_pool bufs;
 	struct conn *conns;		/* every live connection */
 	struct conn *ready;		/* work left over after a pump budget */
