@@ -4,6 +4,7 @@
 #   make test       unit tests (Criterion) and integration tests (pytest),
 #                   each against the plain and the sanitized build
 #   make demo       a throwaway PostgreSQL, the agent, an intercepted psql
+#   make bench      direct vs PgBouncer vs the agent, interleaved (root)
 #   make deps       install the Debian packages the build needs (root)
 
 BUILD ?= build
@@ -41,7 +42,7 @@ UNIT_OBJS := $(UNIT_SRCS:%.c=$(OBJ)/%.o)
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-.PHONY: all asan test unit-test integration-test demo deps clean
+.PHONY: all asan test unit-test integration-test demo bench deps clean
 .DELETE_ON_ERROR:
 
 all: $(BIN)/dbward-agent
@@ -110,6 +111,9 @@ integration-test: all asan
 
 demo: all
 	./scripts/demo.sh $(abspath $(BIN)/dbward-agent)
+
+bench: all
+	$(PYTHON) tests/bench/run.py --agent $(abspath $(BIN)/dbward-agent)
 
 clean:
 	rm -rf $(BUILD)
