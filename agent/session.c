@@ -69,14 +69,28 @@ static void put_empty_as_null(struct jsonbuf *jb, const char *key, const char *v
 }
 
 /* The fields both kinds carry: the session and who opened it. */
-static void put_common(struct jsonbuf *jb, const char *kind, const struct session *s)
+/* Every event starts alike: what, when, which session. */
+static void put_header(struct jsonbuf *jb, const char *kind, const struct session *s)
 {
-	const struct identity *w = &s->who;
-
 	jsonbuf_begin(jb);
 	jsonbuf_str(jb, "kind", kind);
 	put_timestamp(jb);
 	jsonbuf_str(jb, "session_id", s->id);
+}
+
+/* What the startup packet asked for. */
+static void put_startup(struct jsonbuf *jb, const struct session *s)
+{
+	jsonbuf_str(jb, "db_user", s->db_user);
+	jsonbuf_str(jb, "database", s->database);
+	jsonbuf_str(jb, "application_name", s->application_name);
+}
+
+static void put_common(struct jsonbuf *jb, const char *kind, const struct session *s)
+{
+	const struct identity *w = &s->who;
+
+	put_header(jb, kind, s);
 	if (s->attributed) {
 		jsonbuf_u64(jb, "pid", w->pid);
 		jsonbuf_u64(jb, "tid", w->tid);
@@ -97,9 +111,7 @@ static void put_common(struct jsonbuf *jb, const char *kind, const struct sessio
 		jsonbuf_null(jb, "server");
 	}
 	put_addr(jb, "client", &s->client);
-	jsonbuf_str(jb, "db_user", s->db_user);
-	jsonbuf_str(jb, "database", s->database);
-	jsonbuf_str(jb, "application_name", s->application_name);
+	put_startup(jb, s);
 	jsonbuf_bool(jb, "encrypted", s->encrypted);
 	if (s->cancel_request)
 		jsonbuf_bool(jb, "cancel_request", true);
@@ -148,10 +160,7 @@ static void put_statement_identity(struct jsonbuf *jb, const struct session *s)
 {
 	const struct identity *w = &s->who;
 
-	jsonbuf_begin(jb);
-	jsonbuf_str(jb, "kind", "statement");
-	put_timestamp(jb);
-	jsonbuf_str(jb, "session_id", s->id);
+	put_header(jb, "statement", s);
 	if (s->attributed) {
 		jsonbuf_u64(jb, "pid", w->pid);
 		jsonbuf_strn(jb, "comm", w->comm, strnlen(w->comm, sizeof(w->comm)));
@@ -160,9 +169,7 @@ static void put_statement_identity(struct jsonbuf *jb, const struct session *s)
 		put_empty_as_null(jb, "container_id", w->ids.container_id);
 		put_empty_as_null(jb, "pod_uid", w->ids.pod_uid);
 	}
-	jsonbuf_str(jb, "db_user", s->db_user);
-	jsonbuf_str(jb, "database", s->database);
-	jsonbuf_str(jb, "application_name", s->application_name);
+	put_startup(jb, s);
 }
 
 int session_emit_statement(struct audit *audit, const struct session *s,

@@ -24,7 +24,6 @@ struct track_pending {
 	enum track_op op;
 	struct track_text *text;	/* the statement(s) it runs; may be NULL */
 	size_t next_stmt;		/* OP_QUERY: the statement running now */
-	bool failed;			/* OP_QUERY: an error ended it */
 	uint64_t start_ns;
 	uint64_t client_bytes;
 	uint64_t server_bytes;
@@ -496,14 +495,12 @@ static void on_error(struct track *t, struct track_pending *p, const char *sqlst
 			/* The agent's stand-in failed as meant: nothing ran. */
 			while (p->next_stmt < query_statements(p))
 				report(t, p, p->next_stmt++, -1, sqlstate, now_ns, true);
-			p->failed = true;
 			return;
 		}
 		/* The rest of the Query string does not run; its Z follows. */
 		if (p->next_stmt < query_statements(p))
 			report(t, p, p->next_stmt, -1, sqlstate, now_ns, true);
 		p->next_stmt = query_statements(p);
-		p->failed = true;
 		return;
 	case OP_FUNCTION:
 	case OP_SYNC:
@@ -561,8 +558,6 @@ int track_backend(struct track *t, const uint8_t *msg, size_t have, size_t total
 		p->server_bytes += total;
 	switch (msg[0]) {
 	case 'Z':
-		if (body_len >= 1)
-			t->tx_status = (char)body[0];
 		if (p && (p->op == OP_SYNC || p->op == OP_QUERY || p->op == OP_FUNCTION))
 			pop(t);
 		return 0;
@@ -652,7 +647,6 @@ void track_init(struct track *t, track_report_fn *report_fn, void *ctx)
 	t->ctx = ctx;
 	t->max_pending = TRACK_MAX_PENDING;
 	t->max_names = TRACK_MAX_NAMES;
-	t->tx_status = 'I';
 }
 
 void track_abandon(struct track *t, uint64_t now_ns)
@@ -706,14 +700,14 @@ const char *track_verdict_name(enum track_verdict v)
 	}
 }
 
-static struct track_pending *last(struct track *t)
+static struct track_pending *last(const struct track *t)
 {
 	return t->count ? &t->pending[(t->head + t->count - 1) % t->cap] : NULL;
 }
 
 const struct track_text *track_last_text(const struct track *t)
 {
-	const struct track_pending *p = t->count ? &t->pending[(t->head + t->count - 1) % t->cap] : NULL;
+	const struct track_pending *p = last(t);
 
 	return p ? p->text : NULL;
 }

@@ -74,7 +74,6 @@ struct track {
 	/* FIFO of what awaits an answer: a ring that grows to max_pending. */
 	struct track_pending *pending;
 	size_t head, count, cap, max_pending;
-	char tx_status;			/* from the last ReadyForQuery */
 	/* How the server reads text now (ParameterStatus): the classifier
 	 * must read it the same way. */
 	struct sql_settings settings;

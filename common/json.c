@@ -94,9 +94,18 @@ static void put_string(struct jsonbuf *jb, const char *value, size_t len)
 	put_char(jb, '"');
 	while (i < len) {
 		unsigned char c = s[i];
-		size_t seq;
+		size_t seq, run;
 		char esc[8];
 
+		/* Most text is plain ASCII: copy it a run at a time. */
+		for (run = i; run < len && s[run] >= 0x20 && s[run] < 0x80 && s[run] != '"' &&
+			      s[run] != '\\'; run++)
+			;
+		if (run > i) {
+			put(jb, value + i, run - i);
+			i = run;
+			continue;
+		}
 		if (c == '"' || c == '\\') {
 			esc[0] = '\\';
 			esc[1] = (char)c;
