@@ -1,5 +1,5 @@
 # dbward: one entry point. Everything is built out of tree under $(BUILD).
-#   make            build/bin/dbward-agent
+#   make            build/bin/dbward-agent, dbward-collector and dbward (CLI)
 #   make asan       the same with AddressSanitizer + UBSan, in build/asan/
 #   make test       unit tests (Criterion) and integration tests (pytest),
 #                   each against the plain and the sanitized build
@@ -25,7 +25,14 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral \
 	  -Wstrict-prototypes -Wmissing-prototypes -fno-strict-aliasing \
 	  -D_GNU_SOURCE -I. -I$(GEN) -MMD -MP
-LDLIBS := -lbpf -lelf -lz -lyaml -lpg_query -lssl -lcrypto -lpthread
+# libpg_query.so carries its own copy of the protobuf-c runtime: -lprotobuf-c
+# must come first so every binary uses the one real runtime.
+COMMON_LIBS := -lprotobuf-c -lzstd -ljansson -lssl -lcrypto -lz -lpthread
+AGENT_LIBS := -lbpf -lelf -lyaml -lprotobuf-c -lpg_query $(COMMON_LIBS)
+COLLECTOR_LIBS := -lyaml -lsqlite3 -lpq -lmicrohttpd $(COMMON_LIBS)
+CLI_LIBS := -lcurl $(COMMON_LIBS)
+UNIT_LIBS := -lbpf -lelf -lyaml -lprotobuf-c -lpg_query -lsqlite3 -lpq -lmicrohttpd -lcurl \
+	     $(COMMON_LIBS) -lcriterion
 
 ifeq ($(SANITIZE),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -34,10 +41,20 @@ endif
 
 COMMON_SRCS := $(wildcard common/*.c)
 AGENT_SRCS := $(filter-out agent/main.c,$(wildcard agent/*.c))
+COLLECTOR_SRCS := $(filter-out collector/main.c,$(wildcard collector/*.c))
+CLI_SRCS := $(filter-out cli/main.c,$(wildcard cli/*.c))
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 
-COMMON_OBJS := $(COMMON_SRCS:%.c=$(OBJ)/%.o)
+# The audit schema, compiled by protoc-c into the build folder.
+PROTO_SRC := proto/dbward/v1/audit.proto
+PROTO_C := $(GEN)/dbward/v1/audit.pb-c.c
+PROTO_H := $(GEN)/dbward/v1/audit.pb-c.h
+PROTO_OBJ := $(OBJ)/gen/dbward/v1/audit.pb-c.o
+
+COMMON_OBJS := $(COMMON_SRCS:%.c=$(OBJ)/%.o) $(PROTO_OBJ)
 AGENT_OBJS := $(AGENT_SRCS:%.c=$(OBJ)/%.o)
+COLLECTOR_OBJS := $(COLLECTOR_SRCS:%.c=$(OBJ)/%.o)
+CLI_OBJS := $(CLI_SRCS:%.c=$(OBJ)/%.o)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(OBJ)/%.o)
 
 DEPS_STAMP := $(BUILD)/.deps-ok
@@ -45,7 +62,9 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 .PHONY: all asan test unit-test integration-test demo bench deps clean
 .DELETE_ON_ERROR:
 
-all: $(BIN)/dbward-agent
+BINARIES := $(BIN)/dbward-agent $(BIN)/dbward-collector $(BIN)/dbward
+
+all: $(BINARIES)
 
 # Missing Debian packages are installed once per build tree.
 $(DEPS_STAMP): scripts/install-deps.sh | $(BUILD)
@@ -69,19 +88,35 @@ $(GEN)/intercept.bpf.o: bpf/intercept.bpf.c bpf/intercept.h $(GEN)/vmlinux.h | $
 $(GEN)/intercept.skel.h: $(GEN)/intercept.bpf.o | $(GEN)
 	$(BPFTOOL) gen skeleton $< name intercept_bpf > $@
 
+# --- protobuf --------------------------------------------------------------
+$(PROTO_H): $(PROTO_C)
+$(PROTO_C): $(PROTO_SRC) | $(GEN) $(DEPS_STAMP)
+	protoc-c --c_out=$(GEN) -Iproto $<
+
+$(PROTO_OBJ): $(PROTO_C)
+	@mkdir -p $(@D)
+	$(CC) $(filter-out -Wmissing-prototypes,$(CFLAGS)) -c $< -o $@
+
 # --- user space ------------------------------------------------------------
-$(OBJ)/%.o: %.c | $(GEN)/intercept.skel.h $(DEPS_STAMP)
+$(OBJ)/%.o: %.c | $(GEN)/intercept.skel.h $(PROTO_H) $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BIN)/dbward-agent: $(OBJ)/agent/main.o $(AGENT_OBJS) $(COMMON_OBJS) | $(BIN)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(AGENT_LIBS) -o $@
 
-$(BIN)/unit-tests: $(UNIT_OBJS) $(AGENT_OBJS) $(COMMON_OBJS) | $(BIN)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcriterion -o $@
+$(BIN)/dbward-collector: $(OBJ)/collector/main.o $(COLLECTOR_OBJS) $(COMMON_OBJS) | $(BIN)
+	$(CC) $(LDFLAGS) $^ $(COLLECTOR_LIBS) -o $@
+
+$(BIN)/dbward: $(OBJ)/cli/main.o $(CLI_OBJS) $(COMMON_OBJS) | $(BIN)
+	$(CC) $(LDFLAGS) $^ $(CLI_LIBS) -o $@
+
+$(BIN)/unit-tests: $(UNIT_OBJS) $(AGENT_OBJS) $(COLLECTOR_OBJS) $(CLI_OBJS) $(COMMON_OBJS) | $(BIN)
+	$(CC) $(LDFLAGS) $^ $(UNIT_LIBS) -o $@
 
 asan:
-	$(MAKE) BUILD=build/asan SANITIZE=1 build/asan/bin/dbward-agent build/asan/bin/unit-tests
+	$(MAKE) BUILD=build/asan SANITIZE=1 build/asan/bin/dbward-agent \
+		build/asan/bin/dbward-collector build/asan/bin/dbward build/asan/bin/unit-tests
 
 # --- tests -----------------------------------------------------------------
 # Unit tests run against both builds; integration tests drive the real
@@ -104,13 +139,11 @@ unit-test: $(BIN)/unit-tests asan
 		exit $$status
 
 integration-test: all asan
-	DBWARD_AGENT=$(abspath $(BIN)/dbward-agent) \
-		$(PYTHON) -m pytest -q tests/integration
-	$(SAN_ENV) DBWARD_AGENT=$(abspath build/asan/bin/dbward-agent) \
-		$(PYTHON) -m pytest -q tests/integration
+	DBWARD_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/integration
+	$(SAN_ENV) DBWARD_BIN=$(abspath build/asan/bin) $(PYTHON) -m pytest -q tests/integration
 
 demo: all
-	./scripts/demo.sh $(abspath $(BIN)/dbward-agent)
+	./scripts/demo.sh $(abspath $(BIN))
 
 bench: all
 	$(PYTHON) tests/bench/run.py --agent $(abspath $(BIN)/dbward-agent)

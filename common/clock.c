@@ -11,14 +11,27 @@ uint64_t clock_monotonic_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t clock_realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 void clock_rfc3339_now(char buf[CLOCK_RFC3339_LEN], int frac_digits)
 {
-	struct timespec now;
+	clock_rfc3339(clock_realtime_ns(), buf, frac_digits);
+}
+
+void clock_rfc3339(uint64_t unix_ns, char buf[CLOCK_RFC3339_LEN], int frac_digits)
+{
+	struct timespec now = { .tv_sec = (time_t)(unix_ns / 1000000000ull),
+				.tv_nsec = (long)(unix_ns % 1000000000ull) };
 	unsigned frac;
 	struct tm tm;
 	int n;
 
-	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	n = snprintf(buf, CLOCK_RFC3339_LEN, "%04d-%02d-%02dT%02d:%02d:%02d",
 		     (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100, tm.tm_mday % 100,

@@ -12,5 +12,9 @@ uint64_t clock_monotonic_ns(void);
 
 /* Now, UTC, as "2026-11-23T21:40:00.123456Z" with @frac_digits 0..9. */
 void clock_rfc3339_now(char buf[CLOCK_RFC3339_LEN], int frac_digits);
+/* The same for a given unix time in ns. */
+void clock_rfc3339(uint64_t unix_ns, char buf[CLOCK_RFC3339_LEN], int frac_digits);
+/* CLOCK_REALTIME in ns since the epoch. */
+uint64_t clock_realtime_ns(void);
 
 #endif

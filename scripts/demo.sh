@@ -10,7 +10,8 @@
 #   6. kill -9 of the agent: fail closed; a new agent takes over
 set -euo pipefail
 
-AGENT=${1:?usage: demo.sh PATH-TO-dbward-agent}
+BIN=${1:?usage: demo.sh BUILD-BIN-DIR}
+AGENT=$BIN/dbward-agent
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 PY=/usr/bin/python3
 

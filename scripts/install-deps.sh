@@ -8,10 +8,11 @@ packages=(
 	# build
 	build-essential clang llvm pkg-config bpftool
 	libbpf-dev libelf-dev zlib1g-dev
-	libssl-dev libyaml-dev libpg-query-dev libprotobuf-c-dev
+	libssl-dev libyaml-dev libpg-query-dev libprotobuf-c-dev protobuf-c-compiler
+	libzstd-dev libsqlite3-dev libpq-dev libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev
 	# tests, demo
 	libcriterion-dev python3-pytest python3-psycopg2
-	postgresql postgresql-contrib pgbouncer iproute2 util-linux procps
+	postgresql postgresql-contrib pgbouncer iproute2 util-linux procps sqlite3
 )
 
 missing=()

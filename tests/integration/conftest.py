@@ -4,7 +4,8 @@ cgroup, a private bpffs and the agent per test, a network namespace like
 a pod's. The classes behind them live in dbward_env.py.
 
 Run as root:   /usr/bin/python3 -m pytest -q tests/integration
-Agent binary:  $DBWARD_AGENT, default build/bin/dbward-agent (`make`).
+Binaries:      $DBWARD_BIN (default build/bin: dbward-agent, dbward-collector,
+               dbward); $DBWARD_AGENT overrides the agent alone.
 """
 
 import json

@@ -43,7 +43,7 @@ PGBENCH = str(PG_BIN / "pgbench")
 PG_DUMP = str(PG_BIN / "pg_dump")
 PG_RESTORE = str(PG_BIN / "pg_restore")
 PYTHON = "/usr/bin/python3"  # Debian's, the one with psycopg2
-DEFAULT_AGENT = REPO_ROOT / "build" / "bin" / "dbward-agent"
+DEFAULT_BIN = REPO_ROOT / "build" / "bin"
 TEST_NET = ipaddress.ip_network("198.51.100.0/24")  # TEST-NET-2, never routed
 
 # Client scripts run inside the cgroup as `python3 -c SOURCE ARG`: passing
@@ -583,9 +583,18 @@ def host_port(addr):
     return host.strip("[]"), int(port)
 
 
+def dbward_binary(name):
+    """build/bin/NAME, or under $DBWARD_BIN (the sanitized build, say)."""
+    base = Path(os.environ.get("DBWARD_BIN") or DEFAULT_BIN)
+    base = base if base.is_absolute() else REPO_ROOT / base
+    return base / name
+
+
 def agent_binary():
-    path = Path(os.environ.get("DBWARD_AGENT") or DEFAULT_AGENT)
-    return path if path.is_absolute() else REPO_ROOT / path
+    if os.environ.get("DBWARD_AGENT"):
+        path = Path(os.environ["DBWARD_AGENT"])
+        return path if path.is_absolute() else REPO_ROOT / path
+    return dbward_binary("dbward-agent")
 
 
 # --- the agent process ------------------------------------------------------
@@ -633,7 +642,7 @@ class Agent:
     def start(self):
         if not self.binary.exists():
             pytest.fail(f"agent binary {self.binary} does not exist (run `make`, "
-                        "or set DBWARD_AGENT)")
+                        "or set DBWARD_BIN)")
         self.write_config()
         argv = [str(self.binary), "--config", str(self.config_path)]
         if self.cgroup is not None:

@@ -1,0 +1,181 @@
+#include "common/event_json.h"
+
+#include <errno.h>
+#include <openssl/sha.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "dbward/v1/audit.pb-c.h"
+
+void event_hash(const void *raw, size_t len, uint8_t out[EVENT_HASH_LEN])
+{
+	SHA256(raw, len, out);
+}
+
+static void put_hex(struct jsonbuf *jb, const char *key, const uint8_t *p, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	char text[2 * 64 + 1];
+
+	if (n == 0 || n > 64) {
+		jsonbuf_null(jb, key);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		text[2 * i] = digits[p[i] >> 4];
+		text[2 * i + 1] = digits[p[i] & 15];
+	}
+	jsonbuf_strn(jb, key, text, 2 * n);
+}
+
+static void put_nulls(struct jsonbuf *jb, const ProtobufCMessageDescriptor *desc);
+static void put_message(struct jsonbuf *jb, const ProtobufCMessage *m);
+
+static const void *member(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+	return (const char *)m + f->offset;
+}
+
+static void put_repeated(struct jsonbuf *jb, const ProtobufCMessage *m,
+			 const ProtobufCFieldDescriptor *f)
+{
+	size_t n;
+	char *const *items;
+
+	memcpy(&n, (const char *)m + f->quantifier_offset, sizeof(n));
+	memcpy(&items, member(m, f), sizeof(items));
+	if (f->type == PROTOBUF_C_TYPE_STRING)
+		jsonbuf_str_array(jb, f->name, items, n);
+}
+
+static void put_scalar(struct jsonbuf *jb, const ProtobufCMessage *m,
+		       const ProtobufCFieldDescriptor *f)
+{
+	const void *p = member(m, f);
+
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_STRING: {
+		const char *s = *(char *const *)p;
+
+		jsonbuf_str(jb, f->name, s && s[0] ? s : NULL);
+		break;
+	}
+	case PROTOBUF_C_TYPE_BYTES: {
+		const ProtobufCBinaryData *b = p;
+
+		put_hex(jb, f->name, b->data, b->len);
+		break;
+	}
+	case PROTOBUF_C_TYPE_BOOL:
+		jsonbuf_bool(jb, f->name, *(const protobuf_c_boolean *)p);
+		break;
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		jsonbuf_u64(jb, f->name, *(const uint32_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		if (strcmp(f->name, "ts") == 0) {
+			char ts[CLOCK_RFC3339_LEN];
+
+			clock_rfc3339(*(const uint64_t *)p, ts, 6);
+			jsonbuf_str(jb, f->name, ts);
+		} else {
+			jsonbuf_u64(jb, f->name, *(const uint64_t *)p);
+		}
+		break;
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32: {
+		int32_t v = *(const int32_t *)p;
+
+		if (v < 0)
+			jsonbuf_null(jb, f->name);
+		else
+			jsonbuf_i64(jb, f->name, v);
+		break;
+	}
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64: {
+		int64_t v = *(const int64_t *)p;
+
+		if (v < 0)
+			jsonbuf_null(jb, f->name);
+		else
+			jsonbuf_i64(jb, f->name, v);
+		break;
+	}
+	default:
+		break;		/* floats, enums: not in the schema */
+	}
+}
+
+static void put_field(struct jsonbuf *jb, const ProtobufCMessage *m,
+		      const ProtobufCFieldDescriptor *f)
+{
+	if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+		uint32_t which;
+
+		memcpy(&which, (const char *)m + f->quantifier_offset, sizeof(which));
+		if (which != f->id)
+			return;
+		jsonbuf_str(jb, "kind", f->name);
+	}
+	if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+		put_repeated(jb, m, f);
+	} else if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+		const ProtobufCMessage *sub = *(ProtobufCMessage *const *)member(m, f);
+
+		if (sub)
+			put_message(jb, sub);
+		else
+			put_nulls(jb, f->descriptor);
+	} else {
+		put_scalar(jb, m, f);
+	}
+}
+
+static void put_message(struct jsonbuf *jb, const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *desc = m->descriptor;
+
+	for (unsigned i = 0; i < desc->n_fields; i++)
+		put_field(jb, m, &desc->fields[i]);
+}
+
+static void put_nulls(struct jsonbuf *jb, const ProtobufCMessageDescriptor *desc)
+{
+	for (unsigned i = 0; i < desc->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &desc->fields[i];
+
+		if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->label != PROTOBUF_C_LABEL_REPEATED)
+			put_nulls(jb, f->descriptor);
+		else
+			jsonbuf_null(jb, f->name);
+	}
+}
+
+int event_json_put(struct jsonbuf *jb, const uint8_t *raw, size_t len)
+{
+	Dbward__V1__Event *ev = dbward__v1__event__unpack(NULL, len, raw);
+	uint8_t hash[EVENT_HASH_LEN];
+
+	if (!ev)
+		return -EBADMSG;
+	event_hash(raw, len, hash);
+	put_message(jb, &ev->base);
+	put_hex(jb, "hash", hash, sizeof(hash));
+	dbward__v1__event__free_unpacked(ev, NULL);
+	return 0;
+}
+
+int event_json_line(struct jsonbuf *jb, const uint8_t *raw, size_t len)
+{
+	int err;
+
+	jsonbuf_begin(jb);
+	if ((err = event_json_put(jb, raw, len)) < 0)
+		return err;
+	return jsonbuf_finish(jb);
+}

@@ -1,0 +1,101 @@
+#include "common/wire.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+void wire_header(uint8_t out[WIRE_HEADER_LEN], uint8_t type, size_t payload_len)
+{
+	uint32_t n = (uint32_t)payload_len + 1;
+
+	out[0] = (uint8_t)(n >> 24);
+	out[1] = (uint8_t)(n >> 16);
+	out[2] = (uint8_t)(n >> 8);
+	out[3] = (uint8_t)n;
+	out[4] = type;
+}
+
+int wire_parse_header(const uint8_t in[WIRE_HEADER_LEN], uint8_t *type, size_t *payload_len)
+{
+	uint32_t n = (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
+
+	if (n == 0 || (in[4] != WIRE_BATCH && in[4] != WIRE_ACK))
+		return -EPROTO;
+	if (n - 1 > WIRE_MAX_FRAME)
+		return -EMSGSIZE;
+	*type = in[4];
+	*payload_len = n - 1;
+	return 0;
+}
+
+int wire_compress(const void *in, size_t len, int level, uint8_t **out, size_t *out_len)
+{
+	size_t cap = ZSTD_compressBound(len);
+	uint8_t *buf = malloc(cap ? cap : 1);
+	size_t n;
+
+	if (!buf)
+		return -ENOMEM;
+	n = ZSTD_compress(buf, cap, in, len, level);
+	if (ZSTD_isError(n)) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*out = buf;
+	*out_len = n;
+	return 0;
+}
+
+/* Streams, so a frame that lies about (or omits) its size cannot make us
+ * allocate more than @max. */
+int wire_decompress(const void *in, size_t len, size_t max, uint8_t **out, size_t *out_len)
+{
+	ZSTD_DCtx *dctx = NULL;
+	ZSTD_inBuffer src = { in, len, 0 };
+	ZSTD_outBuffer dst = { NULL, 0, 0 };
+	size_t cap = len * 4 < max ? len * 4 + 64 : max, left = 1;
+	int rc = -EBADMSG;
+
+	if (len < 4)
+		return -EBADMSG;
+	if (!(dctx = ZSTD_createDCtx()))
+		return -ENOMEM;
+	if (!(dst.dst = malloc(cap))) {
+		rc = -ENOMEM;
+		goto cleanup;
+	}
+	dst.size = cap;
+	while (left != 0) {
+		if (dst.pos == dst.size) {
+			void *bigger;
+
+			if (dst.size >= max) {
+				rc = -EMSGSIZE;
+				goto cleanup;
+			}
+			cap = dst.size * 2 < max ? dst.size * 2 : max;
+			if (!(bigger = realloc(dst.dst, cap))) {
+				rc = -ENOMEM;
+				goto cleanup;
+			}
+			dst.dst = bigger;
+			dst.size = cap;
+		}
+		left = ZSTD_decompressStream(dctx, &dst, &src);
+		if (ZSTD_isError(left))
+			goto cleanup;
+		if (left != 0 && src.pos == src.size && dst.pos < dst.size)
+			goto cleanup;	/* truncated */
+	}
+	if (src.pos != src.size)
+		goto cleanup;		/* trailing bytes */
+	*out = dst.dst;
+	*out_len = dst.pos;
+	dst.dst = NULL;
+	rc = 0;
+cleanup:
+	free(dst.dst);
+	ZSTD_freeDCtx(dctx);
+	return rc;
+}

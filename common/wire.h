@@ -1,0 +1,42 @@
+/*
+ * The agent <-> collector stream, inside mutual TLS. Frames both ways:
+ *
+ *   u32 length (big-endian, of what follows) | u8 type | payload
+ *
+ *   WIRE_BATCH  agent -> collector  zstd(dbward.v1.Batch)
+ *   WIRE_ACK    collector -> agent  dbward.v1.Ack (uncompressed)
+ *
+ * The agent sends a batch and waits for its ack before the next (one in
+ * flight). A collector that cannot take a batch answers an Ack with ok =
+ * false and an error, and keeps the connection; garbage it cannot frame
+ * closes the connection after that answer.
+ */
+#ifndef DBWARD_COMMON_WIRE_H
+#define DBWARD_COMMON_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WIRE_HEADER_LEN 5
+#define WIRE_BATCH 'B'
+#define WIRE_ACK 'A'
+/* Largest frame either side accepts, and largest batch once decompressed. */
+#define WIRE_MAX_FRAME (16u << 20)
+#define WIRE_MAX_BATCH (64u << 20)
+
+/* Writes the header for @payload_len bytes of @type into @out. */
+void wire_header(uint8_t out[WIRE_HEADER_LEN], uint8_t type, size_t payload_len);
+/* Reads a header: 0, or -EPROTO (unknown type, empty frame) or
+ * -EMSGSIZE (over WIRE_MAX_FRAME). */
+int wire_parse_header(const uint8_t in[WIRE_HEADER_LEN], uint8_t *type, size_t *payload_len);
+
+/* zstd at @level into a malloc'd buffer: 0 or -ENOMEM. */
+int wire_compress(const void *in, size_t len, int level, uint8_t **out, size_t *out_len);
+/*
+ * Decompresses one zstd frame into a malloc'd buffer of at most @max
+ * bytes: 0, -EBADMSG (not zstd, corrupt, truncated, trailing bytes) or
+ * -EMSGSIZE (larger than @max; nothing beyond @max is ever allocated).
+ */
+int wire_decompress(const void *in, size_t len, size_t max, uint8_t **out, size_t *out_len);
+
+#endif
