@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # make demo: dbward end to end on this machine, then everything removed.
 #   1. a throwaway PostgreSQL on a free port (loopback only)
-#   2. dbward-agent attached to a demo cgroup (never the root cgroup)
-#   3. psql, as user nobody, inside that cgroup, connecting to the real
+#   2. a CA made by `dbward ca`, and dbward-collector on SQLite (mTLS ingest)
+#   3. dbward-agent attached to a demo cgroup (never the root cgroup),
+#      shipping its audit events to the collector through a disk spool
+#   4. psql, as user nobody, inside that cgroup, connecting to the real
 #      server address: intercepted, forwarded, attributed
-#   4. a guardrail: DROP TABLE denied before it reaches the server
+#   5. a guardrail: DROP TABLE denied before it reaches the server
 #      the same psql outside the cgroup: untouched
-#   5. the audit trail: connections and every statement, classified
-#   6. kill -9 of the agent: fail closed; a new agent takes over
+#   6. the audit trail from the collector (`dbward events`), the ledger
+#      verified, and an offline receipt for the denied DROP
+#   7. kill -9 of the agent: fail closed; a new agent takes over, and the
+#      trail stays whole (`dbward verify`)
 set -euo pipefail
 
 BIN=${1:?usage: demo.sh BUILD-BIN-DIR}
 AGENT=$BIN/dbward-agent
+COLLECTOR=$BIN/dbward-collector
+DBWARD=$BIN/dbward
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 PY=/usr/bin/python3
 
@@ -29,6 +35,7 @@ chmod 755 "$WORK"
 CGROUP="$CG2/dbward-demo-$$"
 BPFFS="$WORK/bpffs"
 AGENT_PID=
+COLLECTOR_PID=
 PG_STARTED=
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -38,6 +45,7 @@ as_postgres() { runuser -u postgres -- "$@"; }
 cleanup() {
 	set +e
 	[ -n "$AGENT_PID" ] && kill -TERM "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
+	[ -n "$COLLECTOR_PID" ] && kill -TERM "$COLLECTOR_PID" 2>/dev/null && wait "$COLLECTOR_PID" 2>/dev/null
 	[ -n "$PG_STARTED" ] && as_postgres "$PGBIN/pg_ctl" -D "$WORK/pgdata" -m immediate stop >/dev/null 2>&1
 	if [ -d "$CGROUP" ]; then
 		for pid in $(cat "$CGROUP/cgroup.procs" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
@@ -67,29 +75,30 @@ start_agent() {
 	exit 1
 }
 
-show_events() {
-	"$PY" - "$WORK/audit.jsonl" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
-    e = json.loads(line)
-    if e["kind"] == "connection_open":
-        print(f'{e["ts"]}  open   …{e["session_id"][-6:]}  pid {e["pid"]} {e["comm"]} '
-              f'uid {e["uid"]} ({e["user"]})  exe {e["exe"]}')
-        print(f'{"":36}cgroup {e["cgroup_path"]}  client {e["client"]} -> server {e["server"]}')
-        print(f'{"":36}db_user {e["db_user"]}  database {e["database"]}  '
-              f'application_name {e["application_name"]}')
-    elif e["kind"] == "statement":
-        rows = "" if e["rows"] is None else f'  rows {e["rows"]}'
-        state = f'  SQLSTATE {e["sqlstate"]}' if e["sqlstate"] else ""
-        if e.get("verdict") == "deny":
-            state += f'  DENIED by {e["rule"]}'
-        print(f'{e["ts"]}  stmt   …{e["session_id"][-6:]}  {e["statement_kind"] or "?":<8} '
-              f'tables {",".join(e["tables"]) or "-":<10}{rows}{state}  {e["sql"][:60]}')
-    else:
-        print(f'{e["ts"]}  close  …{e["session_id"][-6:]}  {e["client_bytes"]} bytes from client, '
-              f'{e["server_bytes"]} from server, {e["duration_us"] / 1000:.1f} ms'
-              + (f'  error: {e["error"]}' if e.get("error") else ''))
-EOF
+start_collector() {
+	"$COLLECTOR" --config "$WORK/collector.yaml" 2>>"$WORK/collector.log" &
+	COLLECTOR_PID=$!
+	for _ in $(seq 100); do
+		grep -q ' ready' "$WORK/collector.log" && return 0
+		kill -0 "$COLLECTOR_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "demo: the collector did not start:" >&2
+	cat "$WORK/collector.log" >&2
+	exit 1
+}
+
+# Waits until the collector holds every event the agent has written.
+wait_shipped() {
+	local want have
+	for _ in $(seq 100); do
+		want=$(wc -l <"$WORK/audit.jsonl")
+		have=$("$DBWARD" events --json --limit 100000 | wc -l)
+		[ "$have" -ge "$want" ] && return 0
+		sleep 0.1
+	done
+	echo "demo: events did not reach the collector" >&2
+	exit 1
 }
 
 step "1. A throwaway PostgreSQL"
@@ -110,7 +119,26 @@ INSERT INTO orders (customer, total) VALUES ('ada', 12.50), ('grace', 99.00), ('
 SQL
 echo "PostgreSQL 127.0.0.1:$PGPORT, database orders, role app"
 
-step "2. dbward-agent on the cgroup $CGROUP"
+step "2. A CA, and the collector on SQLite"
+COLLECTOR_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+export DBWARD_COLLECTOR=http://127.0.0.1:$HTTP_PORT
+"$DBWARD" ca init "$WORK/pki"
+"$DBWARD" ca issue "$WORK/pki" collector
+"$DBWARD" ca issue "$WORK/pki" demo-host
+cat >"$WORK/collector.yaml" <<EOF
+listen: 127.0.0.1:$COLLECTOR_PORT
+http: 127.0.0.1:$HTTP_PORT
+storage: sqlite:$WORK/audit.db
+tls: { cert: $WORK/pki/collector.crt, key: $WORK/pki/collector.key, ca: $WORK/pki/ca.crt }
+signing_key: $WORK/ledger.key
+EOF
+cat "$WORK/collector.yaml"
+start_collector
+grep ' ready' "$WORK/collector.log"
+echo "API and web page: $DBWARD_COLLECTOR/"
+
+step "3. dbward-agent on the cgroup $CGROUP"
 mkdir "$CGROUP"
 mkdir "$BPFFS"
 mount -t bpf bpf "$BPFFS"
@@ -125,6 +153,13 @@ intercept:
     - port: $PGPORT
 audit:
   file: $WORK/audit.jsonl
+agent_id: demo-host
+collector:
+  address: 127.0.0.1:$COLLECTOR_PORT
+  cert: $WORK/pki/demo-host.crt
+  key: $WORK/pki/demo-host.key
+  ca: $WORK/pki/ca.crt
+spool: $WORK/spool
 rules:
   - name: no-drop
     match: { statements: [drop, truncate] }
@@ -137,14 +172,14 @@ cat "$WORK/agent.yaml"
 start_agent
 grep ' ready' "$WORK/agent.log"
 
-step "3. psql as nobody inside the cgroup, to the server's real address 127.0.0.1:$PGPORT"
+step "4. psql as nobody inside the cgroup, to the server's real address 127.0.0.1:$PGPORT"
 in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders application_name=demo-report" \
 	-c 'SELECT customer, total FROM orders ORDER BY id' \
 	-c "UPDATE orders SET total = total + 1 WHERE customer = 'ada'; SELECT count(*) FROM orders" \
 	-c 'SELECT * FROM invoices' \
 	-c 'SELECT inet_server_port() AS server_port_seen_by_postgres'
 
-step "4. Guardrails: a DROP TABLE and a DELETE without WHERE never reach the server"
+step "5. Guardrails: a DROP TABLE and a DELETE without WHERE never reach the server"
 in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders application_name=demo-oops" \
 	-c 'DROP TABLE orders' -c 'DELETE FROM orders' 2>&1 | sed 's/^/  /' || true
 echo "What the agent would say, without a database:"
@@ -152,11 +187,21 @@ echo "What the agent would say, without a database:"
 echo "The same psql outside the cgroup: not intercepted"
 psql -h 127.0.0.1 -p "$PGPORT" -U app -d orders -Atc "SELECT 'direct: ' || count(*) || ' orders' FROM orders"
 
-step "5. The audit trail ($WORK/audit.jsonl)"
-sleep 0.3
-show_events
+step "6. The audit trail, from the collector: dbward events"
+wait_shipped
+"$DBWARD" events
+echo
+echo "Only the denials: dbward events --verdict deny"
+"$DBWARD" events --verdict deny
+echo
+"$DBWARD" verify --key "$WORK/ledger.key.pub"
+DROP_ID=$("$DBWARD" events --verdict deny --search 'DROP TABLE' --json |
+	"$PY" -c 'import json, sys; print(json.loads(sys.stdin.readline())["id"])')
+"$DBWARD" receipt "$DROP_ID" -o "$WORK/receipt.json"
+echo "A receipt for the denied DROP (event $DROP_ID), checked offline with the ledger's public key:"
+"$DBWARD" verify-receipt "$WORK/receipt.json" --key "$WORK/ledger.key.pub" | sed 's/^/  /'
 
-step "6. kill -9 the agent: intercepted connections now fail closed"
+step "7. kill -9 the agent: intercepted connections now fail closed"
 kill -KILL "$AGENT_PID"
 wait "$AGENT_PID" 2>/dev/null || true
 AGENT_PID=
@@ -169,5 +214,9 @@ sed 's/^/  psql: /' "$WORK/err"
 echo "A new agent takes over the pinned programs:"
 start_agent
 in_cgroup psql "host=127.0.0.1 port=$PGPORT user=app dbname=orders" -Atc "SELECT 'back: ' || count(*) || ' orders' FROM orders"
+wait_shipped
+echo "The spool kept the chain across the kill; the trail is whole:"
+"$DBWARD" events --search "back: "
+"$DBWARD" verify --key "$WORK/ledger.key.pub"
 
 step "Done: everything is removed on exit"

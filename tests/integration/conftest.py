@@ -279,3 +279,55 @@ def held(pg, agent, test_cgroup, spawn_in_cgroup):
         pytest.fail(f"held connection did not open: {line!r} {proc.communicate()[1]}")
     agent.wait_for_event(by_app(app), kind="connection_open")
     return HeldConnection(proc)
+
+
+# --- the collector ------------------------------------------------------------
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """A CA made with `dbward ca init`; pki.issue(name) -> (cert, key)."""
+    from collector_env import Pki
+    return Pki(tmp_path / "pki")
+
+
+_collector_dbs = [0]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage(request, pg, tmp_path):
+    """A storage URL for a fresh collector: SQLite in tmp, or a new database
+    on the session's PostgreSQL. Tests taking it run once for each."""
+    if request.param == "sqlite":
+        return f"sqlite:{tmp_path / 'audit.db'}"
+    _collector_dbs[0] += 1
+    name = f"dbward_ledger_{os.getpid()}_{_collector_dbs[0]}"
+    pg.sql(f"create database {name}")
+    return f"postgres://postgres@127.0.0.1:{pg.port}/{name}"
+
+
+@pytest.fixture
+def collector_factory(tmp_path, pki):
+    """collector_factory(storage, **overrides) -> a ready Collector.
+
+    Teardown stops each one and fails the test if it did not exit 0.
+    """
+    from collector_env import Collector, CollectorFailure, collector_config
+    started = []
+
+    def start(storage, wait=True, **overrides):
+        cfg = merge(collector_config(tmp_path, pki, storage), overrides)
+        c = Collector(cfg, tmp_path, f"collector-{len(started) + 1}")
+        started.append(c)
+        return c.start(wait=wait)
+
+    yield start
+    failures = []
+    for c in started:
+        try:
+            c.stop()
+        except CollectorFailure as e:
+            failures.append(str(e))
+        print(f"\n--- {c.name} (exit {c.returncode}) ---\n" + c.output())
+    if failures:
+        pytest.fail("\n\n".join(failures))
