@@ -5,13 +5,16 @@
  *
  * As JSON (one object; hashes lower-case hex, binary base64):
  *   {"version": 1,
- *    "event_id": 17,                     collector row id, informative
+ *    "event_id": 17,                     the event's id: leaf_index + 1
  *    "leaf_index": 16,
  *    "event": "<base64 of the serialized dbward.v1.Event>",
  *    "tree_head": {"size": 40, "root": "<hex>", "ts": <unix ns>,
  *                  "key_id": "<hex>", "signature": "<base64>"},
  *    "proof": ["<hex>", ...],
  *    "public_key": "<base64 raw Ed25519 key>"}   the key that signed
+ *
+ * An event's id in the collector IS its ledger position counted from 1,
+ * so every field of a receipt is covered by the proof or the signature.
  *
  * Verifying: leaf = SHA-256(0x00 || event); the proof must take it to
  * tree_head.root at leaf_index within size; the signature must verify over
@@ -38,7 +41,7 @@ struct signed_tree_head {
 };
 
 struct receipt {
-	uint64_t event_id;
+	uint64_t event_id;		/* leaf_index + 1 */
 	uint64_t leaf_index;
 	uint8_t *event;			/* serialized Event; owned */
 	size_t event_len;
