@@ -27,7 +27,7 @@ CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonli
 	  -D_GNU_SOURCE -I. -I$(GEN) -MMD -MP
 # libpg_query.so carries its own copy of the protobuf-c runtime: -lprotobuf-c
 # must come first so every binary uses the one real runtime.
-COMMON_LIBS := -lprotobuf-c -lzstd -ljansson -lssl -lcrypto -lz -lpthread
+COMMON_LIBS := -lprotobuf-c -lzstd -ljansson -lyaml -lssl -lcrypto -lz -lpthread
 AGENT_LIBS := -lbpf -lelf -lyaml -lprotobuf-c -lpg_query $(COMMON_LIBS)
 COLLECTOR_LIBS := -lyaml -lsqlite3 -lpq -lmicrohttpd $(COMMON_LIBS)
 CLI_LIBS := -lcurl $(COMMON_LIBS)

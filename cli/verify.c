@@ -1,0 +1,560 @@
+#include "cli/verify.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "cli/http_client.h"
+#include "common/clock.h"
+#include "common/event_json.h"
+#include "common/json.h"
+
+#define MAX_KEY_FILE (64u << 10)
+#define MAX_RECEIPT_FILE (64u << 20)
+#define KEY_ID_HEX (2 * SIGNING_KEY_ID_LEN + 1)
+
+/* --- small decoders ------------------------------------------------------ */
+
+static void hex_encode(const uint8_t *p, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static int hex_nibble(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Exactly @n bytes of hex. 0 or -1. */
+static int hex_decode(const char *in, uint8_t *out, size_t n)
+{
+	if (!in || strlen(in) != 2 * n)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		int hi = hex_nibble(in[2 * i]), lo = hex_nibble(in[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+/* Exactly @n bytes (n <= 64) of padded standard base64. 0 or -1. */
+static int b64_decode(const char *in, uint8_t *out, size_t n)
+{
+	uint8_t tmp[66];
+	size_t len = in ? strlen(in) : 0, pad;
+	int got;
+
+	if (n > 64 || len != 4 * ((n + 2) / 3))
+		return -1;
+	got = EVP_DecodeBlock(tmp, (const unsigned char *)in, (int)len);
+	pad = (size_t)(in[len - 1] == '=') + (size_t)(in[len - 2] == '=');
+	if (got < 0 || (size_t)got != n + pad)
+		return -1;
+	memcpy(out, tmp, n);
+	return 0;
+}
+
+static void key_id_hex(const uint8_t id[SIGNING_KEY_ID_LEN], char out[KEY_ID_HEX])
+{
+	hex_encode(id, SIGNING_KEY_ID_LEN, out);
+}
+
+/* Reads a whole file, NUL-terminated, at most @max bytes. 0 or -1 with @err. */
+static int read_file(const char *path, size_t max, char **out, size_t *len, char *err,
+		     size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n;
+	int ret = -1;
+
+	if (!f) {
+		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!(buf = malloc(max + 1))) {
+		snprintf(err, errlen, "out of memory");
+		goto cleanup;
+	}
+	n = fread(buf, 1, max + 1, f);
+	if (ferror(f) || n > max) {
+		snprintf(err, errlen, "cannot read %s: %s", path,
+			 ferror(f) ? strerror(errno) : "file too large");
+		goto cleanup;
+	}
+	buf[n] = '\0';
+	*out = buf;
+	*len = n;
+	buf = NULL;
+	ret = 0;
+cleanup:
+	free(buf);
+	fclose(f);
+	return ret;
+}
+
+int cli_key_load(const char *path, struct verify_key **out, char *err, size_t errlen)
+{
+	char *pem = NULL, why[SIGNING_ERR_LEN];
+	size_t len;
+	int ret = -1;
+
+	if (read_file(path, MAX_KEY_FILE, &pem, &len, err, errlen) < 0)
+		return -1;
+	if (verify_key_from_pem(pem, len, out, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: %s", path, why);
+		goto cleanup;
+	}
+	ret = 0;
+cleanup:
+	free(pem);
+	return ret;
+}
+
+/* --- the tree head ------------------------------------------------------- */
+
+/* A non-negative integer, or a string of digits (u64 beyond JSON's reach). */
+static int json_u64(const json_t *v, uint64_t *out)
+{
+	const char *s = json_string_value(v);
+	char *end;
+
+	if (json_is_integer(v) && json_integer_value(v) >= 0) {
+		*out = (uint64_t)json_integer_value(v);
+		return 0;
+	}
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	return *end || errno ? -1 : 0;
+}
+
+static int bad_field(const char *name, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "tree head: \"%s\" missing or malformed", name);
+	return -1;
+}
+
+int cli_tree_head_parse(const json_t *obj, struct signed_tree_head *h,
+			uint8_t pub[SIGNING_PUB_LEN], char *err, size_t errlen)
+{
+	memset(h, 0, sizeof(*h));
+	if (json_u64(json_object_get(obj, "size"), &h->size) < 0)
+		return bad_field("size", err, errlen);
+	if (hex_decode(json_string_value(json_object_get(obj, "root")), h->root,
+		       MERKLE_HASH_LEN) < 0)
+		return bad_field("root", err, errlen);
+	if (json_u64(json_object_get(obj, "ts"), &h->ts) < 0)
+		return bad_field("ts", err, errlen);
+	if (hex_decode(json_string_value(json_object_get(obj, "key_id")), h->key_id,
+		       SIGNING_KEY_ID_LEN) < 0)
+		return bad_field("key_id", err, errlen);
+	if (b64_decode(json_string_value(json_object_get(obj, "signature")), h->signature,
+		       SIGNING_SIG_LEN) < 0)
+		return bad_field("signature", err, errlen);
+	if (pub && b64_decode(json_string_value(json_object_get(obj, "public_key")), pub,
+			      SIGNING_PUB_LEN) < 0)
+		return bad_field("public_key", err, errlen);
+	return 0;
+}
+
+/* The head checked against @pinned: its key id first, then the signature. */
+static int head_check_pinned(const struct signed_tree_head *h, const struct verify_key *pinned,
+			     char *err, size_t errlen)
+{
+	uint8_t raw[SIGNING_PUB_LEN], id[SIGNING_KEY_ID_LEN];
+	char want[KEY_ID_HEX], got[KEY_ID_HEX];
+
+	verify_key_raw(pinned, raw);
+	signing_key_id(raw, id);
+	if (memcmp(id, h->key_id, SIGNING_KEY_ID_LEN) != 0) {
+		key_id_hex(id, want);
+		key_id_hex(h->key_id, got);
+		snprintf(err, errlen, "signed by key %s, not the pinned key %s", got, want);
+		return -1;
+	}
+	if (!tree_head_verify(pinned, h)) {
+		key_id_hex(id, want);
+		snprintf(err, errlen, "the signature does not verify with the pinned key %s",
+			 want);
+		return -1;
+	}
+	return 0;
+}
+
+static int fetch_head(const char *url, struct signed_tree_head *h, uint8_t pub[SIGNING_PUB_LEN],
+		      json_t **raw, char *err, size_t errlen)
+{
+	json_t *obj;
+
+	if (cli_http_get_json(url, "/api/v1/tree-head", &obj, err, errlen) < 0)
+		return -1;
+	if (cli_tree_head_parse(obj, h, pub, err, errlen) < 0) {
+		json_decref(obj);
+		return -1;
+	}
+	if (raw)
+		*raw = obj;
+	else
+		json_decref(obj);
+	return 0;
+}
+
+/* --- verify -------------------------------------------------------------- */
+
+static const char *text_or(const json_t *obj, const char *key, char *buf, size_t len,
+			   const char *dflt)
+{
+	const json_t *v = json_object_get(obj, key);
+
+	if (json_is_string(v))
+		return json_string_value(v);
+	if (json_is_integer(v)) {
+		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		return buf;
+	}
+	return dflt;
+}
+
+void cli_problem_line(const json_t *p, char *out, size_t len)
+{
+	char id[24], epoch[24], seq[24];
+
+	snprintf(out, len, "event %s (agent %s, epoch %s, seq %s): %s",
+		 text_or(p, "event_id", id, sizeof(id), "?"),
+		 text_or(p, "agent_id", NULL, 0, "?"),
+		 text_or(p, "epoch", epoch, sizeof(epoch), "?"),
+		 text_or(p, "seq", seq, sizeof(seq), "?"),
+		 text_or(p, "what", NULL, 0, "(not said)"));
+}
+
+static int64_t count_of(const json_t *obj, const char *key)
+{
+	const json_t *v = json_object_get(obj, key);
+
+	return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
+/* Prints the collector's verdict on the ledger. 0 intact, -1 not. */
+static int report_ledger(const json_t *res)
+{
+	const json_t *problems = json_object_get(res, "problems");
+	bool ok = json_is_true(json_object_get(res, "ok"));
+	size_t i, n = json_array_size(problems);
+	json_t *p;
+	char line[1024];
+
+	json_array_foreach(problems, i, p) {
+		cli_problem_line(p, line, sizeof(line));
+		printf("%s\n", line);
+	}
+	if (ok && n == 0) {
+		printf("ledger intact: %" PRId64 " events, tree size %" PRId64 ", %" PRId64
+		       " agents\n", count_of(res, "events"), count_of(res, "tree_size"),
+		       count_of(res, "agents"));
+		return 0;
+	}
+	fprintf(stderr, "ledger NOT intact: %zu problem%s\n", n, n == 1 ? "" : "s");
+	return -1;
+}
+
+/* Fetches the tree head and checks it with @pinned: a cli_exit code. */
+static int check_head(const char *url, const struct verify_key *pinned)
+{
+	struct signed_tree_head h;
+	char err[CLI_ERR_LEN], when[CLOCK_RFC3339_LEN], id[KEY_ID_HEX];
+
+	if (fetch_head(url, &h, NULL, NULL, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward verify: %s\n", err);
+		return CLI_EXIT_FAIL;
+	}
+	if (head_check_pinned(&h, pinned, err, sizeof(err)) < 0) {
+		printf("tree head signature INVALID: %s\n", err);
+		return CLI_EXIT_INVALID;
+	}
+	clock_rfc3339(h.ts, when, 0);
+	key_id_hex(h.key_id, id);
+	printf("tree head of size %" PRIu64 " signed at %s by the pinned key %s\n", h.size, when,
+	       id);
+	return CLI_EXIT_OK;
+}
+
+int cli_verify_run(const char *url, const char *key_path)
+{
+	struct verify_key *pinned = NULL;
+	char err[CLI_ERR_LEN];
+	json_t *res = NULL;
+	int code = CLI_EXIT_FAIL, head_code;
+
+	if ((key_path && cli_key_load(key_path, &pinned, err, sizeof(err)) < 0) ||
+	    cli_http_get_json(url, "/api/v1/verify", &res, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward verify: %s\n", err);
+		goto cleanup;
+	}
+	code = report_ledger(res) < 0 ? CLI_EXIT_INVALID : CLI_EXIT_OK;
+	/* A failed check outranks an intact ledger; not reaching it outranks both. */
+	if (pinned && (head_code = check_head(url, pinned)) > code)
+		code = head_code;
+cleanup:
+	json_decref(res);
+	verify_key_free(pinned);
+	return code;
+}
+
+/* --- tree-head ----------------------------------------------------------- */
+
+static void print_head(const json_t *raw, const struct signed_tree_head *h,
+		       const uint8_t pub[SIGNING_PUB_LEN])
+{
+	char root[2 * MERKLE_HASH_LEN + 1], id[KEY_ID_HEX], when[CLOCK_RFC3339_LEN];
+	uint8_t pub_id[SIGNING_KEY_ID_LEN];
+
+	hex_encode(h->root, MERKLE_HASH_LEN, root);
+	key_id_hex(h->key_id, id);
+	clock_rfc3339(h->ts, when, 9);
+	signing_key_id(pub, pub_id);
+	printf("tree size   %" PRIu64 "\n", h->size);
+	printf("root        %s\n", root);
+	printf("signed at   %s (%" PRIu64 ")\n", when, h->ts);
+	printf("key id      %s\n", id);
+	printf("signature   %s\n", json_string_value(json_object_get(raw, "signature")));
+	printf("public key  %s%s\n", json_string_value(json_object_get(raw, "public_key")),
+	       memcmp(pub_id, h->key_id, SIGNING_KEY_ID_LEN) ? " (NOT the key of key id)" : "");
+}
+
+int cli_tree_head_run(const char *url, const char *key_path, bool json)
+{
+	struct verify_key *pinned = NULL;
+	struct signed_tree_head h;
+	uint8_t pub[SIGNING_PUB_LEN];
+	char err[CLI_ERR_LEN];
+	json_t *raw = NULL;
+	int ret = CLI_EXIT_FAIL;
+
+	if ((key_path && cli_key_load(key_path, &pinned, err, sizeof(err)) < 0) ||
+	    fetch_head(url, &h, pub, &raw, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward tree-head: %s\n", err);
+		goto cleanup;
+	}
+	if (json) {
+		json_dumpf(raw, stdout, JSON_COMPACT);
+		putchar('\n');
+	} else {
+		print_head(raw, &h, pub);
+	}
+	ret = CLI_EXIT_OK;
+	if (pinned && head_check_pinned(&h, pinned, err, sizeof(err)) < 0) {
+		fprintf(stderr, "tree head signature INVALID: %s\n", err);
+		ret = CLI_EXIT_INVALID;
+	} else if (pinned) {
+		fprintf(stderr, "signature valid for the pinned key\n");
+	}
+cleanup:
+	verify_key_free(pinned);
+	json_decref(raw);
+	return ret;
+}
+
+/* --- receipts ------------------------------------------------------------ */
+
+int cli_receipt_check(const char *text, size_t len, const struct verify_key *pinned,
+		      struct receipt *r, char *err, size_t errlen)
+{
+	char why[CLI_ERR_LEN];
+
+	memset(r, 0, sizeof(*r));
+	if (receipt_from_json(text, len, r, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s", why);
+		return -1;
+	}
+	if (receipt_verify(r, pinned, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s", why);
+		return -1;
+	}
+	return 0;
+}
+
+void cli_receipt_summary(const struct receipt *r, char *out, size_t len)
+{
+	char when[CLOCK_RFC3339_LEN], id[KEY_ID_HEX];
+
+	clock_rfc3339(r->head.ts, when, 0);
+	key_id_hex(r->head.key_id, id);
+	snprintf(out, len,
+		 "receipt valid: event %" PRIu64 " is leaf %" PRIu64 " of a tree of size %" PRIu64
+		 " signed at %s by key %s",
+		 r->event_id, r->leaf_index, r->head.size, when, id);
+}
+
+static void warn_unpinned(const struct receipt *r)
+{
+	uint8_t id[SIGNING_KEY_ID_LEN];
+	char hex[KEY_ID_HEX];
+
+	signing_key_id(r->public_key, id);
+	key_id_hex(id, hex);
+	fprintf(stderr,
+		"warning: the key was not pinned: checked against the receipt's own key %s; "
+		"pass --key ledger.pub to check it is the collector's\n", hex);
+}
+
+/* The event of a valid receipt, from its own bytes, as a JSON line. */
+static int print_event(const struct receipt *r, char *err, size_t errlen)
+{
+	struct jsonbuf jb;
+	int ret = -1;
+
+	jsonbuf_init(&jb);
+	if (event_json_line(&jb, r->event, r->event_len) < 0) {
+		snprintf(err, errlen, "the event bytes are not a dbward.v1.Event");
+		goto cleanup;
+	}
+	fwrite(jb.data, 1, jb.len, stdout);
+	ret = 0;
+cleanup:
+	jsonbuf_release(&jb);
+	return ret;
+}
+
+int cli_verify_receipt_run(const char *path, const char *key_path)
+{
+	struct verify_key *pinned = NULL;
+	struct receipt r = { 0 };
+	char *text = NULL, err[CLI_ERR_LEN], line[CLI_ERR_LEN];
+	size_t len;
+	int ret = CLI_EXIT_FAIL;
+
+	if ((key_path && cli_key_load(key_path, &pinned, err, sizeof(err)) < 0) ||
+	    read_file(path, MAX_RECEIPT_FILE, &text, &len, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward verify-receipt: %s\n", err);
+		goto cleanup;
+	}
+	ret = CLI_EXIT_INVALID;
+	if (cli_receipt_check(text, len, pinned, &r, err, sizeof(err)) < 0 ||
+	    print_event(&r, err, sizeof(err)) < 0) {
+		printf("receipt INVALID: %s\n", err);
+		goto cleanup;
+	}
+	if (!pinned)
+		warn_unpinned(&r);
+	cli_receipt_summary(&r, line, sizeof(line));
+	printf("%s\n", line);
+	ret = CLI_EXIT_OK;
+cleanup:
+	receipt_release(&r);
+	verify_key_free(pinned);
+	free(text);
+	return ret;
+}
+
+static int parse_event_id(const char *text, uint64_t *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoull(text, &end, 10);
+	return *text >= '0' && *text <= '9' && !*end && !errno && *out > 0 ? 0 : -1;
+}
+
+/* Writes @len bytes to @path (NULL: stdout), with a final newline. */
+static int write_out(const char *path, const char *data, size_t len, char *err, size_t errlen)
+{
+	FILE *f = path ? fopen(path, "w") : stdout;
+	bool ok;
+
+	if (!f) {
+		snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+		return -1;
+	}
+	ok = fwrite(data, 1, len, f) == len;
+	if (ok && (len == 0 || data[len - 1] != '\n'))
+		ok = fputc('\n', f) != EOF;
+	ok = (path ? fclose(f) : fflush(f)) == 0 && ok;
+	if (!ok)
+		snprintf(err, errlen, "cannot write %s: %s", path ? path : "stdout",
+			 strerror(errno));
+	return ok ? 0 : -1;
+}
+
+/* Fetches the receipt's text. 0 or -1 with @err. */
+static int fetch_receipt(const char *url, uint64_t id, struct cli_http_response *res,
+			 char *err, size_t errlen)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/api/v1/receipts/%" PRIu64, id);
+	if (cli_http_get(url, path, res, err, errlen) < 0)
+		return -1;
+	if (res->status != 200) {
+		cli_http_status_error(res, err, errlen);
+		cli_http_response_release(res);
+		return -1;
+	}
+	return 0;
+}
+
+int cli_receipt_run(const char *url, const char *event_id, const char *out_path,
+		    const char *key_path)
+{
+	struct cli_http_response res = { 0 };
+	struct verify_key *pinned = NULL;
+	struct receipt r = { 0 };
+	char err[CLI_ERR_LEN];
+	uint64_t id;
+	int ret = CLI_EXIT_FAIL;
+
+	if (parse_event_id(event_id, &id) < 0) {
+		fprintf(stderr, "dbward receipt: '%s' is not an event id\n", event_id);
+		return CLI_EXIT_FAIL;
+	}
+	if ((key_path && cli_key_load(key_path, &pinned, err, sizeof(err)) < 0) ||
+	    fetch_receipt(url, id, &res, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward receipt: %s\n", err);
+		goto cleanup;
+	}
+	ret = CLI_EXIT_INVALID;
+	if (cli_receipt_check(res.body, res.len, pinned, &r, err, sizeof(err)) < 0) {
+		fprintf(stderr, "receipt INVALID: %s (not written)\n", err);
+		goto cleanup;
+	}
+	if (r.event_id != id) {
+		fprintf(stderr, "receipt INVALID: it is for event %" PRIu64 ", not %" PRIu64
+			" (not written)\n", r.event_id, id);
+		goto cleanup;
+	}
+	if (!pinned)
+		warn_unpinned(&r);
+	ret = CLI_EXIT_FAIL;
+	if (write_out(out_path, res.body, res.len, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward receipt: %s\n", err);
+		goto cleanup;
+	}
+	ret = CLI_EXIT_OK;
+cleanup:
+	receipt_release(&r);
+	verify_key_free(pinned);
+	cli_http_response_release(&res);
+	return ret;
+}
