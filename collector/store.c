@@ -1,0 +1,323 @@
+/*
+ * The store's frame: the backend chosen by URL, one write connection
+ * (appends, serialized by a mutex) and a small pool of read connections,
+ * so queries never wait behind an append. Also the few reads every other
+ * part shares: nodes, tree heads, receipts.
+ */
+#include "collector/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collector/store_backend.h"
+#include "common/log.h"
+
+static const struct store_backend *backend_for(const char *url)
+{
+	if (strncmp(url, "sqlite:", 7) == 0)
+		return &store_backend_sqlite;
+	if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0)
+		return &store_backend_pg;
+	return NULL;
+}
+
+static int open_readers(struct store *s, const char *url, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < STORE_READERS; i++) {
+		if (s->be->connect(url, false, &s->readers[i], err, errlen) < 0)
+			return -1;
+		s->idle[s->n_idle++] = s->readers[i];
+	}
+	return 0;
+}
+
+int store_open(const char *url, struct store **out, char *err, size_t errlen)
+{
+	struct store *s = calloc(1, sizeof(*s));
+
+	*out = NULL;
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	pthread_mutex_init(&s->write_lock, NULL);
+	pthread_mutex_init(&s->pool_lock, NULL);
+	pthread_cond_init(&s->pool_free, NULL);
+	s->be = backend_for(url);
+	if (!s->be) {
+		snprintf(err, errlen,
+			 "storage '%s': expected sqlite:PATH, postgres://... or postgresql://...",
+			 url);
+		goto fail;
+	}
+	/* The writer first: it creates the schema the readers expect. */
+	if (s->be->connect(url, true, &s->writer, err, errlen) < 0)
+		goto fail;
+	if (open_readers(s, url, err, errlen) < 0)
+		goto fail;
+	*out = s;
+	return 0;
+fail:
+	store_close(s);
+	return -1;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	for (unsigned i = 0; i < STORE_READERS; i++)
+		if (s->readers[i])
+			s->be->disconnect(s->readers[i]);
+	if (s->writer)
+		s->be->disconnect(s->writer);
+	pthread_cond_destroy(&s->pool_free);
+	pthread_mutex_destroy(&s->pool_lock);
+	pthread_mutex_destroy(&s->write_lock);
+	free(s);
+}
+
+struct store_conn *store_reader_get(struct store *s)
+{
+	struct store_conn *c;
+
+	pthread_mutex_lock(&s->pool_lock);
+	while (s->n_idle == 0)
+		pthread_cond_wait(&s->pool_free, &s->pool_lock);
+	c = s->idle[--s->n_idle];
+	pthread_mutex_unlock(&s->pool_lock);
+	return c;
+}
+
+void store_reader_put(struct store *s, struct store_conn *c)
+{
+	pthread_mutex_lock(&s->pool_lock);
+	s->idle[s->n_idle++] = c;
+	pthread_cond_signal(&s->pool_free);
+	pthread_mutex_unlock(&s->pool_lock);
+}
+
+int store_exec(struct store *s, struct store_conn *c, enum store_stmt id, const char *sql,
+	       const struct sql_value *params, int n, sql_row_fn *fn, void *arg)
+{
+	int rc = s->be->exec(c, id, sql, params, n, fn, arg, NULL);
+
+	if (rc == -EIO)
+		log_error("store (%s): %s", s->be->name, s->be->errmsg(c));
+	return rc;
+}
+
+int store_read_begin(struct store *s, struct store_conn *c)
+{
+	if (s->be->begin(c, false) == 0)
+		return 0;
+	log_error("store (%s): %s", s->be->name, s->be->errmsg(c));
+	s->be->rollback(c);
+	return -EIO;
+}
+
+int store_read_end(struct store *s, struct store_conn *c, int rc)
+{
+	if (rc < 0) {
+		s->be->rollback(c);
+		return rc;
+	}
+	if (s->be->commit(c) == 0)
+		return rc;
+	log_error("store (%s): %s", s->be->name, s->be->errmsg(c));
+	s->be->rollback(c);
+	return -EIO;
+}
+
+bool sql_blob_copy(const struct sql_value *v, void *out, size_t len)
+{
+	if (v->type != SQL_BLOB || v->len != len)
+		return false;
+	memcpy(out, v->p, len);
+	return true;
+}
+
+/* --- nodes and tree heads ----------------------------------------------- */
+
+struct node_read {
+	uint8_t *out;
+	bool found;
+	bool bad;
+};
+
+static int node_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct node_read *r = arg;
+
+	(void)ncols;
+	r->found = true;
+	r->bad = !sql_blob_copy(&cols[0], r->out, MERKLE_HASH_LEN);
+	return 0;
+}
+
+int store_node_get(struct store *s, struct store_conn *c, unsigned level, uint64_t idx,
+		   merkle_hash out)
+{
+	struct sql_value p[] = { sql_int(level), sql_u64(idx) };
+	struct node_read r = { .out = out };
+
+	if (store_exec(s, c, STMT_NODE_GET, "SELECT hash FROM nodes WHERE level = $1 AND idx = $2",
+		       p, 2, node_row, &r) < 0)
+		return -EIO;
+	if (!r.found || r.bad)
+		return -ENOENT;
+	return 0;
+}
+
+struct head_read {
+	struct signed_tree_head *out;
+	bool found;
+	bool bad;
+};
+
+static int head_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct head_read *r = arg;
+	struct signed_tree_head *h = r->out;
+
+	(void)ncols;
+	r->found = true;
+	h->size = (uint64_t)cols[0].i;
+	h->ts = (uint64_t)cols[2].i;
+	r->bad = !sql_blob_copy(&cols[1], h->root, MERKLE_HASH_LEN) ||
+		 !sql_blob_copy(&cols[3], h->key_id, SIGNING_KEY_ID_LEN) ||
+		 !sql_blob_copy(&cols[4], h->signature, SIGNING_SIG_LEN);
+	return 0;
+}
+
+int store_head_newest(struct store *s, struct store_conn *c, struct signed_tree_head *out)
+{
+	struct head_read r = { .out = out };
+
+	memset(out, 0, sizeof(*out));
+	if (store_exec(s, c, STMT_HEAD_NEWEST,
+		       "SELECT size, root, ts, key_id, signature FROM tree_heads "
+		       "ORDER BY size DESC LIMIT 1",
+		       NULL, 0, head_row, &r) < 0)
+		return -EIO;
+	if (!r.found)
+		return -ENOENT;
+	if (r.bad) {
+		log_error("store: the newest tree head has malformed fields");
+		return -EIO;
+	}
+	return 0;
+}
+
+int store_tree_head(struct store *s, struct signed_tree_head *out)
+{
+	struct store_conn *c = store_reader_get(s);
+	int rc = store_head_newest(s, c, out);
+
+	store_reader_put(s, c);
+	return rc;
+}
+
+int store_ledger_decode(const struct sql_value *cols, int ncols, struct merkle_frontier *f)
+{
+	uint64_t size;
+
+	merkle_frontier_init(f);
+	if (ncols < 2 || cols[0].type != SQL_INT || cols[1].type != SQL_BLOB)
+		return -EIO;
+	size = (uint64_t)cols[0].i;
+	if (cols[1].len != (size_t)__builtin_popcountll(size) * MERKLE_HASH_LEN)
+		return -EIO;
+	f->size = size;
+	f->n = (unsigned)__builtin_popcountll(size);
+	if (cols[1].len)
+		memcpy(f->hashes, cols[1].p, cols[1].len);
+	return 0;
+}
+
+/* --- receipts ----------------------------------------------------------- */
+
+struct receipt_read {
+	struct receipt *r;
+	bool found;
+	int rc;
+};
+
+static int receipt_event_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct receipt_read *rr = arg;
+	struct receipt *r = rr->r;
+
+	(void)ncols;
+	rr->found = true;
+	r->event_id = (uint64_t)cols[0].i;
+	r->leaf_index = (uint64_t)cols[1].i;
+	r->event_len = cols[6].len;
+	r->event = malloc(r->event_len ? r->event_len : 1);
+	if (!r->event) {
+		rr->rc = -ENOMEM;
+		return 1;
+	}
+	if (r->event_len)
+		memcpy(r->event, cols[6].p, r->event_len);
+	return 0;
+}
+
+struct node_getter {
+	struct store *s;
+	struct store_conn *c;
+};
+
+static int get_node(void *arg, unsigned level, uint64_t index, merkle_hash out)
+{
+	struct node_getter *g = arg;
+
+	return store_node_get(g->s, g->c, level, index, out);
+}
+
+static int receipt_build(struct store *s, struct store_conn *c, uint64_t id, struct receipt *r)
+{
+	struct sql_value p[] = { sql_u64(id) };
+	struct receipt_read rr = { .r = r };
+	struct node_getter g = { s, c };
+	int rc;
+
+	rc = store_exec(s, c, STMT_EVENT_BY_ID, SQL_EVENT_BY_ID, p, 1, receipt_event_row, &rr);
+	if (rc < 0 || rr.rc < 0)
+		return -EIO;
+	if (!rr.found)
+		return -ENOENT;
+	rc = store_head_newest(s, c, &r->head);
+	if (rc < 0)
+		return rc;
+	if (r->leaf_index >= r->head.size)
+		return -ENOENT;
+	rc = merkle_inclusion_proof(r->leaf_index, r->head.size, get_node, &g, r->proof,
+				    &r->n_proof);
+	if (rc < 0) {
+		log_error("store: no inclusion proof for event %llu: %s",
+			  (unsigned long long)id, strerror(-rc));
+		return -EIO;
+	}
+	return 0;
+}
+
+int store_receipt(struct store *s, uint64_t id, struct receipt *out)
+{
+	struct store_conn *c = store_reader_get(s);
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	/* One snapshot: the event, the head and the proof agree. */
+	rc = store_read_begin(s, c);
+	if (rc == 0)
+		rc = store_read_end(s, c, receipt_build(s, c, id, out));
+	store_reader_put(s, c);
+	if (rc < 0) {
+		free(out->event);
+		memset(out, 0, sizeof(*out));
+	}
+	return rc;
+}

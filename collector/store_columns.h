@@ -1,0 +1,61 @@
+/*
+ * The events table's query columns, derived from an event's bytes. The
+ * derivation is the only one: appending stores it, verifying recomputes
+ * it from the stored bytes and compares, column by column.
+ *
+ * Empty strings are NULL (proto3 cannot tell empty from unset); pid is
+ * NULL when the event has no identity. Text that is not valid UTF-8 is
+ * stored with each bad byte as U+FFFD (PostgreSQL refuses it otherwise);
+ * the bytes themselves stay intact in raw.
+ */
+#ifndef DBWARD_COLLECTOR_STORE_COLUMNS_H
+#define DBWARD_COLLECTOR_STORE_COLUMNS_H
+
+#include "collector/store_backend.h"
+#include "dbward/v1/audit.pb-c.h"
+
+enum store_column {
+	COL_AGENT_ID,
+	COL_EPOCH,
+	COL_SEQ,
+	COL_TS,
+	COL_KIND,
+	COL_SESSION_ID,
+	COL_PID,
+	COL_COMM,
+	COL_USER_NAME,
+	COL_POD_UID,
+	COL_POD_NAME,
+	COL_POD_NAMESPACE,
+	COL_DB_USER,
+	COL_DATABASE,
+	COL_VERDICT,
+	COL_STATEMENT_KIND,
+	COL_SQL,
+	STORE_NCOLUMNS
+};
+
+/* The same columns, in enum order, for SQL column lists. */
+#define STORE_COLUMN_LIST                                                              \
+	"agent_id, epoch, seq, ts, kind, session_id, pid, comm, user_name, pod_uid, "  \
+	"pod_name, pod_namespace, db_user, database, verdict, statement_kind, sql"
+
+extern const char *const store_column_names[STORE_NCOLUMNS];
+
+/* "statement", "connection_open", "connection_close" or NULL (no body). */
+const char *store_event_kind(const Dbward__V1__Event *ev);
+
+/* One event's column values; strings point into the event or owned[]. */
+struct store_row {
+	struct sql_value v[STORE_NCOLUMNS];
+	char *owned[STORE_NCOLUMNS];
+};
+
+/* Fills @row from @ev (which must outlive it). 0 or -ENOMEM. */
+int store_columns_derive(const Dbward__V1__Event *ev, struct store_row *row);
+void store_row_release(struct store_row *row);
+
+/* Stored and derived values are the same (NULL = NULL; type and bytes). */
+bool store_column_equal(const struct sql_value *stored, const struct sql_value *derived);
+
+#endif

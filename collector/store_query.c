@@ -1,0 +1,309 @@
+/*
+ * Reading the audit trail: events by filter, one event, sessions, alerts,
+ * agents. Filters become one WHERE clause with numbered parameters; every
+ * query runs on a read connection of the pool, beside appends.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "collector/store.h"
+#include "collector/store_backend.h"
+#include "common/log.h"
+
+#define QUERY_SQL_MAX 3072
+#define LIMIT_DEFAULT 100
+#define LIMIT_MAX 10000
+
+struct query_sql {
+	char text[QUERY_SQL_MAX];
+	size_t len;
+	bool overflow;
+	bool where;			/* WHERE written: next condition is AND */
+	struct sql_value params[STORE_MAX_PARAMS];
+	int n;
+};
+
+__attribute__((format(printf, 2, 3))) static void q_add(struct query_sql *q, const char *fmt,
+							   ...)
+{
+	va_list ap;
+	int w;
+
+	if (q->overflow)
+		return;
+	va_start(ap, fmt);
+	w = vsnprintf(q->text + q->len, sizeof(q->text) - q->len, fmt, ap);
+	va_end(ap);
+	if (w < 0 || (size_t)w >= sizeof(q->text) - q->len)
+		q->overflow = true;
+	else
+		q->len += (size_t)w;
+}
+
+/* A parameter's number ($N), or 0 when there is no room. */
+static int q_param(struct query_sql *q, struct sql_value v)
+{
+	if (q->n >= STORE_MAX_PARAMS) {
+		q->overflow = true;
+		return 0;
+	}
+	q->params[q->n++] = v;
+	return q->n;
+}
+
+static void q_cond(struct query_sql *q)
+{
+	q_add(q, q->where ? " AND " : " WHERE ");
+	q->where = true;
+}
+
+static bool given(const char *s)
+{
+	return s && s[0];
+}
+
+static void where_text(struct query_sql *q, const char *column, const char *value)
+{
+	if (!given(value))
+		return;
+	q_cond(q);
+	q_add(q, "%s = $%d", column, q_param(q, sql_text(value)));
+}
+
+static void where_int(struct query_sql *q, const char *cond, int64_t value)
+{
+	q_cond(q);
+	q_add(q, cond, q_param(q, sql_int(value)));
+}
+
+static void filter_where(struct query_sql *q, const struct store_filter *f, const char *substr_fn)
+{
+	if (f->since_ns)
+		where_int(q, "ts >= $%d", (int64_t)f->since_ns);
+	if (f->until_ns)
+		where_int(q, "ts < $%d", (int64_t)f->until_ns);
+	if (f->pid >= 0)
+		where_int(q, "pid = $%d", f->pid);
+	if (f->after_id)
+		where_int(q, "id > $%d", (int64_t)f->after_id);
+	where_text(q, "agent_id", f->agent_id);
+	where_text(q, "comm", f->comm);
+	where_text(q, "user_name", f->user);
+	where_text(q, "db_user", f->db_user);
+	where_text(q, "database", f->database);
+	where_text(q, "verdict", f->verdict);
+	where_text(q, "kind", f->kind);
+	where_text(q, "session_id", f->session_id);
+	if (given(f->pod)) {
+		int p = q_param(q, sql_text(f->pod));
+
+		q_cond(q);
+		q_add(q, "(pod_uid = $%d OR pod_name = $%d OR pod_namespace || '/' || pod_name = $%d)",
+		      p, p, p);
+	}
+	if (given(f->text)) {
+		q_cond(q);
+		q_add(q, "%s(sql, $%d) > 0", substr_fn, q_param(q, sql_text(f->text)));
+	}
+}
+
+static void filter_limit(struct query_sql *q, const struct store_filter *f)
+{
+	uint32_t limit = f->limit ? f->limit : LIMIT_DEFAULT;
+
+	q_add(q, " LIMIT $%d", q_param(q, sql_int(limit < LIMIT_MAX ? limit : LIMIT_MAX)));
+}
+
+/* Runs a dynamic query on a read connection. */
+static int q_run(struct store *s, struct query_sql *q, sql_row_fn *fn, void *arg)
+{
+	struct store_conn *c;
+	int rc;
+
+	if (q->overflow) {
+		log_error("store: a query's filters do not fit");
+		return -EIO;
+	}
+	c = store_reader_get(s);
+	rc = store_exec(s, c, STMT_DYNAMIC, q->text, q->params, q->n, fn, arg);
+	store_reader_put(s, c);
+	return rc;
+}
+
+/* --- events ------------------------------------------------------------- */
+
+struct event_walk {
+	store_event_fn *fn;
+	void *arg;
+	bool any;
+};
+
+static int event_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct event_walk *w = arg;
+	struct store_event e = {
+		.id = (uint64_t)cols[0].i,
+		.leaf_index = (uint64_t)cols[1].i,
+		.agent_id = cols[2].type == SQL_TEXT ? cols[2].p : "",
+		.epoch = (uint64_t)cols[3].i,
+		.seq = (uint64_t)cols[4].i,
+		.ts = (uint64_t)cols[5].i,
+		.raw = cols[6].p,
+		.len = cols[6].len,
+	};
+
+	(void)ncols;
+	w->any = true;
+	return w->fn(w->arg, &e);
+}
+
+int store_events(struct store *s, const struct store_filter *f, store_event_fn *fn, void *arg)
+{
+	struct query_sql q = { .len = 0 };
+	struct event_walk w = { fn, arg, false };
+
+	q_add(&q, "SELECT " SQL_EVENT_COLUMNS " FROM events");
+	filter_where(&q, f, s->be->substr_fn);
+	q_add(&q, " ORDER BY id");
+	filter_limit(&q, f);
+	return q_run(s, &q, event_row, &w);
+}
+
+int store_event_by_id(struct store *s, uint64_t id, store_event_fn *fn, void *arg)
+{
+	struct sql_value p[] = { sql_u64(id) };
+	struct event_walk w = { fn, arg, false };
+	struct store_conn *c = store_reader_get(s);
+	int rc = store_exec(s, c, STMT_EVENT_BY_ID, SQL_EVENT_BY_ID, p, 1, event_row, &w);
+
+	store_reader_put(s, c);
+	if (rc == 0 && !w.any)
+		return -ENOENT;
+	return rc;
+}
+
+/* --- sessions ----------------------------------------------------------- */
+
+struct session_walk {
+	store_session_fn *fn;
+	void *arg;
+};
+
+static int session_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct session_walk *w = arg;
+	struct store_session ss = {
+		.session_id = cols[0].p,
+		.agent_id = cols[1].p,
+		.first_ts = (uint64_t)cols[2].i,
+		.last_ts = (uint64_t)cols[3].i,
+		.statements = (uint64_t)cols[4].i,
+		.denied = (uint64_t)cols[5].i,
+		.closed = cols[6].i != 0,
+		.open_event_id = cols[7].type == SQL_INT ? (uint64_t)cols[7].i : 0,
+	};
+
+	(void)ncols;
+	return w->fn(w->arg, &ss);
+}
+
+/* A filter that sets nothing but the limit matches every session. */
+static bool filter_narrows(const struct store_filter *f)
+{
+	return f->since_ns || f->until_ns || f->pid >= 0 || f->after_id || given(f->agent_id) ||
+	       given(f->comm) || given(f->user) || given(f->pod) || given(f->db_user) ||
+	       given(f->database) || given(f->verdict) || given(f->kind) ||
+	       given(f->session_id) || given(f->text);
+}
+
+int store_sessions(struct store *s, const struct store_filter *f, store_session_fn *fn,
+		   void *arg)
+{
+	struct query_sql q = { .len = 0 };
+	struct session_walk w = { fn, arg };
+
+	q_add(&q, "SELECT session_id, agent_id, CAST(min(ts) AS BIGINT), CAST(max(ts) AS BIGINT), "
+		  "CAST(sum(CASE WHEN kind = 'statement' THEN 1 ELSE 0 END) AS BIGINT), "
+		  "CAST(sum(CASE WHEN verdict = 'deny' THEN 1 ELSE 0 END) AS BIGINT), "
+		  "CAST(max(CASE WHEN kind = 'connection_close' THEN 1 ELSE 0 END) AS BIGINT), "
+		  "CAST(min(CASE WHEN kind = 'connection_open' THEN id END) AS BIGINT) "
+		  "FROM events WHERE session_id IS NOT NULL");
+	if (filter_narrows(f)) {
+		q_add(&q, " AND (agent_id, session_id) IN (SELECT agent_id, session_id FROM events");
+		filter_where(&q, f, s->be->substr_fn);
+		q_add(&q, ")");
+	}
+	q_add(&q, " GROUP BY agent_id, session_id ORDER BY max(ts) DESC, session_id");
+	filter_limit(&q, f);
+	return q_run(s, &q, session_row, &w);
+}
+
+/* --- alerts and agents -------------------------------------------------- */
+
+struct alert_walk {
+	store_alert_fn *fn;
+	void *arg;
+};
+
+static int alert_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct alert_walk *w = arg;
+	struct store_alert a = {
+		.id = (uint64_t)cols[0].i,
+		.ts = (uint64_t)cols[1].i,
+		.agent_id = cols[2].p,
+		.epoch = (uint64_t)cols[3].i,
+		.kind = cols[4].p,
+		.detail = cols[5].p,
+	};
+
+	(void)ncols;
+	return w->fn(w->arg, &a);
+}
+
+int store_alerts(struct store *s, store_alert_fn *fn, void *arg)
+{
+	struct alert_walk w = { fn, arg };
+	struct store_conn *c = store_reader_get(s);
+	int rc = store_exec(s, c, STMT_ALERTS,
+			    "SELECT id, ts, agent_id, epoch, kind, detail FROM alerts ORDER BY id",
+			    NULL, 0, alert_row, &w);
+
+	store_reader_put(s, c);
+	return rc;
+}
+
+struct agent_walk {
+	store_agent_fn *fn;
+	void *arg;
+};
+
+static int agent_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct agent_walk *w = arg;
+	struct store_agent a = {
+		.agent_id = cols[0].p,
+		.epoch = (uint64_t)cols[1].i,
+		.acked_seq = (uint64_t)cols[2].i,
+		.events = (uint64_t)cols[3].i,
+		.last_ts = (uint64_t)cols[4].i,
+	};
+
+	(void)ncols;
+	return w->fn(w->arg, &a);
+}
+
+int store_agents(struct store *s, store_agent_fn *fn, void *arg)
+{
+	struct agent_walk w = { fn, arg };
+	struct store_conn *c = store_reader_get(s);
+	int rc = store_exec(s, c, STMT_AGENTS,
+			    "SELECT agent_id, epoch, acked_seq, events, last_ts FROM agents "
+			    "ORDER BY agent_id, epoch",
+			    NULL, 0, agent_row, &w);
+
+	store_reader_put(s, c);
+	return rc;
+}

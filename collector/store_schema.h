@@ -1,0 +1,92 @@
+/*
+ * The store's tables, once per SQL dialect, side by side so they stay the
+ * same logical schema (docs/collector.md, "Storage"). Every statement is
+ * idempotent: opening an existing database changes nothing.
+ *
+ * Integers are 64-bit; uint64 values (epoch, seq, ts) are stored bit for
+ * bit. An event's id is its leaf index + 1, assigned under the ledger's
+ * lock: dense, in arrival order, the same on every replica (a sequence
+ * would leave holes at each rolled-back append). nodes holds every perfect subtree hash of the ledger (level 0: leaf
+ * hashes); ledger is one row, the tree's size and right edge.
+ */
+#ifndef DBWARD_COLLECTOR_STORE_SCHEMA_H
+#define DBWARD_COLLECTOR_STORE_SCHEMA_H
+
+/* Same text in both dialects: the indexes the filters use. agent_id is
+ * served by the UNIQUE key; the other filters narrow within these (each
+ * index costs every append a B-tree insert). */
+#define STORE_SCHEMA_INDEXES                                                            \
+	"CREATE INDEX IF NOT EXISTS events_ts ON events (ts);\n"                        \
+	"CREATE INDEX IF NOT EXISTS events_session ON events (session_id);\n"           \
+	"CREATE INDEX IF NOT EXISTS events_pid ON events (pid);\n"
+
+#define STORE_SCHEMA_SQLITE                                                             \
+	"CREATE TABLE IF NOT EXISTS events (\n"                                         \
+	"  id INTEGER PRIMARY KEY,\n"                                                   \
+	"  agent_id TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,\n"     \
+	"  ts INTEGER NOT NULL, leaf_index INTEGER NOT NULL,\n"                         \
+	"  kind TEXT, session_id TEXT, pid INTEGER, comm TEXT, user_name TEXT,\n"       \
+	"  pod_uid TEXT, pod_name TEXT, pod_namespace TEXT, db_user TEXT,\n"            \
+	"  database TEXT, verdict TEXT, statement_kind TEXT, sql TEXT,\n"               \
+	"  raw BLOB NOT NULL,\n"                                                        \
+	"  UNIQUE (agent_id, epoch, seq));\n"                                           \
+	STORE_SCHEMA_INDEXES                                                            \
+	"CREATE TABLE IF NOT EXISTS nodes (\n"                                          \
+	"  level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,\n"         \
+	"  PRIMARY KEY (level, idx)) WITHOUT ROWID;\n"                                  \
+	"CREATE TABLE IF NOT EXISTS ledger (\n"                                         \
+	"  id INTEGER PRIMARY KEY CHECK (id = 1),\n"                                    \
+	"  size INTEGER NOT NULL, frontier BLOB NOT NULL);\n"                           \
+	"INSERT INTO ledger (id, size, frontier) VALUES (1, 0, x'')\n"                  \
+	"  ON CONFLICT DO NOTHING;\n"                                                   \
+	"CREATE TABLE IF NOT EXISTS tree_heads (\n"                                     \
+	"  size INTEGER PRIMARY KEY, root BLOB NOT NULL, ts INTEGER NOT NULL,\n"        \
+	"  key_id BLOB NOT NULL, signature BLOB NOT NULL);\n"                           \
+	"CREATE TABLE IF NOT EXISTS agents (\n"                                         \
+	"  agent_id TEXT NOT NULL, epoch INTEGER NOT NULL,\n"                           \
+	"  acked_seq INTEGER NOT NULL, max_seq INTEGER NOT NULL, last_hash BLOB,\n"     \
+	"  events INTEGER NOT NULL, last_ts INTEGER NOT NULL,\n"                        \
+	"  PRIMARY KEY (agent_id, epoch));\n"                                           \
+	"CREATE TABLE IF NOT EXISTS alerts (\n"                                         \
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL,\n"                \
+	"  agent_id TEXT NOT NULL, epoch INTEGER NOT NULL,\n"                           \
+	"  kind TEXT NOT NULL, detail TEXT NOT NULL);\n"
+
+/* Run in one transaction under an advisory lock: replicas starting
+ * together do not race each other's CREATE. */
+#define STORE_SCHEMA_PG                                                                 \
+	"BEGIN;\n"                                                                      \
+	"SELECT pg_advisory_xact_lock(7235478102);\n"                                   \
+	"CREATE TABLE IF NOT EXISTS events (\n"                                         \
+	"  id BIGINT PRIMARY KEY,\n"                                                    \
+	"  agent_id TEXT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,\n"       \
+	"  ts BIGINT NOT NULL, leaf_index BIGINT NOT NULL,\n"                           \
+	"  kind TEXT, session_id TEXT, pid BIGINT, comm TEXT, user_name TEXT,\n"        \
+	"  pod_uid TEXT, pod_name TEXT, pod_namespace TEXT, db_user TEXT,\n"            \
+	"  database TEXT, verdict TEXT, statement_kind TEXT, sql TEXT,\n"               \
+	"  raw BYTEA NOT NULL,\n"                                                       \
+	"  UNIQUE (agent_id, epoch, seq));\n"                                           \
+	STORE_SCHEMA_INDEXES                                                            \
+	"CREATE TABLE IF NOT EXISTS nodes (\n"                                          \
+	"  level BIGINT NOT NULL, idx BIGINT NOT NULL, hash BYTEA NOT NULL,\n"          \
+	"  PRIMARY KEY (level, idx));\n"                                                \
+	"CREATE TABLE IF NOT EXISTS ledger (\n"                                         \
+	"  id BIGINT PRIMARY KEY CHECK (id = 1),\n"                                     \
+	"  size BIGINT NOT NULL, frontier BYTEA NOT NULL);\n"                           \
+	"INSERT INTO ledger (id, size, frontier) VALUES (1, 0, ''::bytea)\n"            \
+	"  ON CONFLICT DO NOTHING;\n"                                                   \
+	"CREATE TABLE IF NOT EXISTS tree_heads (\n"                                     \
+	"  size BIGINT PRIMARY KEY, root BYTEA NOT NULL, ts BIGINT NOT NULL,\n"         \
+	"  key_id BYTEA NOT NULL, signature BYTEA NOT NULL);\n"                         \
+	"CREATE TABLE IF NOT EXISTS agents (\n"                                         \
+	"  agent_id TEXT NOT NULL, epoch BIGINT NOT NULL,\n"                            \
+	"  acked_seq BIGINT NOT NULL, max_seq BIGINT NOT NULL, last_hash BYTEA,\n"      \
+	"  events BIGINT NOT NULL, last_ts BIGINT NOT NULL,\n"                          \
+	"  PRIMARY KEY (agent_id, epoch));\n"                                           \
+	"CREATE TABLE IF NOT EXISTS alerts (\n"                                         \
+	"  id BIGSERIAL PRIMARY KEY, ts BIGINT NOT NULL,\n"                             \
+	"  agent_id TEXT NOT NULL, epoch BIGINT NOT NULL,\n"                            \
+	"  kind TEXT NOT NULL, detail TEXT NOT NULL);\n"                                \
+	"COMMIT;\n"
+
+#endif

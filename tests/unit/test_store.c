@@ -1,0 +1,1085 @@
+/*
+ * The collector's store: appending (dedupe, gaps, chains), queries,
+ * receipts and verification, each against SQLite in a temporary folder
+ * and, when DBWARD_TEST_PG_URL names a PostgreSQL server, against a
+ * throwaway database there too (store_pg tests; skipped otherwise).
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <openssl/sha.h>
+#include <postgresql/libpq-fe.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "collector/store.h"
+#include "common/clock.h"
+#include "common/event_json.h"
+#include "common/receipt.h"
+#include "common/signing.h"
+
+/* --- a fresh store per test ----------------------------------------------- */
+
+struct fixture {
+	bool pg;
+	char dir[64];
+	char url[512];
+	char pg_admin[512];	/* the server's URL as given */
+	char pg_db[64];
+	struct store *s;
+	struct signing_key *key;
+	struct verify_key *vk;
+};
+
+static struct fixture fx;
+
+static void pg_admin_exec(const char *sql)
+{
+	PGconn *pg = PQconnectdb(fx.pg_admin);
+	PGresult *res;
+
+	cr_assert_eq(PQstatus(pg), CONNECTION_OK, "%s", PQerrorMessage(pg));
+	res = PQexec(pg, sql);
+	cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s: %s", sql,
+		     PQresultErrorMessage(res));
+	PQclear(res);
+	PQfinish(pg);
+}
+
+/* The store's URL: the server's, naming a database of our own. */
+static void pg_create_database(void)
+{
+	const char *base = getenv("DBWARD_TEST_PG_URL");
+	char sql[128];
+
+	snprintf(fx.pg_admin, sizeof(fx.pg_admin), "%s", base);
+	snprintf(fx.pg_db, sizeof(fx.pg_db), "dbward_test_%d_%ld", (int)getpid(),
+		 (long)(clock_monotonic_ns() % 1000000000));
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", fx.pg_db);
+	pg_admin_exec(sql);
+	snprintf(fx.url, sizeof(fx.url), "%s%sdbname=%s", base, strchr(base, '?') ? "&" : "?",
+		 fx.pg_db);
+}
+
+static void store_reopen(void)
+{
+	char err[STORE_ERR_LEN];
+
+	store_close(fx.s);
+	fx.s = NULL;
+	cr_assert_eq(store_open(fx.url, &fx.s, err, sizeof(err)), 0, "%s", err);
+}
+
+static void setup(bool pg)
+{
+	char path[128], err[SIGNING_ERR_LEN];
+	uint8_t pub[SIGNING_PUB_LEN];
+
+	memset(&fx, 0, sizeof(fx));
+	fx.pg = pg;
+	strcpy(fx.dir, "/tmp/dbward-store-XXXXXX");
+	cr_assert_not_null(mkdtemp(fx.dir));
+	if (pg)
+		pg_create_database();
+	else
+		snprintf(fx.url, sizeof(fx.url), "sqlite:%s/audit.db", fx.dir);
+	snprintf(path, sizeof(path), "%s/ledger.key", fx.dir);
+	cr_assert_eq(signing_key_load(path, true, &fx.key, err, sizeof(err)), 0, "%s", err);
+	signing_public(fx.key, pub);
+	cr_assert_eq(verify_key_from_raw(pub, &fx.vk), 0);
+	store_reopen();
+}
+
+static void setup_sqlite(void)
+{
+	setup(false);
+}
+
+static void setup_pg(void)
+{
+	if (getenv("DBWARD_TEST_PG_URL"))
+		setup(true);
+}
+
+static void teardown(void)
+{
+	char cmd[160];
+
+	store_close(fx.s);
+	fx.s = NULL;
+	signing_key_free(fx.key);
+	verify_key_free(fx.vk);
+	if (fx.pg_db[0]) {
+		snprintf(cmd, sizeof(cmd), "DROP DATABASE IF EXISTS %s WITH (FORCE)", fx.pg_db);
+		pg_admin_exec(cmd);
+	}
+	if (fx.dir[0]) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx.dir);
+		if (system(cmd) != 0)
+			cr_log_warn("could not remove %s", fx.dir);
+	}
+}
+
+/* Each case runs on both backends. */
+#define STORE_TEST(name)                                                                \
+	static void case_##name(void);                                                  \
+	Test(store_sqlite, name, .init = setup_sqlite, .fini = teardown)                \
+	{                                                                               \
+		case_##name();                                                          \
+	}                                                                               \
+	Test(store_pg, name, .init = setup_pg, .fini = teardown)                        \
+	{                                                                               \
+		if (!fx.s)                                                              \
+			cr_skip_test("DBWARD_TEST_PG_URL is not set");                  \
+		case_##name();                                                          \
+	}                                                                               \
+	static void case_##name(void)
+
+/* --- events ---------------------------------------------------------------- */
+
+struct spec {
+	const char *kind;		/* statement (default) | connection_open | connection_close */
+	const char *session;
+	int pid;			/* 0: no identity */
+	const char *comm, *user, *pod_uid, *pod_name, *pod_ns;
+	const char *db_user, *database, *verdict, *sql;
+	uint64_t ts;
+};
+
+/* One agent's chain: what the next event's seq and prev_hash are. */
+struct chain {
+	const char *agent;
+	uint64_t epoch;
+	uint64_t seq;			/* of the last event made */
+	uint8_t prev[EVENT_HASH_LEN];
+};
+
+struct event_bytes {
+	uint8_t *raw;
+	size_t len;
+};
+
+static struct event_bytes pack(const struct chain *ch, uint64_t seq, const uint8_t prev[32],
+			       const struct spec *sp)
+{
+	Dbward__V1__Event ev = DBWARD__V1__EVENT__INIT;
+	Dbward__V1__Session session = DBWARD__V1__SESSION__INIT;
+	Dbward__V1__Identity id = DBWARD__V1__IDENTITY__INIT;
+	Dbward__V1__Statement st = DBWARD__V1__STATEMENT__INIT;
+	Dbward__V1__ConnectionOpen open = DBWARD__V1__CONNECTION_OPEN__INIT;
+	Dbward__V1__ConnectionClose close = DBWARD__V1__CONNECTION_CLOSE__INIT;
+	const char *kind = sp->kind ? sp->kind : "statement";
+	struct event_bytes b;
+
+	ev.agent_id = (char *)ch->agent;
+	ev.epoch = ch->epoch;
+	ev.seq = seq;
+	ev.ts = sp->ts ? sp->ts : 1700000000000000000ull + seq * 1000;
+	ev.prev_hash.data = (uint8_t *)prev;
+	ev.prev_hash.len = EVENT_HASH_LEN;
+	ev.session = &session;
+	session.session_id = (char *)(sp->session ? sp->session : "s-1");
+	session.db_user = (char *)(sp->db_user ? sp->db_user : "app");
+	session.database = (char *)(sp->database ? sp->database : "shop");
+	if (sp->pid) {
+		session.identity = &id;
+		id.pid = (uint32_t)sp->pid;
+		id.comm = (char *)(sp->comm ? sp->comm : "psql");
+		id.user = (char *)(sp->user ? sp->user : "alice");
+		id.pod_uid = (char *)(sp->pod_uid ? sp->pod_uid : "");
+		id.pod_name = (char *)(sp->pod_name ? sp->pod_name : "");
+		id.pod_namespace = (char *)(sp->pod_ns ? sp->pod_ns : "");
+	}
+	if (strcmp(kind, "connection_open") == 0) {
+		ev.body_case = DBWARD__V1__EVENT__BODY_CONNECTION_OPEN;
+		ev.connection_open = &open;
+	} else if (strcmp(kind, "connection_close") == 0) {
+		ev.body_case = DBWARD__V1__EVENT__BODY_CONNECTION_CLOSE;
+		ev.connection_close = &close;
+	} else {
+		ev.body_case = DBWARD__V1__EVENT__BODY_STATEMENT;
+		ev.statement = &st;
+		st.sql = (char *)(sp->sql ? sp->sql : "SELECT 1");
+		st.verdict = (char *)(sp->verdict ? sp->verdict : "allow");
+		st.statement_kind = (char *)"select";
+		st.rows = -1;
+	}
+	b.len = dbward__v1__event__get_packed_size(&ev);
+	b.raw = malloc(b.len);
+	cr_assert_not_null(b.raw);
+	dbward__v1__event__pack(&ev, b.raw);
+	return b;
+}
+
+/* The chain's next event. */
+static struct event_bytes chain_next(struct chain *ch, const struct spec *sp)
+{
+	static const struct spec plain = { .pid = 4242 };
+	struct event_bytes b = pack(ch, ch->seq + 1, ch->prev, sp ? sp : &plain);
+
+	ch->seq++;
+	SHA256(b.raw, b.len, ch->prev);
+	return b;
+}
+
+static void bytes_free(struct event_bytes *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(b[i].raw);
+}
+
+/* Appends @n events as the collector would: bytes, and them decoded. */
+static int append(const char *agent, const struct event_bytes *b, size_t n,
+		  struct store_append_result *res)
+{
+	struct store_event_in *in = calloc(n + 1, sizeof(*in));
+	char err[STORE_ERR_LEN];
+	int rc;
+
+	cr_assert_not_null(in);
+	for (size_t i = 0; i < n; i++) {
+		in[i].raw = b[i].raw;
+		in[i].len = b[i].len;
+		in[i].ev = dbward__v1__event__unpack(NULL, b[i].len, b[i].raw);
+		cr_assert_not_null(in[i].ev);
+	}
+	rc = store_append(fx.s, agent, in, n, fx.key, res, err, sizeof(err));
+	if (rc)
+		cr_log_info("store_append: %s", err);
+	for (size_t i = 0; i < n; i++)
+		dbward__v1__event__free_unpacked((Dbward__V1__Event *)in[i].ev, NULL);
+	free(in);
+	return rc;
+}
+
+/* Makes and appends @n plain events of @ch. */
+static void append_plain(struct chain *ch, size_t n)
+{
+	struct event_bytes *b = calloc(n, sizeof(*b));
+	struct store_append_result res;
+
+	for (size_t i = 0; i < n; i++)
+		b[i] = chain_next(ch, NULL);
+	cr_assert_eq(append(ch->agent, b, n, &res), 0);
+	cr_assert_eq(res.accepted, n);
+	bytes_free(b, n);
+	free(b);
+}
+
+/* --- reading back ---------------------------------------------------------- */
+
+struct collected {
+	size_t n;
+	uint64_t ids[512];
+	uint64_t seqs[512];
+};
+
+static int collect_event(void *arg, const struct store_event *e)
+{
+	struct collected *c = arg;
+
+	if (c->n < 512) {
+		c->ids[c->n] = e->id;
+		c->seqs[c->n] = e->seq;
+	}
+	c->n++;
+	return 0;
+}
+
+static size_t count_events(const struct store_filter *f)
+{
+	struct collected c = { 0 };
+
+	cr_assert_eq(store_events(fx.s, f, collect_event, &c), 0);
+	return c.n;
+}
+
+struct alerts {
+	size_t n;
+	char kinds[16][16];
+	char details[16][128];
+};
+
+static int collect_alert(void *arg, const struct store_alert *a)
+{
+	struct alerts *al = arg;
+
+	if (al->n < 16) {
+		snprintf(al->kinds[al->n], sizeof(al->kinds[0]), "%s", a->kind);
+		snprintf(al->details[al->n], sizeof(al->details[0]), "%s", a->detail);
+	}
+	al->n++;
+	return 0;
+}
+
+struct problems {
+	size_t n;
+	uint64_t ids[64];
+	char what[64][320];
+};
+
+static int collect_problem(void *arg, const struct store_problem *p)
+{
+	struct problems *pr = arg;
+
+	if (pr->n < 64) {
+		pr->ids[pr->n] = p->event_id;
+		snprintf(pr->what[pr->n], sizeof(pr->what[0]), "%s", p->what);
+	}
+	cr_log_info("problem: event %llu (agent %s, epoch %llu, seq %llu): %s",
+		    (unsigned long long)p->event_id, p->agent_id ? p->agent_id : "-",
+		    (unsigned long long)p->epoch, (unsigned long long)p->seq, p->what);
+	pr->n++;
+	return 0;
+}
+
+static int verify(struct problems *pr)
+{
+	struct store_verify_stats st;
+
+	memset(pr, 0, sizeof(*pr));
+	return store_verify(fx.s, fx.vk, collect_problem, pr, &st);
+}
+
+/* A problem about event @id whose text contains @text. */
+static bool has_problem(const struct problems *pr, uint64_t id, const char *text)
+{
+	for (size_t i = 0; i < pr->n && i < 64; i++)
+		if (pr->ids[i] == id && strstr(pr->what[i], text))
+			return true;
+	return false;
+}
+
+/* --- tampering, straight in the database ------------------------------------ */
+
+static void tamper(const char *sqlite_sql, const char *pg_sql)
+{
+	char path[600];
+
+	if (fx.pg) {
+		PGconn *pg = PQconnectdb(fx.url);
+		PGresult *res = PQexec(pg, pg_sql);
+
+		cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s",
+			     PQresultErrorMessage(res));
+		cr_assert_eq(strcmp(PQcmdTuples(res), "1"), 0, "%s touched %s rows", pg_sql,
+			     PQcmdTuples(res));
+		PQclear(res);
+		PQfinish(pg);
+	} else {
+		sqlite3 *db;
+		char *msg = NULL;
+
+		snprintf(path, sizeof(path), "%s/audit.db", fx.dir);
+		cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+		cr_assert_eq(sqlite3_exec(db, sqlite_sql, NULL, NULL, &msg), SQLITE_OK, "%s", msg);
+		cr_assert_eq(sqlite3_changes(db), 1, "%s", sqlite_sql);
+		sqlite3_close(db);
+	}
+}
+
+static void tamper_both(const char *sql)
+{
+	tamper(sql, sql);
+}
+
+struct raw_copy {
+	uint8_t *raw;
+	size_t len;
+};
+
+static int copy_raw(void *arg, const struct store_event *e)
+{
+	struct raw_copy *rc = arg;
+
+	rc->raw = malloc(e->len);
+	memcpy(rc->raw, e->raw, e->len);
+	rc->len = e->len;
+	return 0;
+}
+
+static void flip_raw_byte(uint64_t id, size_t at)
+{
+	struct raw_copy rc = { 0 };
+	char path[600];
+
+	cr_assert_eq(store_event_by_id(fx.s, id, copy_raw, &rc), 0);
+	cr_assert_gt(rc.len, at);
+	rc.raw[at] ^= 0x20;
+	if (fx.pg) {
+		PGconn *pg = PQconnectdb(fx.url);
+		char idtext[24];
+		const char *values[] = { (const char *)rc.raw, idtext };
+		int lengths[] = { (int)rc.len, 0 }, formats[] = { 1, 0 };
+		PGresult *res;
+
+		snprintf(idtext, sizeof(idtext), "%llu", (unsigned long long)id);
+		res = PQexecParams(pg, "UPDATE events SET raw = $1 WHERE id = $2", 2, NULL, values,
+				   lengths, formats, 0);
+		cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+		PQclear(res);
+		PQfinish(pg);
+	} else {
+		sqlite3 *db;
+		sqlite3_stmt *st;
+
+		snprintf(path, sizeof(path), "%s/audit.db", fx.dir);
+		cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+		cr_assert_eq(sqlite3_prepare_v2(db, "UPDATE events SET raw = ? WHERE id = ?", -1,
+						&st, NULL),
+			     SQLITE_OK);
+		sqlite3_bind_blob(st, 1, rc.raw, (int)rc.len, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
+		cr_assert_eq(sqlite3_step(st), SQLITE_DONE);
+		sqlite3_finalize(st);
+		sqlite3_close(db);
+	}
+	free(rc.raw);
+}
+
+/* --- appending --------------------------------------------------------------- */
+
+STORE_TEST(empty_store_verifies_and_has_no_tree_head)
+{
+	struct signed_tree_head h;
+	struct problems pr;
+
+	cr_assert_eq(store_tree_head(fx.s, &h), -ENOENT);
+	cr_assert_eq(verify(&pr), 0);
+}
+
+STORE_TEST(append_stores_events_and_signs_a_tree_head)
+{
+	struct chain ch = { .agent = "agent-a", .epoch = 1 };
+	struct store_filter all = { .pid = -1 };
+	struct signed_tree_head h;
+	struct problems pr;
+	struct collected c = { 0 };
+
+	append_plain(&ch, 5);
+	append_plain(&ch, 3);
+	cr_assert_eq(store_tree_head(fx.s, &h), 0);
+	cr_assert_eq(h.size, 8);
+	cr_assert(tree_head_verify(fx.vk, &h));
+	cr_assert_eq(store_events(fx.s, &all, collect_event, &c), 0);
+	cr_assert_eq(c.n, 8);
+	for (size_t i = 0; i < 8; i++) {
+		cr_assert_eq(c.ids[i], i + 1);
+		cr_assert_eq(c.seqs[i], i + 1);
+	}
+	cr_assert_eq(verify(&pr), 0);
+}
+
+STORE_TEST(same_batch_twice_counts_duplicates_and_leaves_the_tree)
+{
+	struct chain ch = { .agent = "agent-a", .epoch = 7 };
+	struct event_bytes b[6];
+	struct store_append_result res;
+	struct signed_tree_head before, after;
+	struct problems pr;
+
+	for (int i = 0; i < 6; i++)
+		b[i] = chain_next(&ch, NULL);
+	cr_assert_eq(append("agent-a", b, 6, &res), 0);
+	cr_assert_eq(res.accepted, 6);
+	cr_assert_eq(res.duplicates, 0);
+	cr_assert_eq(res.epoch, 7);
+	cr_assert_eq(res.acked_seq, 6);
+	cr_assert_eq(store_tree_head(fx.s, &before), 0);
+
+	cr_assert_eq(append("agent-a", b, 6, &res), 0);
+	cr_assert_eq(res.accepted, 0);
+	cr_assert_eq(res.duplicates, 6);
+	cr_assert_eq(res.acked_seq, 6);
+	cr_assert_eq(store_tree_head(fx.s, &after), 0);
+	cr_assert_eq(memcmp(&before, &after, sizeof(before)), 0);
+
+	/* Half old, half new: only the new ones become leaves. */
+	bytes_free(b, 3);
+	b[0] = b[4];
+	b[1] = b[5];
+	b[2] = chain_next(&ch, NULL);
+	cr_assert_eq(append("agent-a", b, 3, &res), 0);
+	cr_assert_eq(res.accepted, 1);
+	cr_assert_eq(res.duplicates, 2);
+	cr_assert_eq(res.acked_seq, 7);
+	free(b[2].raw);
+	cr_assert_eq(store_tree_head(fx.s, &after), 0);
+	cr_assert_eq(after.size, 7);
+	cr_assert_eq(verify(&pr), 0);
+	bytes_free(b + 3, 3);
+}
+
+STORE_TEST(a_gap_is_an_alert_and_filling_it_advances_acked)
+{
+	struct chain ch = { .agent = "agent-g", .epoch = 1 };
+	struct event_bytes b[12];
+	struct store_append_result res;
+	struct alerts al = { 0 };
+	struct problems pr;
+
+	for (int i = 0; i < 12; i++)
+		b[i] = chain_next(&ch, NULL);
+	cr_assert_eq(append("agent-g", b, 4, &res), 0);
+	cr_assert_eq(res.acked_seq, 4);
+	cr_assert_eq(append("agent-g", b + 9, 3, &res), 0);
+	cr_assert_eq(res.accepted, 3);
+	cr_assert_eq(res.acked_seq, 4);
+	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 1);
+	cr_assert_str_eq(al.kinds[0], "gap");
+	cr_assert_str_eq(al.details[0], "seq 5..9 missing");
+	/* A store with a gap does not verify: seq 5..9 are missing. */
+	cr_assert_gt(verify(&pr), 0);
+
+	cr_assert_eq(append("agent-g", b + 4, 5, &res), 0);
+	cr_assert_eq(res.accepted, 5);
+	cr_assert_eq(res.acked_seq, 12);
+	memset(&al, 0, sizeof(al));
+	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 1, "filling the gap raised another alert: %s", al.details[1]);
+	cr_assert_eq(verify(&pr), 0);
+	bytes_free(b, 12);
+}
+
+STORE_TEST(a_first_batch_not_at_seq_1_is_a_gap)
+{
+	struct chain ch = { .agent = "agent-late", .epoch = 2 };
+	struct event_bytes b[4];
+	struct store_append_result res;
+	struct alerts al = { 0 };
+
+	for (int i = 0; i < 4; i++)
+		b[i] = chain_next(&ch, NULL);
+	cr_assert_eq(append("agent-late", b + 3, 1, &res), 0);
+	cr_assert_eq(res.acked_seq, 0);
+	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 1);
+	cr_assert_str_eq(al.details[0], "seq 1..3 missing");
+	cr_assert_eq(append("agent-late", b + 1, 1, &res), 0);
+	cr_assert_eq(res.acked_seq, 0);
+	memset(&al, 0, sizeof(al));
+	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 2);
+	cr_assert_str_eq(al.details[1], "seq 1 missing");
+	cr_assert_eq(append("agent-late", b, 1, &res), 0);
+	cr_assert_eq(res.acked_seq, 2);
+	cr_assert_eq(append("agent-late", b + 2, 1, &res), 0);
+	cr_assert_eq(res.acked_seq, 4);
+	bytes_free(b, 4);
+}
+
+STORE_TEST(a_broken_chain_is_an_alert_and_still_stored)
+{
+	struct chain ch = { .agent = "agent-c", .epoch = 1 };
+	struct event_bytes b[2];
+	struct store_append_result res;
+	struct alerts al = { 0 };
+	struct problems pr;
+
+	append_plain(&ch, 3);
+	ch.prev[0] ^= 1;	/* seq 4 names a previous event that never was */
+	b[0] = chain_next(&ch, NULL);
+	b[1] = chain_next(&ch, NULL);
+	cr_assert_eq(append("agent-c", b, 2, &res), 0);
+	cr_assert_eq(res.accepted, 2);
+	cr_assert_eq(res.acked_seq, 5);
+	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 1);
+	cr_assert_str_eq(al.kinds[0], "chain");
+	cr_assert_str_eq(al.details[0], "seq 4: prev_hash is not the hash of seq 3");
+	cr_assert_eq(verify(&pr), 1);
+	cr_assert(has_problem(&pr, 4, "chain is broken"));
+	bytes_free(b, 2);
+}
+
+STORE_TEST(a_batch_naming_another_agent_stores_nothing)
+{
+	struct chain ch = { .agent = "agent-x", .epoch = 1 };
+	struct event_bytes b[2];
+	struct store_append_result res;
+	struct signed_tree_head h;
+
+	b[0] = chain_next(&ch, NULL);
+	b[1] = chain_next(&ch, NULL);
+	cr_assert_eq(append("agent-y", b, 2, &res), -1);
+	cr_assert_eq(store_tree_head(fx.s, &h), -ENOENT);
+	bytes_free(b, 2);
+}
+
+STORE_TEST(agents_list_acked_seq_and_counts)
+{
+	struct chain a = { .agent = "agent-a", .epoch = 1 }, b = { .agent = "agent-b", .epoch = 3 };
+	struct store_filter f = { .pid = -1, .agent_id = "agent-b" };
+
+	append_plain(&a, 4);
+	append_plain(&b, 2);
+	append_plain(&a, 1);
+	cr_assert_eq(count_events(&f), 2);
+	f.agent_id = "agent-a";
+	cr_assert_eq(count_events(&f), 5);
+}
+
+/* --- reading ----------------------------------------------------------------- */
+
+/* Two sessions of agent-a, one of agent-b, with every column varied. */
+static void append_mixed(void)
+{
+	struct chain a = { .agent = "agent-a", .epoch = 1 }, b = { .agent = "agent-b", .epoch = 1 };
+	const struct spec sa[] = {
+		{ .kind = "connection_open", .session = "sa1", .pid = 100, .ts = 1000 },
+		{ .session = "sa1", .pid = 100, .sql = "SELECT * FROM orders", .ts = 2000 },
+		{ .session = "sa1", .pid = 100, .sql = "DROP TABLE orders", .verdict = "deny",
+		  .ts = 3000 },
+		{ .kind = "connection_close", .session = "sa1", .pid = 100, .ts = 4000 },
+		{ .kind = "connection_open", .session = "sa2", .pid = 200, .comm = "python3",
+		  .user = "bob", .pod_uid = "uid-9", .pod_name = "web-1", .pod_ns = "prod",
+		  .db_user = "admin", .database = "billing", .ts = 5000 },
+		{ .session = "sa2", .pid = 200, .comm = "python3", .user = "bob", .pod_uid = "uid-9",
+		  .pod_name = "web-1", .pod_ns = "prod", .db_user = "admin", .database = "billing",
+		  .sql = "UPDATE invoices SET paid = true WHERE 100% = '_x'", .ts = 6000 },
+	};
+	const struct spec sb[] = {
+		{ .kind = "connection_open", .session = "sb1", .ts = 7000 },
+		{ .session = "sb1", .sql = "select * from ORDERS", .ts = 8000 },
+	};
+	struct event_bytes ea[6], eb[2];
+	struct store_append_result res;
+
+	for (int i = 0; i < 6; i++)
+		ea[i] = chain_next(&a, &sa[i]);
+	for (int i = 0; i < 2; i++)
+		eb[i] = chain_next(&b, &sb[i]);
+	cr_assert_eq(append("agent-a", ea, 6, &res), 0);
+	cr_assert_eq(append("agent-b", eb, 2, &res), 0);
+	bytes_free(ea, 6);
+	bytes_free(eb, 2);
+}
+
+STORE_TEST(each_filter_narrows)
+{
+	struct store_filter f = { .pid = -1 };
+	struct problems pr;
+
+	append_mixed();
+	cr_assert_eq(count_events(&f), 8);
+#define NARROWS(field, value, want)                                                     \
+	do {                                                                            \
+		struct store_filter g = { .pid = -1 };                                  \
+		g.field = value;                                                        \
+		cr_assert_eq(count_events(&g), want, #field "=" #value);                \
+	} while (0)
+	NARROWS(since_ns, 3000, 6);
+	NARROWS(until_ns, 3000, 2);
+	NARROWS(agent_id, "agent-b", 2);
+	NARROWS(pid, 200, 2);
+	NARROWS(pid, 0, 0);
+	NARROWS(comm, "python3", 2);
+	NARROWS(user, "bob", 2);
+	NARROWS(user, "alice", 4);
+	NARROWS(pod, "uid-9", 2);
+	NARROWS(pod, "web-1", 2);
+	NARROWS(pod, "prod/web-1", 2);
+	NARROWS(pod, "prod", 0);
+	NARROWS(db_user, "admin", 2);
+	NARROWS(database, "billing", 2);
+	NARROWS(verdict, "deny", 1);
+	NARROWS(verdict, "allow", 3);
+	NARROWS(kind, "connection_open", 3);
+	NARROWS(kind, "connection_close", 1);
+	NARROWS(session_id, "sa1", 4);
+	NARROWS(text, "orders", 2);	/* substring, case-sensitive */
+	NARROWS(text, "ORDERS", 1);
+	NARROWS(text, "100%", 1);	/* LIKE wildcards are plain text */
+	NARROWS(text, "_x", 1);
+	NARROWS(text, "%", 1);
+	NARROWS(after_id, 6, 2);
+	NARROWS(limit, 3, 3);
+	f.agent_id = "agent-a";
+	f.session_id = "sa1";
+	f.kind = "statement";
+	cr_assert_eq(count_events(&f), 2);
+	f.verdict = "deny";
+	cr_assert_eq(count_events(&f), 1);
+	cr_assert_eq(verify(&pr), 0);
+}
+
+STORE_TEST(paging_with_after_id_walks_every_event_once)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct store_filter f = { .pid = -1, .limit = 10 };
+	uint64_t seen = 0;
+	size_t pages = 0;
+
+	append_plain(&ch, 25);
+	for (;;) {
+		struct collected c = { 0 };
+
+		cr_assert_eq(store_events(fx.s, &f, collect_event, &c), 0);
+		if (c.n == 0)
+			break;
+		pages++;
+		for (size_t i = 0; i < c.n; i++)
+			cr_assert_eq(c.ids[i], ++seen);
+		f.after_id = c.ids[c.n - 1];
+	}
+	cr_assert_eq(seen, 25);
+	cr_assert_eq(pages, 3);
+}
+
+STORE_TEST(event_by_id_finds_one_or_none)
+{
+	struct chain ch = { .agent = "agent-i", .epoch = 1 };
+	struct collected c = { 0 };
+
+	append_plain(&ch, 3);
+	cr_assert_eq(store_event_by_id(fx.s, 2, collect_event, &c), 0);
+	cr_assert_eq(c.n, 1);
+	cr_assert_eq(c.seqs[0], 2);
+	cr_assert_eq(store_event_by_id(fx.s, 99, collect_event, &c), -ENOENT);
+}
+
+struct sessions {
+	size_t n;
+	struct store_session s[8];
+	char ids[8][16];
+};
+
+static int collect_session(void *arg, const struct store_session *s)
+{
+	struct sessions *ss = arg;
+
+	if (ss->n < 8) {
+		ss->s[ss->n] = *s;
+		snprintf(ss->ids[ss->n], sizeof(ss->ids[0]), "%s", s->session_id);
+	}
+	ss->n++;
+	return 0;
+}
+
+STORE_TEST(sessions_sum_up_their_events_newest_first)
+{
+	struct store_filter f = { .pid = -1 };
+	struct sessions ss = { 0 };
+
+	append_mixed();
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 3);
+	cr_assert_str_eq(ss.ids[0], "sb1");
+	cr_assert_str_eq(ss.ids[1], "sa2");
+	cr_assert_str_eq(ss.ids[2], "sa1");
+	cr_assert_eq(ss.s[2].first_ts, 1000);
+	cr_assert_eq(ss.s[2].last_ts, 4000);
+	cr_assert_eq(ss.s[2].statements, 2);
+	cr_assert_eq(ss.s[2].denied, 1);
+	cr_assert(ss.s[2].closed);
+	cr_assert_eq(ss.s[2].open_event_id, 1);
+	cr_assert_not(ss.s[1].closed);
+	cr_assert_eq(ss.s[1].open_event_id, 5);
+
+	/* A session matches by any one of its events, and is summed whole. */
+	memset(&ss, 0, sizeof(ss));
+	f.verdict = "deny";
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 1);
+	cr_assert_str_eq(ss.ids[0], "sa1");
+	cr_assert_eq(ss.s[0].statements, 2);
+	memset(&ss, 0, sizeof(ss));
+	f.verdict = NULL;
+	f.text = "ORDERS";
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 1);
+	cr_assert_str_eq(ss.ids[0], "sb1");
+}
+
+/* --- receipts ---------------------------------------------------------------- */
+
+STORE_TEST(receipts_verify_against_the_newest_head)
+{
+	struct chain ch = { .agent = "agent-r", .epoch = 1 };
+	uint8_t pub[SIGNING_PUB_LEN];
+	char err[256];
+
+	signing_public(fx.key, pub);
+	append_plain(&ch, 7);
+	append_plain(&ch, 6);
+	for (uint64_t id = 1; id <= 13; id++) {
+		struct receipt r;
+
+		cr_assert_eq(store_receipt(fx.s, id, &r), 0);
+		cr_assert_eq(r.event_id, id);
+		cr_assert_eq(r.leaf_index, id - 1);
+		cr_assert_eq(r.head.size, 13);
+		memcpy(r.public_key, pub, sizeof(pub));
+		cr_assert_eq(receipt_verify(&r, fx.vk, err, sizeof(err)), 0, "event %llu: %s",
+			     (unsigned long long)id, err);
+		r.event[r.event_len / 2] ^= 1;
+		cr_assert_neq(receipt_verify(&r, fx.vk, err, sizeof(err)), 0);
+		receipt_release(&r);
+	}
+	{
+		struct receipt r;
+
+		cr_assert_eq(store_receipt(fx.s, 14, &r), -ENOENT);
+	}
+}
+
+/* --- verification -------------------------------------------------------------- */
+
+/* 12 events of one agent in three batches: the store the tamper tests alter. */
+static void append_twelve(void)
+{
+	struct chain ch = { .agent = "agent-v", .epoch = 1 };
+	struct problems pr;
+
+	append_plain(&ch, 5);
+	append_plain(&ch, 4);
+	append_plain(&ch, 3);
+	cr_assert_eq(verify(&pr), 0);
+}
+
+STORE_TEST(verify_finds_a_changed_column)
+{
+	struct problems pr;
+
+	append_twelve();
+	tamper_both("UPDATE events SET sql = 'SELECT 2' WHERE id = 7");
+	cr_assert_eq(verify(&pr), 1);
+	cr_assert(has_problem(&pr, 7, "column sql differs from the event's bytes"));
+}
+
+STORE_TEST(verify_finds_a_changed_seq)
+{
+	struct problems pr;
+
+	append_twelve();
+	tamper_both("UPDATE events SET seq = 99 WHERE id = 8");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 8, "column seq differs"));
+}
+
+STORE_TEST(verify_finds_changed_event_bytes)
+{
+	struct problems pr;
+
+	append_twelve();
+	flip_raw_byte(9, 40);
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 9, "leaf hash differs: event bytes altered"));
+	cr_assert(has_problem(&pr, 10, "chain is broken"));
+}
+
+STORE_TEST(verify_finds_a_deleted_event)
+{
+	struct problems pr;
+
+	append_twelve();
+	tamper_both("DELETE FROM events WHERE id = 10");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 0, "leaf 9 of the ledger has no event row"));
+	cr_assert(has_problem(&pr, 11, "seq 10 missing before this event"));
+}
+
+STORE_TEST(verify_finds_a_changed_leaf_node)
+{
+	struct problems pr;
+
+	append_twelve();
+	tamper("UPDATE nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 10",
+	       "UPDATE nodes SET hash = decode(repeat('00', 32), 'hex') "
+	       "WHERE level = 0 AND idx = 10");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 11, "leaf hash differs"));
+	cr_assert(has_problem(&pr, 0, "ledger node 1/5 differs from its children"));
+}
+
+STORE_TEST(verify_finds_a_changed_inner_node)
+{
+	struct problems pr;
+
+	append_twelve();
+	tamper("UPDATE nodes SET hash = zeroblob(32) WHERE level = 2 AND idx = 1",
+	       "UPDATE nodes SET hash = decode(repeat('00', 32), 'hex') "
+	       "WHERE level = 2 AND idx = 1");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 0, "ledger node 2/1 differs from its children"));
+	cr_assert(has_problem(&pr, 0, "ledger node 3/0 differs from its children"));
+}
+
+STORE_TEST(verify_finds_a_forged_tree_head)
+{
+	struct problems pr;
+
+	append_twelve();
+	tamper_both("UPDATE tree_heads SET ts = ts + 1 WHERE size = 12");
+	cr_assert_eq(verify(&pr), 1);
+	cr_assert(has_problem(&pr, 0, "signature (size 12) does not verify"));
+}
+
+STORE_TEST(verify_finds_a_rewritten_history)
+{
+	struct problems pr;
+
+	append_twelve();
+	/* An older head that no longer fits the tree: history was rewritten. */
+	tamper("UPDATE tree_heads SET root = zeroblob(32) WHERE size = 5",
+	       "UPDATE tree_heads SET root = decode(repeat('00', 32), 'hex') WHERE size = 5");
+	cr_assert_eq(verify(&pr), 1);
+	cr_assert(has_problem(&pr, 0, "tree head of size 5 is not consistent"));
+}
+
+STORE_TEST(verify_finds_a_tampered_agent_row)
+{
+	struct problems pr;
+
+	append_twelve();
+	tamper_both("UPDATE agents SET acked_seq = 20 WHERE agent_id = 'agent-v'");
+	cr_assert_eq(verify(&pr), 1);
+	cr_assert(has_problem(&pr, 0, "acked_seq is 20"));
+}
+
+/* --- many writers ------------------------------------------------------------ */
+
+struct writer_arg {
+	struct store *s;
+	char agent[32];
+	int batches;
+	int rc;
+};
+
+static void *writer_main(void *p)
+{
+	struct writer_arg *w = p;
+	struct chain ch = { .agent = w->agent, .epoch = 1 };
+
+	for (int i = 0; i < w->batches && !w->rc; i++) {
+		struct event_bytes b[20];
+		struct store_event_in in[20];
+		struct store_append_result res;
+		char err[STORE_ERR_LEN];
+
+		for (int j = 0; j < 20; j++) {
+			b[j] = chain_next(&ch, NULL);
+			in[j] = (struct store_event_in){ b[j].raw, b[j].len,
+							 dbward__v1__event__unpack(NULL, b[j].len,
+										   b[j].raw) };
+		}
+		w->rc = store_append(w->s, w->agent, in, 20, fx.key, &res, err, sizeof(err));
+		if (w->rc == 0 && res.accepted != 20)
+			w->rc = -2;
+		for (int j = 0; j < 20; j++) {
+			dbward__v1__event__free_unpacked((Dbward__V1__Event *)in[j].ev, NULL);
+			free(b[j].raw);
+		}
+	}
+	return NULL;
+}
+
+static void *reader_main(void *p)
+{
+	struct writer_arg *w = p;
+
+	for (int i = 0; i < 50 && !w->rc; i++) {
+		struct store_filter f = { .pid = -1, .limit = 50 };
+		struct collected c = { 0 };
+
+		w->rc = store_events(w->s, &f, collect_event, &c);
+	}
+	return NULL;
+}
+
+STORE_TEST(concurrent_writers_and_a_second_replica_stay_consistent)
+{
+	struct store *replica;
+	struct writer_arg w[5];
+	pthread_t t[5];
+	char err[STORE_ERR_LEN];
+	struct problems pr;
+	struct signed_tree_head h;
+
+	/* A second store over the same database: another collector replica. */
+	cr_assert_eq(store_open(fx.url, &replica, err, sizeof(err)), 0, "%s", err);
+	for (int i = 0; i < 5; i++) {
+		w[i] = (struct writer_arg){ .s = i % 2 ? replica : fx.s, .batches = 10 };
+		snprintf(w[i].agent, sizeof(w[i].agent), "agent-%d", i);
+		pthread_create(&t[i], NULL, i == 4 ? reader_main : writer_main, &w[i]);
+	}
+	for (int i = 0; i < 5; i++) {
+		pthread_join(t[i], NULL);
+		cr_assert_eq(w[i].rc, 0, "thread %d: %d", i, w[i].rc);
+	}
+	store_close(replica);
+	cr_assert_eq(store_tree_head(fx.s, &h), 0);
+	cr_assert_eq(h.size, 4 * 10 * 20);
+	cr_assert_eq(verify(&pr), 0);
+}
+
+/* --- rate ------------------------------------------------------------------------ */
+
+STORE_TEST(append_rate_of_small_events)
+{
+	enum { TOTAL = 100000, BATCH = 1000 };
+	struct chain ch = { .agent = "agent-fast", .epoch = 1 };
+	static struct event_bytes b[TOTAL];
+	static struct store_event_in in[TOTAL];
+	struct store_append_result res;
+	char err[STORE_ERR_LEN];
+	uint64_t start, ns;
+	struct problems pr;
+
+	for (int i = 0; i < TOTAL; i++) {
+		b[i] = chain_next(&ch, NULL);
+		in[i] = (struct store_event_in){ b[i].raw, b[i].len,
+						 dbward__v1__event__unpack(NULL, b[i].len, b[i].raw) };
+	}
+	start = clock_monotonic_ns();
+	for (int i = 0; i < TOTAL; i += BATCH)
+		cr_assert_eq(store_append(fx.s, "agent-fast", in + i, BATCH, fx.key, &res, err,
+					  sizeof(err)),
+			     0, "%s", err);
+	ns = clock_monotonic_ns() - start;
+	fprintf(stderr, "store %s: appended %d events (%d-event batches, ~%zu bytes each) at %.0f "
+			"events/s\n",
+		fx.pg ? "postgresql" : "sqlite", TOTAL, BATCH, b[0].len, TOTAL / (ns / 1e9));
+	cr_assert_eq(res.acked_seq, TOTAL);
+	start = clock_monotonic_ns();
+	cr_assert_eq(verify(&pr), 0);
+	ns = clock_monotonic_ns() - start;
+	fprintf(stderr, "store %s: verified %d events at %.0f events/s\n",
+		fx.pg ? "postgresql" : "sqlite", TOTAL, TOTAL / (ns / 1e9));
+	for (int i = 0; i < TOTAL; i++) {
+		dbward__v1__event__free_unpacked((Dbward__V1__Event *)in[i].ev, NULL);
+		free(b[i].raw);
+	}
+}
+
+/* --- opening ------------------------------------------------------------------- */
+
+Test(store_open, refuses_an_unknown_url)
+{
+	struct store *s;
+	char err[STORE_ERR_LEN];
+
+	cr_assert_eq(store_open("mysql://x", &s, err, sizeof(err)), -1);
+	cr_assert_null(s);
+	cr_assert(strstr(err, "sqlite:"));
+	cr_assert_eq(store_open("sqlite:/nonexistent-dir/x/audit.db", &s, err, sizeof(err)), -1);
+}
+
+Test(store_open, reopening_keeps_everything, .init = setup_sqlite, .fini = teardown)
+{
+	struct chain ch = { .agent = "agent-o", .epoch = 1 };
+	struct signed_tree_head h;
+	struct problems pr;
+
+	append_plain(&ch, 3);
+	store_reopen();
+	append_plain(&ch, 2);
+	cr_assert_eq(store_tree_head(fx.s, &h), 0);
+	cr_assert_eq(h.size, 5);
+	cr_assert_eq(verify(&pr), 0);
+}
