@@ -1,0 +1,244 @@
+#include "collector/batch.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/wire.h"
+#include "dbward/v1/audit.pb-c.h"
+
+#define SHOWN_NAME_MAX 64
+
+int batch_refuse(struct batch_result *out, const char *fmt, ...)
+{
+	va_list ap;
+
+	out->ok = false;
+	va_start(ap, fmt);
+	vsnprintf(out->error, sizeof(out->error), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* A name an agent sent, safe for logs and acks: printable ASCII, bounded. */
+static void shown_name(const char *name, char out[SHOWN_NAME_MAX + 4])
+{
+	size_t i;
+
+	for (i = 0; name[i] && i < SHOWN_NAME_MAX; i++)
+		out[i] = name[i] >= 0x20 && name[i] < 0x7f ? name[i] : '?';
+	strcpy(out + i, name[i] ? "..." : "");
+}
+
+/* --- counting before decoding ------------------------------------------------ */
+
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*out = v;
+			return 0;
+		}
+	}
+	return -EBADMSG;
+}
+
+static int skip_field(const uint8_t **p, const uint8_t *end, unsigned wire_type)
+{
+	uint64_t n;
+
+	switch (wire_type) {
+	case 0:
+		return read_varint(p, end, &n);
+	case 1:
+		n = 8;
+		break;
+	case 2:
+		if (read_varint(p, end, &n) < 0)
+			return -EBADMSG;
+		break;
+	case 5:
+		n = 4;
+		break;
+	default:
+		return -EBADMSG;	/* groups: not in this schema */
+	}
+	if (n > (uint64_t)(end - *p))
+		return -EBADMSG;
+	*p += n;
+	return 0;
+}
+
+/*
+ * How many events a serialized Batch holds, without decoding it: tiny
+ * events would otherwise make the decoder allocate many times the batch's
+ * size before the limit could be checked. -EBADMSG if it is not protobuf,
+ * -E2BIG past @max.
+ */
+static int count_events(const uint8_t *p, size_t len, size_t max, size_t *n)
+{
+	const uint8_t *end = p + len;
+	uint64_t key;
+
+	*n = 0;
+	while (p < end) {
+		if (read_varint(&p, end, &key) < 0 || (key >> 3) == 0)
+			return -EBADMSG;
+		if (skip_field(&p, end, key & 7) < 0)
+			return -EBADMSG;
+		if ((key >> 3) == 1 && ++*n > max)
+			return -E2BIG;
+	}
+	return 0;
+}
+
+/* --- decoding and checking --------------------------------------------------- */
+
+struct decoded {
+	uint8_t *raw;			/* the decompressed Batch */
+	size_t raw_len;
+	Dbward__V1__Batch *batch;
+	Dbward__V1__Event **events;
+	struct store_event_in *in;
+	size_t n;
+};
+
+static void decoded_release(struct decoded *d)
+{
+	for (size_t i = 0; d->events && i < d->n; i++) {
+		if (d->events[i])
+			dbward__v1__event__free_unpacked(d->events[i], NULL);
+	}
+	free(d->events);
+	free(d->in);
+	if (d->batch)
+		dbward__v1__batch__free_unpacked(d->batch, NULL);
+	free(d->raw);
+}
+
+static int decompress(const uint8_t *payload, size_t len, struct decoded *d,
+		      struct batch_result *out)
+{
+	int rc = wire_decompress(payload, len, WIRE_MAX_BATCH, &d->raw, &d->raw_len);
+
+	if (rc == -EMSGSIZE)
+		return batch_refuse(out, "batch larger than %u bytes once decompressed",
+				    WIRE_MAX_BATCH);
+	if (rc == -ENOMEM)
+		return batch_refuse(out, "out of memory decompressing the batch");
+	if (rc < 0)
+		return batch_refuse(out, "payload is not a zstd frame (corrupt, truncated or "
+				    "trailing bytes)");
+	return 0;
+}
+
+static int decode_batch(const struct batch_ctx *ctx, struct decoded *d, struct batch_result *out)
+{
+	size_t n;
+	int rc = count_events(d->raw, d->raw_len, ctx->max_events, &n);
+
+	if (rc == -E2BIG)
+		return batch_refuse(out, "batch of more than limits.max_batch_events (%" PRIu32
+				    ") events", ctx->max_events);
+	if (rc < 0 || !(d->batch = dbward__v1__batch__unpack(NULL, d->raw_len, d->raw)))
+		return batch_refuse(out, "payload is not a dbward.v1.Batch");
+	if (d->batch->n_events == 0)
+		return batch_refuse(out, "empty batch");
+	d->n = d->batch->n_events;
+	d->events = calloc(d->n, sizeof(*d->events));
+	d->in = calloc(d->n, sizeof(*d->in));
+	if (!d->events || !d->in)
+		return batch_refuse(out, "out of memory decoding the batch");
+	return 0;
+}
+
+/* Event @i is this agent's, of the batch's one epoch, numbered. */
+static int check_event(const char *agent_id, const Dbward__V1__Event *ev,
+		       const Dbward__V1__Event *first, size_t i, struct batch_result *out)
+{
+	char shown[SHOWN_NAME_MAX + 4];
+
+	if (strcmp(ev->agent_id, agent_id) != 0) {
+		shown_name(ev->agent_id, shown);
+		return batch_refuse(out, "event %zu names agent '%s', not the certificate's '%s'",
+				    i, shown, agent_id);
+	}
+	if (ev->epoch != first->epoch)
+		return batch_refuse(out, "event %zu has epoch %" PRIu64 ", the batch began in "
+				    "epoch %" PRIu64, i, ev->epoch, first->epoch);
+	if (ev->seq == 0)
+		return batch_refuse(out, "event %zu has seq 0 (seqs start at 1)", i);
+	return 0;
+}
+
+static int decode_events(const char *agent_id, struct decoded *d, struct batch_result *out)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		const ProtobufCBinaryData *raw = &d->batch->events[i];
+		Dbward__V1__Event *ev = dbward__v1__event__unpack(NULL, raw->len, raw->data);
+
+		if (!ev)
+			return batch_refuse(out, "event %zu is not a dbward.v1.Event", i);
+		d->events[i] = ev;
+		if (check_event(agent_id, ev, d->events[0], i, out) < 0)
+			return -1;
+		d->in[i] = (struct store_event_in){ .raw = raw->data, .len = raw->len, .ev = ev };
+	}
+	return 0;
+}
+
+void batch_ingest(const struct batch_ctx *ctx, const char *agent_id, const uint8_t *payload,
+		  size_t len, struct batch_result *out)
+{
+	struct decoded d = { 0 };
+	char err[STORE_ERR_LEN] = "";
+
+	memset(out, 0, sizeof(*out));
+	if (decompress(payload, len, &d, out) < 0 || decode_batch(ctx, &d, out) < 0)
+		goto cleanup;
+	out->events = d.n;
+	if (decode_events(agent_id, &d, out) < 0)
+		goto cleanup;
+	if (store_append(ctx->store, agent_id, d.in, d.n, ctx->key, &out->stored, err,
+			 sizeof(err)) < 0) {
+		batch_refuse(out, "storage: %s", err[0] ? err : "failed");
+		goto cleanup;
+	}
+	out->ok = true;
+cleanup:
+	decoded_release(&d);
+}
+
+int batch_ack_frame(const struct batch_result *r, uint8_t **out, size_t *out_len)
+{
+	Dbward__V1__Ack ack = DBWARD__V1__ACK__INIT;
+	size_t n;
+	uint8_t *buf;
+
+	ack.ok = r->ok;
+	if (r->ok) {
+		ack.epoch = r->stored.epoch;
+		ack.acked_seq = r->stored.acked_seq;
+		ack.accepted = r->stored.accepted;
+		ack.duplicates = r->stored.duplicates;
+	} else {
+		ack.error = (char *)r->error;
+	}
+	n = dbward__v1__ack__get_packed_size(&ack);
+	buf = malloc(WIRE_HEADER_LEN + n);
+	if (!buf)
+		return -ENOMEM;
+	wire_header(buf, WIRE_ACK, n);
+	dbward__v1__ack__pack(&ack, buf + WIRE_HEADER_LEN);
+	*out = buf;
+	*out_len = WIRE_HEADER_LEN + n;
+	return 0;
+}
