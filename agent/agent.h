@@ -13,13 +13,16 @@ struct intercept;
 struct audit;
 struct worker;
 struct tls_ctx;
+struct shipper;
 
 struct agent {
 	struct agent_config *cfg;
 	struct intercept *intercept;
-	struct audit *audit;		/* NULL: no local audit sink */
+	struct audit *audit;		/* NULL: neither spool nor audit.file */
+	struct shipper *shipper;	/* NULL: no collector */
 	struct tls_ctx *client_tls;	/* terminates clients' TLS; NULL: 'N' */
 	struct tls_ctx **upstream_tls;	/* per target; NULL entry: plaintext */
+	struct tls_ctx *collector_tls;	/* mTLS to the collector; NULL: none */
 	/* The rules in force: read by the loops with an atomic load, swapped by
 	 * a reload, the old one freed once every loop has turned. */
 	struct policy *policy;

@@ -1,4 +1,5 @@
-/* The agent's TLS contexts: one for clients, one per encrypted target. */
+/* The agent's TLS contexts: one for clients, one per encrypted target, one
+ * for the collector. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,15 @@ int agent_tls_open(struct agent *agent, char *err, size_t errlen)
 		if (tls_ctx_new_client(&opts, &agent->upstream_tls[i], err, errlen) < 0)
 			return -1;
 	}
+	if (cfg->collector_address) {
+		struct tls_client_opts opts = {
+			.verify = TLS_VERIFY_FULL, .ca_file = cfg->collector_ca,
+			.cert_file = cfg->collector_cert, .key_file = cfg->collector_key,
+		};
+
+		if (tls_ctx_new_client(&opts, &agent->collector_tls, err, errlen) < 0)
+			return -1;
+	}
 	return 0;
 }
 
@@ -55,4 +65,6 @@ void agent_tls_close(struct agent *agent)
 	}
 	tls_ctx_free(agent->client_tls);
 	agent->client_tls = NULL;
+	tls_ctx_free(agent->collector_tls);
+	agent->collector_tls = NULL;
 }

@@ -1,40 +1,48 @@
-#include "audit.h"
+#include "agent/audit.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
-#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/spool.h"
+#include "common/clock.h"
+#include "common/event_json.h"
+#include "common/json.h"
 #include "common/log.h"
 
-#define AUDIT_QUEUE_MAX_BYTES (64u << 20)
+/* Serialized events queued for the file sink before producers wait. */
+#define SINK_QUEUE_MAX (64u << 20)
+#define SINK_WRITE_CHUNK (256u << 10)
 
-struct audit_line {
-	struct audit_line *next;
-	size_t len;
-	char text[];
-};
+/* --- the JSON-lines file sink ------------------------------------------- */
 
-struct audit {
+/*
+ * Producers append [u32 length][serialized Event] to @filling; the writer
+ * swaps it for its drained buffer, renders each event as a JSON line and
+ * appends them to the file. No allocation per event once the buffers grew.
+ */
+struct sink {
 	int fd;
 	char *path;
 	pthread_t writer;
 	pthread_mutex_t lock;
-	pthread_cond_t has_lines;
+	pthread_cond_t has_data;
 	pthread_cond_t has_room;
-	struct audit_line *head;
-	struct audit_line **tail;
-	size_t queued_bytes;
+	struct spool_buf filling;
 	bool stopping;
 };
 
-static int write_all(int fd, const char *p, size_t n)
+static int write_all(int fd, const void *buf, size_t len)
 {
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
 
 		if (w < 0) {
 			if (errno == EINTR)
@@ -42,117 +50,417 @@ static int write_all(int fd, const char *p, size_t n)
 			return -errno;
 		}
 		p += w;
-		n -= (size_t)w;
+		len -= (size_t)w;
 	}
 	return 0;
 }
 
-/* Writes a chain of lines; on a write error waits and tries again, so a
- * full disk delays events but never loses them. */
-static void write_chain(struct audit *a, struct audit_line *line)
+/* A full or failing disk delays the file's lines, never loses them. */
+static void sink_write(struct sink *k, const void *p, size_t len)
 {
-	while (line) {
-		struct audit_line *next = line->next;
-		int err;
+	int err;
 
-		while ((err = write_all(a->fd, line->text, line->len)) < 0) {
-			log_error("audit: writing %s: %s; retrying", a->path, strerror(-err));
-			sleep(1);
-		}
-		free(line);
-		line = next;
+	while ((err = write_all(k->fd, p, len)) < 0) {
+		log_error("audit: writing %s: %s; retrying", k->path, strerror(-err));
+		sleep(1);
 	}
 }
 
-static void *writer_main(void *arg)
+static void sink_render(struct sink *k, const struct spool_buf *batch, struct jsonbuf *jb,
+			struct spool_buf *out)
 {
-	struct audit *a = arg;
+	for (size_t off = 0; off + 4 <= batch->len;) {
+		uint32_t len;
 
-	pthread_mutex_lock(&a->lock);
-	for (;;) {
-		struct audit_line *chain;
-		size_t bytes = 0;
-
-		while (!a->head && !a->stopping)
-			pthread_cond_wait(&a->has_lines, &a->lock);
-		if (!a->head)
-			break;
-		chain = a->head;
-		a->head = NULL;
-		a->tail = &a->head;
-		for (struct audit_line *l = chain; l; l = l->next)
-			bytes += l->len;
-		pthread_mutex_unlock(&a->lock);
-
-		write_chain(a, chain);
-
-		pthread_mutex_lock(&a->lock);
-		a->queued_bytes -= bytes;
-		pthread_cond_broadcast(&a->has_room);
+		memcpy(&len, batch->data + off, 4);
+		off += 4;
+		if (event_json_line(jb, batch->data + off, len) < 0) {
+			log_error("audit: an event cannot be rendered as JSON for %s", k->path);
+		} else {
+			if (out->cap - out->len < jb->len) {
+				sink_write(k, out->data, out->len);
+				out->len = 0;
+			}
+			if (out->cap - out->len < jb->len) {
+				sink_write(k, jb->data, jb->len);
+			} else {
+				memcpy(out->data + out->len, jb->data, jb->len);
+				out->len += jb->len;
+			}
+		}
+		off += len;
 	}
-	pthread_mutex_unlock(&a->lock);
+	if (out->len)
+		sink_write(k, out->data, out->len);
+	out->len = 0;
+}
+
+static void *sink_main(void *arg)
+{
+	struct sink *k = arg;
+	struct spool_buf batch = { 0 }, out = { 0 };
+	struct jsonbuf jb;
+
+	jsonbuf_init(&jb);
+	out.data = malloc(SINK_WRITE_CHUNK);
+	out.cap = out.data ? SINK_WRITE_CHUNK : 0;
+	pthread_mutex_lock(&k->lock);
+	for (;;) {
+		struct spool_buf swap;
+
+		while (!k->filling.len && !k->stopping)
+			pthread_cond_wait(&k->has_data, &k->lock);
+		if (!k->filling.len)
+			break;
+		swap = k->filling;
+		k->filling = batch;
+		batch = swap;
+		pthread_mutex_unlock(&k->lock);
+
+		sink_render(k, &batch, &jb, &out);
+		batch.len = 0;
+
+		pthread_mutex_lock(&k->lock);
+		pthread_cond_broadcast(&k->has_room);
+	}
+	pthread_mutex_unlock(&k->lock);
+	jsonbuf_release(&jb);
+	spool_buf_release(&batch);
+	spool_buf_release(&out);
 	return NULL;
 }
 
-int audit_open(const char *path, struct audit **out)
+static void sink_free(struct sink *k)
 {
-	struct audit *a = calloc(1, sizeof(*a));
+	if (!k)
+		return;
+	if (k->fd >= 0)
+		close(k->fd);
+	pthread_cond_destroy(&k->has_room);
+	pthread_cond_destroy(&k->has_data);
+	pthread_mutex_destroy(&k->lock);
+	spool_buf_release(&k->filling);
+	free(k->path);
+	free(k);
+}
+
+static int sink_open(const char *path, struct sink **out)
+{
+	struct sink *k = calloc(1, sizeof(*k));
 	int err;
 
-	if (!a)
+	if (!k)
 		return -ENOMEM;
-	a->tail = &a->head;
-	a->fd = -1;
-	a->path = strdup(path);
-	if (!a->path) {
-		err = -ENOMEM;
-		goto fail;
+	k->fd = -1;
+	pthread_mutex_init(&k->lock, NULL);
+	pthread_cond_init(&k->has_data, NULL);
+	pthread_cond_init(&k->has_room, NULL);
+	if (!(k->path = strdup(path))) {
+		sink_free(k);
+		return -ENOMEM;
 	}
-	a->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-	if (a->fd < 0) {
+	k->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (k->fd < 0) {
 		err = -errno;
-		goto fail;
+		sink_free(k);
+		return err;
 	}
-	pthread_mutex_init(&a->lock, NULL);
-	pthread_cond_init(&a->has_lines, NULL);
-	pthread_cond_init(&a->has_room, NULL);
-	err = -pthread_create(&a->writer, NULL, writer_main, a);
-	if (err)
-		goto fail_sync;
-	*out = a;
+	if ((err = -pthread_create(&k->writer, NULL, sink_main, k))) {
+		sink_free(k);
+		return err;
+	}
+	*out = k;
 	return 0;
+}
 
-fail_sync:
-	pthread_cond_destroy(&a->has_room);
-	pthread_cond_destroy(&a->has_lines);
-	pthread_mutex_destroy(&a->lock);
-fail:
-	if (a->fd >= 0)
-		close(a->fd);
-	free(a->path);
-	free(a);
+/* Queues a copy of @raw; waits while the writer is far behind. */
+static void sink_push(struct sink *k, const uint8_t *raw, size_t len)
+{
+	uint32_t n = (uint32_t)len;
+
+	pthread_mutex_lock(&k->lock);
+	while (k->filling.len && k->filling.len + 4 + len > SINK_QUEUE_MAX)
+		pthread_cond_wait(&k->has_room, &k->lock);
+	if (k->filling.cap - k->filling.len < 4 + len) {
+		size_t cap = k->filling.cap ? k->filling.cap : 64 << 10;
+		uint8_t *data;
+
+		while (cap - k->filling.len < 4 + len)
+			cap *= 2;
+		data = realloc(k->filling.data, cap);
+		if (!data) {
+			pthread_mutex_unlock(&k->lock);
+			log_error("audit: out of memory: an event is missing from %s (the spool, "
+				  "when configured, still has it)", k->path);
+			return;
+		}
+		k->filling.data = data;
+		k->filling.cap = cap;
+	}
+	memcpy(k->filling.data + k->filling.len, &n, 4);
+	memcpy(k->filling.data + k->filling.len + 4, raw, len);
+	k->filling.len += 4 + len;
+	pthread_cond_signal(&k->has_data);
+	pthread_mutex_unlock(&k->lock);
+}
+
+static void sink_close(struct sink *k)
+{
+	if (!k)
+		return;
+	pthread_mutex_lock(&k->lock);
+	k->stopping = true;
+	pthread_cond_signal(&k->has_data);
+	pthread_mutex_unlock(&k->lock);
+	pthread_join(k->writer, NULL);
+	if (fsync(k->fd) < 0 && errno != EINVAL)
+		log_warn("audit: fsync %s: %s", k->path, strerror(errno));
+	sink_free(k);
+}
+
+/* --- numbering, chaining, storing ------------------------------------------ */
+
+/* An event serialized but not yet in the spool: it waits here, in order. */
+struct waiting {
+	struct waiting *next;
+	uint64_t seq;
+	size_t len;			/* payload */
+	uint8_t rec[];			/* SPOOL_HEADER_LEN, then the payload */
+};
+
+struct audit {
+	pthread_mutex_t lock;		/* everything below */
+	char *agent_id;
+	uint64_t epoch;
+	uint64_t next_seq;
+	uint8_t prev_hash[EVENT_HASH_LEN];
+	uint8_t *rec;			/* reused: SPOOL_HEADER_LEN + payload */
+	size_t rec_cap;
+
+	struct spool *spool;		/* NULL: nothing durable */
+	struct waiting *waiting;	/* oldest first */
+	struct waiting **waiting_tail;
+	size_t waiting_bytes;
+	uint64_t waiting_count;
+	int full_reason;		/* -errno of the append that failed */
+	bool full;			/* atomic reads: audit_accepting() */
+
+	struct sink *sink;		/* NULL: no file */
+};
+
+static void set_full(struct audit *a, bool full)
+{
+	__atomic_store_n(&a->full, full, __ATOMIC_RELEASE);
+}
+
+bool audit_accepting(const struct audit *a)
+{
+	return !a || !__atomic_load_n(&a->full, __ATOMIC_ACQUIRE);
+}
+
+struct spool *audit_spool(struct audit *a)
+{
+	return a ? a->spool : NULL;
+}
+
+static void log_full(struct audit *a, int err)
+{
+	struct spool_info info;
+
+	spool_get_info(a->spool, &info);
+	if (err == -ENOSPC)
+		log_error("audit: spool full (%s: %" PRIu64 " bytes held, %" PRIu64 " not yet "
+			  "acknowledged by the collector): new statements and connections are "
+			  "refused with SQLSTATE " AUDIT_FULL_SQLSTATE "; events wait in memory",
+			  spool_dir(a->spool), info.bytes, info.last_seq - info.acked_seq);
+	else
+		log_error("audit: spool full (%s: %s): new statements and connections are refused "
+			  "with SQLSTATE " AUDIT_FULL_SQLSTATE "; events wait in memory",
+			  spool_dir(a->spool), strerror(-err));
+}
+
+/* Writes waiting events to the spool, oldest first, while there is room. */
+static void drain_waiting(struct audit *a)
+{
+	uint64_t written = 0;
+
+	while (a->waiting) {
+		struct waiting *w = a->waiting;
+		int err = spool_append(a->spool, w->seq, w->rec, w->len);
+
+		if (err) {
+			if (err != a->full_reason && err != -ENOSPC)
+				log_error("audit: spool %s: %s", spool_dir(a->spool), strerror(-err));
+			a->full_reason = err;
+			return;
+		}
+		a->waiting = w->next;
+		a->waiting_bytes -= w->len;
+		a->waiting_count--;
+		written++;
+		free(w);
+	}
+	a->waiting_tail = &a->waiting;
+	if (a->full) {
+		set_full(a, false);
+		log_info("audit: spool has room again: %" PRIu64 " event(s) that waited in memory "
+			 "are written; statements and connections are accepted", written);
+	}
+}
+
+void audit_retry(struct audit *a)
+{
+	if (!a || !a->spool || !__atomic_load_n(&a->full, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&a->lock);
+	drain_waiting(a);
+	pthread_mutex_unlock(&a->lock);
+}
+
+static int reserve_rec(struct audit *a, size_t len)
+{
+	size_t need = SPOOL_HEADER_LEN + len;
+	size_t cap;
+	uint8_t *rec;
+
+	if (need <= a->rec_cap)
+		return 0;
+	cap = a->rec_cap ? a->rec_cap : 4096;
+	while (cap < need)
+		cap *= 2;
+	if (!(rec = realloc(a->rec, cap)))
+		return -ENOMEM;
+	a->rec = rec;
+	a->rec_cap = cap;
+	return 0;
+}
+
+/* Stores the serialized event in a->rec: spool, or the waiting list. */
+static int store(struct audit *a, uint64_t seq, size_t len)
+{
+	struct waiting *w;
+	int err = -ENOSPC;
+
+	if (a->waiting)
+		drain_waiting(a);
+	if (!a->waiting) {
+		err = spool_append(a->spool, seq, a->rec, len);
+		if (!err)
+			return 0;
+		if (err == -EINVAL)
+			return err;	/* a bug, not a full disk: never wait on it */
+	}
+	w = malloc(sizeof(*w) + SPOOL_HEADER_LEN + len);
+	if (!w)
+		return -ENOMEM;
+	w->next = NULL;
+	w->seq = seq;
+	w->len = len;
+	memcpy(w->rec, a->rec, SPOOL_HEADER_LEN + len);
+	*a->waiting_tail = w;
+	a->waiting_tail = &w->next;
+	a->waiting_bytes += len;
+	a->waiting_count++;
+	if (!a->full) {
+		a->full_reason = err;
+		set_full(a, true);
+		log_full(a, err);
+	}
+	return a->waiting_bytes > AUDIT_WAITING_MAX ? -ENOBUFS : 0;
+}
+
+int audit_record(struct audit *a, Dbward__V1__Event *ev)
+{
+	size_t len;
+	uint64_t seq;
+	int err = 0;
+
+	if (!a)
+		return 0;
+	pthread_mutex_lock(&a->lock);
+	seq = a->next_seq;
+	ev->agent_id = a->agent_id;
+	ev->epoch = a->epoch;
+	ev->seq = seq;
+	if (!ev->ts)
+		ev->ts = clock_realtime_ns();
+	ev->prev_hash.data = a->prev_hash;
+	ev->prev_hash.len = sizeof(a->prev_hash);
+	len = dbward__v1__event__get_packed_size(ev);
+	if (len > SPOOL_RECORD_MAX) {
+		err = -EMSGSIZE;
+		goto out;
+	}
+	if ((err = reserve_rec(a, len)) < 0)
+		goto out;
+	dbward__v1__event__pack(ev, a->rec + SPOOL_HEADER_LEN);
+	if (a->spool && (err = store(a, seq, len)) < 0 && err != -ENOBUFS)
+		goto out;
+	/* Recorded: the chain moves on. */
+	event_hash(a->rec + SPOOL_HEADER_LEN, len, a->prev_hash);
+	a->next_seq = seq + 1;
+	if (a->sink)
+		sink_push(a->sink, a->rec + SPOOL_HEADER_LEN, len);
+out:
+	pthread_mutex_unlock(&a->lock);
+	if (err && err != -ENOBUFS)
+		log_error("audit: an event of session %s could not be recorded (%s); its connection "
+			  "is closed", ev->session && ev->session->session_id ? ev->session->session_id
+									      : "?",
+			  strerror(-err));
+	ev->agent_id = NULL;
+	ev->prev_hash.data = NULL;
+	ev->prev_hash.len = 0;
 	return err;
 }
 
-int audit_submit(struct audit *a, const char *text, size_t len)
+int audit_open(const struct audit_opts *opts, struct audit **out, char *err, size_t errlen)
 {
-	struct audit_line *line = malloc(sizeof(*line) + len);
+	struct audit *a = calloc(1, sizeof(*a));
+	int res;
 
-	if (!line)
+	if (!a) {
+		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
-	line->next = NULL;
-	line->len = len;
-	memcpy(line->text, text, len);
+	}
+	pthread_mutex_init(&a->lock, NULL);
+	a->waiting_tail = &a->waiting;
+	a->next_seq = 1;
+	if (!(a->agent_id = strdup(opts->agent_id))) {
+		snprintf(err, errlen, "out of memory");
+		res = -ENOMEM;
+		goto fail;
+	}
+	if (opts->spool_dir) {
+		struct spool_info info;
 
-	pthread_mutex_lock(&a->lock);
-	while (a->queued_bytes + len > AUDIT_QUEUE_MAX_BYTES && a->queued_bytes > 0)
-		pthread_cond_wait(&a->has_room, &a->lock);
-	*a->tail = line;
-	a->tail = &line->next;
-	a->queued_bytes += len;
-	pthread_cond_signal(&a->has_lines);
-	pthread_mutex_unlock(&a->lock);
+		res = spool_open(opts->spool_dir, opts->agent_id, opts->spool_max_bytes, &a->spool,
+				 err, errlen);
+		if (res < 0)
+			goto fail;
+		spool_get_info(a->spool, &info);
+		a->epoch = info.epoch;
+		a->next_seq = info.last_seq + 1;
+		memcpy(a->prev_hash, info.last_hash, sizeof(a->prev_hash));
+		log_info("audit: spool %s: epoch %" PRIu64 ", next seq %" PRIu64 ", %" PRIu64
+			 " event(s) not yet acknowledged%s", opts->spool_dir, info.epoch,
+			 a->next_seq, info.last_seq - info.acked_seq,
+			 info.corrupt ? " (CORRUPT records: see above)" : "");
+	} else {
+		a->epoch = clock_realtime_ns();	/* nothing persists: a new epoch per run */
+	}
+	if (opts->file && (res = sink_open(opts->file, &a->sink)) < 0) {
+		snprintf(err, errlen, "audit.file %s: %s", opts->file, strerror(-res));
+		goto fail;
+	}
+	*out = a;
 	return 0;
+fail:
+	spool_close(a->spool);
+	free(a->agent_id);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+	return res;
 }
 
 void audit_close(struct audit *a)
@@ -160,16 +468,23 @@ void audit_close(struct audit *a)
 	if (!a)
 		return;
 	pthread_mutex_lock(&a->lock);
-	a->stopping = true;
-	pthread_cond_signal(&a->has_lines);
+	if (a->waiting)
+		drain_waiting(a);
+	if (a->waiting)
+		log_error("audit: %" PRIu64 " event(s) from seq %" PRIu64 " on waited in memory for "
+			  "room in the full spool %s and are lost at exit", a->waiting_count,
+			  a->waiting->seq, spool_dir(a->spool));
+	while (a->waiting) {
+		struct waiting *w = a->waiting;
+
+		a->waiting = w->next;
+		free(w);
+	}
 	pthread_mutex_unlock(&a->lock);
-	pthread_join(a->writer, NULL);
-	if (fsync(a->fd) < 0 && errno != EINVAL)
-		log_warn("audit: fsync %s: %s", a->path, strerror(errno));
-	close(a->fd);
-	pthread_cond_destroy(&a->has_room);
-	pthread_cond_destroy(&a->has_lines);
+	sink_close(a->sink);
+	spool_close(a->spool);
 	pthread_mutex_destroy(&a->lock);
-	free(a->path);
+	free(a->rec);
+	free(a->agent_id);
 	free(a);
 }

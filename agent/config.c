@@ -137,6 +137,82 @@ static int validate_targets(struct config_ctx *ctx, const struct config_key *key
 	return 0;
 }
 
+int config_parse_host_port(const char *text, char host[CONFIG_HOST_LEN], uint16_t *port)
+{
+	const char *colon, *name = text, *name_end;
+	unsigned long v;
+	char *end;
+
+	if (text[0] == '[') {
+		name = text + 1;
+		name_end = strchr(name, ']');
+		if (!name_end || name_end[1] != ':')
+			return -EINVAL;
+		colon = name_end + 1;
+	} else {
+		colon = strrchr(text, ':');
+		if (!colon || memchr(text, ':', (size_t)(colon - text)))
+			return -EINVAL;	/* a bare IPv6 address needs brackets */
+		name_end = colon;
+	}
+	if (name_end == name || (size_t)(name_end - name) >= CONFIG_HOST_LEN)
+		return -EINVAL;
+	for (const char *p = name; p < name_end; p++) {
+		if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
+		    !(*p >= '0' && *p <= '9') && !strchr(".-_", *p) && !(text[0] == '[' && *p == ':'))
+			return -EINVAL;
+	}
+	if (colon[1] < '0' || colon[1] > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(colon + 1, &end, 10);
+	if (errno || *end || v < 1 || v > 65535)
+		return -EINVAL;
+	memcpy(host, name, (size_t)(name_end - name));
+	host[name_end - name] = '\0';
+	*port = (uint16_t)v;
+	return 0;
+}
+
+static int validate_host_port(struct config_ctx *ctx, const struct config_key *key,
+			      const char *shown, const yaml_node_t *node, const void *base)
+{
+	const char *text;
+	char host[CONFIG_HOST_LEN];
+	uint16_t port;
+
+	memcpy(&text, config_field(key, base), sizeof(text));
+	if (text && config_parse_host_port(text, host, &port) < 0)
+		return config_fail(ctx, node, "%s: '%s' is not host:port (a name, an IPv4 address, "
+				   "or an IPv6 address in brackets, then a port 1..65535)", shown, text);
+	return 0;
+}
+
+/* The collector names an agent by its certificate's CN: printable ASCII. */
+static bool agent_id_valid(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n > 128)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)id[i] <= ' ' || (unsigned char)id[i] > '~')
+			return false;
+	return true;
+}
+
+static int validate_agent_id(struct config_ctx *ctx, const struct config_key *key,
+			     const char *shown, const yaml_node_t *node, const void *base)
+{
+	const char *id;
+
+	memcpy(&id, config_field(key, base), sizeof(id));
+	if (id && !agent_id_valid(id))
+		return config_fail(ctx, node, "%s must be 1..128 printable ASCII characters without "
+				   "spaces (the collector matches it to the certificate's name)", shown);
+	return 0;
+}
+
 /* --- the policy -------------------------------------------------------------- */
 
 static int parse_rules(yaml_document_t *doc, const yaml_node_t *node, const char *file,
@@ -227,6 +303,17 @@ enum config_key_id {
 	KEY_INTERCEPT_TARGETS,
 	KEY_AUDIT,
 	KEY_AUDIT_FILE,
+	KEY_AGENT_ID,
+	KEY_COLLECTOR,
+	KEY_COLLECTOR_ADDRESS,
+	KEY_COLLECTOR_CERT,
+	KEY_COLLECTOR_KEY,
+	KEY_COLLECTOR_CA,
+	KEY_COLLECTOR_BATCH_MAX_EVENTS,
+	KEY_COLLECTOR_BATCH_MS,
+	KEY_SPOOL,
+	KEY_SPOOL_MAX_BYTES,
+	KEY_SPOOL_FSYNC_MS,
 	KEY_LIMITS,
 	KEY_LIMITS_MAX_MESSAGE_BYTES,
 	KEY_LIMITS_STARTUP_TIMEOUT_MS,
@@ -244,9 +331,10 @@ enum config_key_id {
 
 /*
  * Reloadable: what the running agent can take from a new file on SIGHUP
- * (BPF settings and maps, log level, limits, the audit sink). The rest is
- * bound at start: sockets, worker threads, cgroup attachment, pins, and
- * the mark already set on open upstream sockets.
+ * (BPF settings and maps, log level, limits). The rest is bound at start:
+ * sockets, worker threads, cgroup attachment, pins, the mark already set
+ * on open upstream sockets, and the audit pipeline (spool, file sink,
+ * collector), whose numbering must not change under a running agent.
  */
 static const struct config_key config_keys[KEY_COUNT] = {
 	[KEY_LISTEN] = {
@@ -313,7 +401,53 @@ static const struct config_key config_keys[KEY_COUNT] = {
 	},
 	[KEY_AUDIT_FILE] = {
 		.name = "audit.file", .type = CONFIG_T_STRING, FIELD(CFG, audit_file),
-		.reloadable = true, .validate = config_validate_absolute_path,
+		.validate = config_validate_absolute_path,
+	},
+	/* Default: the host name, set in config_finish(). */
+	[KEY_AGENT_ID] = {
+		.name = "agent_id", .type = CONFIG_T_STRING, FIELD(CFG, agent_id),
+		.validate = validate_agent_id,
+	},
+	[KEY_COLLECTOR] = {
+		.name = "collector", .type = CONFIG_T_SECTION,
+	},
+	[KEY_COLLECTOR_ADDRESS] = {
+		.name = "collector.address", .type = CONFIG_T_STRING,
+		FIELD(CFG, collector_address), .validate = validate_host_port,
+	},
+	[KEY_COLLECTOR_CERT] = {
+		.name = "collector.cert", .type = CONFIG_T_STRING, FIELD(CFG, collector_cert),
+		.validate = config_validate_absolute_path,
+	},
+	[KEY_COLLECTOR_KEY] = {
+		.name = "collector.key", .type = CONFIG_T_STRING, FIELD(CFG, collector_key),
+		.validate = config_validate_absolute_path,
+	},
+	[KEY_COLLECTOR_CA] = {
+		.name = "collector.ca", .type = CONFIG_T_STRING, FIELD(CFG, collector_ca),
+		.validate = config_validate_absolute_path,
+	},
+	[KEY_COLLECTOR_BATCH_MAX_EVENTS] = {
+		.name = "collector.batch_max_events", .type = CONFIG_T_UINT,
+		FIELD(CFG, collector_batch_max_events), .default_text = "1000",
+		.uint = { .min = 1, .max = 100000 },
+	},
+	[KEY_COLLECTOR_BATCH_MS] = {
+		.name = "collector.batch_ms", .type = CONFIG_T_UINT, FIELD(CFG, collector_batch_ms),
+		.default_text = "200", .uint = { .min = 1, .max = 60000 },
+	},
+	[KEY_SPOOL] = {
+		.name = "spool", .type = CONFIG_T_STRING, FIELD(CFG, spool),
+		.validate = config_validate_absolute_path,
+	},
+	[KEY_SPOOL_MAX_BYTES] = {
+		.name = "spool_max_bytes", .type = CONFIG_T_UINT, FIELD(CFG, spool_max_bytes),
+		/* Room for at least one record of the largest size. */
+		.default_text = "1073741824", .uint = { .min = 16777216, .max = UINT64_MAX },
+	},
+	[KEY_SPOOL_FSYNC_MS] = {
+		.name = "spool_fsync_ms", .type = CONFIG_T_UINT, FIELD(CFG, spool_fsync_ms),
+		.default_text = "1000", .uint = { .min = 1, .max = 60000 },
 	},
 	[KEY_LIMITS] = {
 		.name = "limits", .type = CONFIG_T_SECTION,
@@ -387,6 +521,54 @@ static int check_not_intercepted(struct config_ctx *ctx, const struct agent_conf
 	return 0;
 }
 
+/* collector: all four keys or none, and a spool to hold what is unacknowledged. */
+static int check_collector(struct config_ctx *ctx, const struct agent_config *cfg,
+			   const struct config_seen *seen)
+{
+	static const struct {
+		enum config_key_id key;
+		const char *word;
+	} needed[] = {
+		{ KEY_COLLECTOR_ADDRESS, "address" },
+		{ KEY_COLLECTOR_CERT, "cert" },
+		{ KEY_COLLECTOR_KEY, "key" },
+		{ KEY_COLLECTOR_CA, "ca" },
+	};
+	bool any = false;
+
+	for (size_t i = 0; i < ARRAY_SIZE(needed); i++)
+		any |= seen[needed[i].key].key != NULL;
+	if (!any)
+		return 0;
+	for (size_t i = 0; i < ARRAY_SIZE(needed); i++) {
+		if (!seen[needed[i].key].key)
+			return config_fail(ctx, seen[KEY_COLLECTOR].key, "collector needs address, "
+					   "cert, key and ca: '%s' is missing", needed[i].word);
+	}
+	if (!cfg->spool)
+		return config_fail(ctx, seen[KEY_COLLECTOR].key, "collector needs spool: events "
+				   "wait there until the collector acknowledges them");
+	return 0;
+}
+
+static int default_agent_id(struct config_ctx *ctx, struct agent_config *cfg)
+{
+	char host[256];
+
+	if (cfg->agent_id)
+		return 0;
+	if (gethostname(host, sizeof(host)) < 0)
+		return config_fail_line(ctx, 0, "agent_id: not set, and the host name cannot be "
+					"read: %s", strerror(errno));
+	host[sizeof(host) - 1] = '\0';
+	if (!agent_id_valid(host))
+		return config_fail_line(ctx, 0, "agent_id: not set, and the host name '%s' cannot "
+					"be one (1..128 printable ASCII characters, no spaces)", host);
+	if (!(cfg->agent_id = strdup(host)))
+		return config_fail_line(ctx, 0, "out of memory");
+	return 0;
+}
+
 /* Checks and defaults that involve more than one key. */
 static int config_finish(struct config_ctx *ctx, struct agent_config *cfg,
 			 const struct config_seen *seen)
@@ -402,6 +584,8 @@ static int config_finish(struct config_ctx *ctx, struct agent_config *cfg,
 	}
 	if (!cfg->tls_cert != !cfg->tls_key)
 		return config_fail(ctx, seen[KEY_TLS].key, "tls needs both cert and key");
+	if (check_collector(ctx, cfg, seen) < 0 || default_agent_id(ctx, cfg) < 0)
+		return -1;
 	if (check_not_intercepted(ctx, cfg, targets_node, "listen", &cfg->listen) < 0)
 		return -1;
 	if (cfg->has_listen6 &&

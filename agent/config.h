@@ -58,6 +58,18 @@ struct agent_config {
 
 	char *audit_file;		/* JSON lines; NULL: no local sink */
 
+	char *agent_id;			/* events' agent_id; default: the host name */
+	/* The collector (mTLS); address NULL: none. All four or none. */
+	char *collector_address;	/* host:port, [v6]:port */
+	char *collector_cert;
+	char *collector_key;
+	char *collector_ca;
+	uint32_t collector_batch_max_events;
+	uint32_t collector_batch_ms;
+	char *spool;			/* spool directory; NULL: nothing durable */
+	uint64_t spool_max_bytes;
+	uint32_t spool_fsync_ms;
+
 	char *tls_cert;			/* terminate clients' TLS; NULL: answer 'N' */
 	char *tls_key;
 
@@ -83,5 +95,13 @@ int config_load_string(const char *name, const char *yaml, size_t len,
 		       struct agent_config *cfg, char *err, size_t errlen);
 
 void config_free(struct agent_config *cfg);
+
+#define CONFIG_HOST_LEN 256
+
+/*
+ * Splits "host:port" or "[IPv6]:port" (collector.address): @host gets the
+ * name or the address without brackets. Returns 0 or -EINVAL.
+ */
+int config_parse_host_port(const char *text, char host[CONFIG_HOST_LEN], uint16_t *port);
 
 #endif

@@ -66,6 +66,8 @@ struct conn {
 	struct policy_subject subject;	/* who is asking, for the policy */
 	uint8_t standin[512];		/* a denied statement's stand-in Query */
 	uint64_t now_ns;		/* this pump round's clock */
+	int audit_err;			/* an event of this connection was not stored */
+	bool refused_full;		/* the denied batch was refused: spool full */
 	bool open_emitted;
 	bool in_ready;
 	struct conn *prev;		/* w->conns */
@@ -86,10 +88,22 @@ static void set_state(struct conn *c, enum conn_state next)
 
 static void emit_open_once(struct conn *c)
 {
+	int err;
+
 	if (c->open_emitted)
 		return;
 	c->open_emitted = true;
-	session_emit_open(c->w->agent->audit, &c->sess);
+	err = session_emit_open(c->w->agent->audit, &c->sess);
+	if (err < 0 && !c->audit_err)
+		c->audit_err = err;
+}
+
+/* Why a connection whose event could not be stored is closed. */
+static const char *audit_failure(const struct conn *c)
+{
+	return c->audit_err == -ENOBUFS ? AUDIT_FULL_CLOSED
+	       : "dbward: an audit event could not be recorded: connection closed so that "
+		 "nothing runs unrecorded";
 }
 
 static void close_endpoint(struct worker *w, struct endpoint *ep)
@@ -427,10 +441,16 @@ static enum track_verdict judge(struct conn *c, const char **rule)
 	return TRACK_ALLOW;
 }
 
+#define SPOOL_FULL_RULE "spool_full"
+
 /* Puts the stand-in Query for a denied statement in place of @msg. */
-static enum pg_frame_verdict stand_in(struct conn *c, const char *rule)
+static enum pg_frame_verdict stand_in(struct conn *c, const char *rule, bool spool_full)
 {
-	size_t len = pg_build_denial_query(c->standin, sizeof(c->standin), rule);
+	size_t len = spool_full ? pg_build_refusal_query(c->standin, sizeof(c->standin),
+							 AUDIT_FULL_SQLSTATE, AUDIT_FULL_STATEMENT,
+							 "The statement did not reach the database. "
+							 "See the dbward agent log.")
+				: pg_build_denial_query(c->standin, sizeof(c->standin), rule);
 
 	if (!len) {
 		c->up.error = "internal: denial does not fit";
@@ -447,33 +467,44 @@ static enum pg_frame_verdict frontend_message(void *ctx, uint8_t *msg, size_t ha
 	struct conn *c = ctx;
 	enum track_verdict verdict;
 	const char *rule;
+	bool full;
 
 	(void)new_total;
 	if (c->track.discarding) {
 		/* The server would skip to Sync after the failed Parse. */
 		char denied_by[64];
+		bool was_full = c->refused_full;
 
 		if (msg[0] != 'S')
 			return PG_FRAME_DROP;
 		snprintf(denied_by, sizeof(denied_by), "%s",
 			 c->track.denied_rule ? c->track.denied_rule : "default");
+		c->refused_full = false;
 		if (track_denied_sync(&c->track, c->now_ns) < 0)
 			goto fail;
-		return stand_in(c, denied_by);
+		return stand_in(c, denied_by, was_full);
 	}
 	if (track_frontend(&c->track, msg, have, total, c->now_ns) < 0)
 		goto fail;
 	if (msg[0] != 'Q' && msg[0] != 'P')
 		return PG_FRAME_FORWARD;
-	verdict = judge(c, &rule);
+	/* Nothing may run that the audit trail cannot take. */
+	full = !audit_accepting(c->w->agent->audit);
+	if (full) {
+		verdict = TRACK_DENY;
+		rule = SPOOL_FULL_RULE;
+	} else {
+		verdict = judge(c, &rule);
+	}
 	if (track_set_verdict(&c->track, verdict, rule) < 0)
 		goto fail;
 	if (verdict != TRACK_DENY)
 		return PG_FRAME_FORWARD;
 	if (msg[0] == 'Q')
-		return stand_in(c, rule);
+		return stand_in(c, rule, full);
 	if (track_deny_parse(&c->track, rule) < 0)
 		goto fail;
+	c->refused_full = full;
 	return PG_FRAME_DROP;
 fail:
 	c->up.error = c->track.error;
@@ -504,14 +535,21 @@ static enum pg_frame_verdict backend_message(void *ctx, uint8_t *msg, size_t hav
 		c->down.error = c->track.error;
 		return PG_FRAME_ERROR;
 	}
+	/* The answer of a statement the audit trail lost never reaches the client. */
+	if (c->audit_err) {
+		c->down.error = audit_failure(c);
+		return PG_FRAME_ERROR;
+	}
 	return PG_FRAME_FORWARD;
 }
 
 static void report_statement(void *ctx, const struct track_result *r)
 {
 	struct conn *c = ctx;
+	int err = session_emit_statement(c->w->agent->audit, &c->sess, r);
 
-	session_emit_statement(c->w->agent->audit, &c->sess, r);
+	if (err < 0 && !c->audit_err)
+		c->audit_err = err;
 }
 
 static const struct pg_frame_ops frontend_ops = {
@@ -541,6 +579,10 @@ static int relay(struct conn *c, struct endpoint *src, struct endpoint *dst, str
 		err = pg_frame_scan(f, ops, c, &c->w->bufs);
 		if (err == -ENOMEM) {
 			conn_finish(c, "out of memory");
+			return -1;
+		}
+		if (err < 0 && c->audit_err) {
+			conn_reject(c, AUDIT_FULL_SQLSTATE, audit_failure(c));
 			return -1;
 		}
 		if (err < 0) {
@@ -709,6 +751,10 @@ static bool start_session(struct conn *c)
 	if (c->startup.kind == PG_STARTUP_CANCEL)
 		c->sess.cancel_request = true;
 	emit_open_once(c);
+	if (c->audit_err) {
+		conn_reject(c, AUDIT_FULL_SQLSTATE, audit_failure(c));
+		return true;
+	}
 	set_state(c, CONN_SESSION);
 	if (pg_frame_scan(&c->up, &frontend_ops, c, &c->w->bufs) < 0) {
 		conn_reject(c, "08P01", c->up.error ? c->up.error : "out of memory");
@@ -755,6 +801,11 @@ static bool step_read_startup(struct conn *c)
 		c->sess.db_user = copy_str(st->user);
 		c->sess.database = copy_str(st->database);
 		c->sess.application_name = copy_str(st->application_name);
+		/* A CancelRequest still goes: it only stops what already runs. */
+		if (!audit_accepting(c->w->agent->audit)) {
+			conn_reject(c, AUDIT_FULL_SQLSTATE, AUDIT_FULL_CONNECTION);
+			return true;
+		}
 	}
 	err = connect_upstream(c);
 	if (err < 0) {

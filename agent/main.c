@@ -20,12 +20,15 @@
 #include "agent/config.h"
 #include "agent/intercept.h"
 #include "agent/policy.h"
+#include "agent/shipper.h"
 #include "agent/sql.h"
 #include "agent/worker.h"
 #include "common/clock.h"
 #include "common/log.h"
 
 #define DBWARD_VERSION "0.1.0"
+/* At SIGTERM, how long the shipper may try to empty the spool. */
+#define SHIPPER_DRAIN_MS 2000
 
 struct options {
 	const char *config_path;
@@ -300,11 +303,46 @@ static int serve(struct agent *agent, const sigset_t *signals, const char *confi
 		}
 		if (sig == SIGHUP)
 			reload(agent, config_path);
+		/* A spool full because of the filesystem may have room again
+		 * without any ack (no collector, or one that is caught up). */
+		audit_retry(agent->audit);
 		if (workers_alive(agent))
 			intercept_heartbeat(agent->intercept);
 		else
 			log_warn("an event loop is stuck; withholding the heartbeat");
 	}
+}
+
+/* The spool, the file sink and the shipper, before any connection. */
+static int start_audit(struct agent *agent)
+{
+	const struct agent_config *cfg = agent->cfg;
+	struct audit_opts opts = {
+		.agent_id = cfg->agent_id, .file = cfg->audit_file, .spool_dir = cfg->spool,
+		.spool_max_bytes = cfg->spool_max_bytes,
+	};
+	struct shipper_opts ship = {
+		.address = cfg->collector_address, .tls = agent->collector_tls,
+		.mark = cfg->upstream_mark, .batch_max_events = cfg->collector_batch_max_events,
+		.batch_ms = cfg->collector_batch_ms, .fsync_ms = cfg->spool_fsync_ms,
+	};
+	char err[AUDIT_ERR_LEN];
+	int res;
+
+	if (!cfg->audit_file && !cfg->spool)
+		return 0;
+	if ((res = audit_open(&opts, &agent->audit, err, sizeof(err))) < 0) {
+		log_error("%s", err);
+		return res;
+	}
+	if (!cfg->spool)
+		log_info("audit: no spool configured: events go to %s only and are not durable",
+			 cfg->audit_file);
+	if (!cfg->collector_address)
+		return 0;
+	if ((res = shipper_start(&ship, agent->audit, &agent->shipper)) < 0)
+		log_error("audit: starting the shipper: %s", strerror(-res));
+	return res;
 }
 
 static void log_ready(const struct agent *agent)
@@ -366,10 +404,8 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (cfg.audit_file && (err = audit_open(cfg.audit_file, &agent.audit)) < 0) {
-		log_error("audit.file %s: %s", cfg.audit_file, strerror(-err));
+	if ((err = start_audit(&agent)) < 0)
 		goto out;
-	}
 	/* Listen first: the programs must never redirect to a closed port. */
 	if ((err = start_workers(&agent)) < 0)
 		goto out;
@@ -387,6 +423,8 @@ out:
 	stop_workers(&agent);
 	/* After a failed start, pinned links stay: fail-closed must hold. */
 	intercept_stop(agent.intercept, false);
+	/* The loops are gone, their close events recorded: ship, then close. */
+	shipper_stop(agent.shipper, SHIPPER_DRAIN_MS);
 	audit_close(agent.audit);
 	policy_free(agent.policy);
 	agent_tls_close(&agent);

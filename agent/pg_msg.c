@@ -271,6 +271,28 @@ size_t pg_build_denial_query(uint8_t *buf, size_t cap, const char *rule)
 	return PG_MSG_HEADER_LEN + (size_t)n + 1;
 }
 
+size_t pg_build_refusal_query(uint8_t *buf, size_t cap, const char *sqlstate, const char *message,
+			      const char *detail)
+{
+	char msg_text[256], detail_text[256];
+	int n;
+
+	if (strlen(sqlstate) != 5 || sqlstate[strspn(sqlstate, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")])
+		return 0;
+	safe_name(msg_text, sizeof(msg_text), message);
+	safe_name(detail_text, sizeof(detail_text), detail);
+	if (cap < PG_MSG_HEADER_LEN)
+		return 0;
+	n = snprintf((char *)buf + PG_MSG_HEADER_LEN, cap - PG_MSG_HEADER_LEN,
+		     "DO $dbward$BEGIN RAISE EXCEPTION USING ERRCODE = '%s', MESSAGE = '%s', "
+		     "DETAIL = '%s'; END$dbward$", sqlstate, msg_text, detail_text);
+	if (n < 0 || (size_t)n + 1 > cap - PG_MSG_HEADER_LEN)
+		return 0;
+	buf[0] = 'Q';
+	put_be32(buf + 1, (uint32_t)(4 + n + 1));
+	return PG_MSG_HEADER_LEN + (size_t)n + 1;
+}
+
 size_t pg_sasl_strip_plus(uint8_t *msg, size_t total)
 {
 	static const char plus[] = "SCRAM-SHA-256-PLUS";

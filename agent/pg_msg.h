@@ -68,6 +68,15 @@ size_t pg_build_ready(uint8_t *buf, size_t cap, char status);
 size_t pg_build_denial_query(uint8_t *buf, size_t cap, const char *rule);
 
 /*
+ * The same kind of stand-in for a statement the agent itself refuses (the
+ * audit spool is full): the server fails it with @sqlstate (five digits or
+ * capitals) and @message. Text is reduced as for rule names. Returns the
+ * message length, or 0 when it does not fit or @sqlstate is malformed.
+ */
+size_t pg_build_refusal_query(uint8_t *buf, size_t cap, const char *sqlstate, const char *message,
+			      const char *detail);
+
+/*
  * Removes every field of type @code from a whole ErrorResponse or
  * NoticeResponse and fixes the length. Returns the new total length
  * (unchanged when absent or malformed).

@@ -12,7 +12,6 @@
 #include "agent/audit.h"
 #include "agent/track.h"
 #include "common/clock.h"
-#include "common/json.h"
 #include "common/log.h"
 
 static uint64_t id_prefix;
@@ -47,161 +46,173 @@ void session_release(struct session *s)
 	s->db_user = s->database = s->application_name = NULL;
 }
 
-static void put_timestamp(struct jsonbuf *jb)
+/* protobuf-c reads strings as char *; it never writes through them. */
+static char *str(const char *p)
 {
-	char ts[CLOCK_RFC3339_LEN];
-
-	clock_rfc3339_now(ts, 6);
-	jsonbuf_str(jb, "ts", ts);
+	return (char *)(p ? p : "");
 }
 
-static void put_addr(struct jsonbuf *jb, const char *key, const struct netaddr *a)
+static char *str_empty_as_unset(const char *p)
 {
-	char text[NETADDR_STRLEN];
-
-	netaddr_format(a, text, sizeof(text));
-	jsonbuf_str(jb, key, text);
+	return str(p && p[0] ? p : NULL);
 }
 
-static void put_empty_as_null(struct jsonbuf *jb, const char *key, const char *value)
+/* Who opened the connection, as the kernel recorded it and /proc told. */
+static void fill_identity(Dbward__V1__Identity *id, const struct identity *w)
 {
-	jsonbuf_str(jb, key, value && value[0] ? value : NULL);
+	id->pid = w->pid;
+	id->tid = w->tid;
+	id->uid = w->uid;
+	id->gid = w->gid;
+	id->comm = str(w->comm);	/* NUL-terminated when attributed */
+	id->exe = str(w->exe);
+	id->user = str(w->user);
+	id->cgroup_path = str(w->cgroup_path);
+	id->cgroup_id = w->cgroup_id;
+	id->container_id = str_empty_as_unset(w->ids.container_id);
+	id->pod_uid = str_empty_as_unset(w->ids.pod_uid);
+	id->container_runtime = str(w->ids.runtime);
+	id->netns_cookie = w->netns_cookie;
 }
 
-/* The fields both kinds carry: the session and who opened it. */
-/* Every event starts alike: what, when, which session. */
-static void put_header(struct jsonbuf *jb, const char *kind, const struct session *s)
-{
-	jsonbuf_begin(jb);
-	jsonbuf_str(jb, "kind", kind);
-	put_timestamp(jb);
-	jsonbuf_str(jb, "session_id", s->id);
-}
+/* What every event of the connection carries; the strings stay @s's. */
+struct session_view {
+	Dbward__V1__Session session;
+	Dbward__V1__Identity identity;
+	char client[NETADDR_STRLEN];
+	char server[NETADDR_STRLEN];
+};
 
-/* What the startup packet asked for. */
-static void put_startup(struct jsonbuf *jb, const struct session *s)
+static void fill_session(struct session_view *v, const struct session *s)
 {
-	jsonbuf_str(jb, "db_user", s->db_user);
-	jsonbuf_str(jb, "database", s->database);
-	jsonbuf_str(jb, "application_name", s->application_name);
-}
-
-static void put_common(struct jsonbuf *jb, const char *kind, const struct session *s)
-{
-	const struct identity *w = &s->who;
-
-	put_header(jb, kind, s);
+	dbward__v1__session__init(&v->session);
+	dbward__v1__identity__init(&v->identity);
+	v->session.session_id = str(s->id);
+	netaddr_format(&s->client, v->client, sizeof(v->client));
+	v->session.client = v->client;
 	if (s->attributed) {
-		jsonbuf_u64(jb, "pid", w->pid);
-		jsonbuf_u64(jb, "tid", w->tid);
-		jsonbuf_u64(jb, "uid", w->uid);
-		jsonbuf_u64(jb, "gid", w->gid);
-		jsonbuf_strn(jb, "comm", w->comm, strnlen(w->comm, sizeof(w->comm)));
-		jsonbuf_str(jb, "exe", w->exe);
-		jsonbuf_str(jb, "user", w->user);
-		jsonbuf_str(jb, "cgroup_path", w->cgroup_path);
-		jsonbuf_u64(jb, "cgroup_id", w->cgroup_id);
-		put_empty_as_null(jb, "container_id", w->ids.container_id);
-		put_empty_as_null(jb, "pod_uid", w->ids.pod_uid);
-		jsonbuf_str(jb, "container_runtime", w->ids.runtime);
-		jsonbuf_u64(jb, "netns_cookie", w->netns_cookie);
-		put_addr(jb, "server", &s->server);
-	} else {
-		jsonbuf_null(jb, "pid");
-		jsonbuf_null(jb, "server");
+		fill_identity(&v->identity, &s->who);
+		v->session.identity = &v->identity;
+		netaddr_format(&s->server, v->server, sizeof(v->server));
+		v->session.server = v->server;
 	}
-	put_addr(jb, "client", &s->client);
-	put_startup(jb, s);
-	jsonbuf_bool(jb, "encrypted", s->encrypted);
-	if (s->cancel_request)
-		jsonbuf_bool(jb, "cancel_request", true);
-}
-
-static int submit(struct audit *audit, struct jsonbuf *jb)
-{
-	int err = jsonbuf_finish(jb);
-
-	if (!err)
-		err = audit_submit(audit, jb->data, jb->len);
-	if (err)
-		log_error("audit: cannot record an event: %s", strerror(-err));
-	jsonbuf_release(jb);
-	return err;
+	v->session.db_user = str(s->db_user);
+	v->session.database = str(s->database);
+	v->session.application_name = str(s->application_name);
+	v->session.encrypted = s->encrypted;
 }
 
 int session_emit_open(struct audit *audit, const struct session *s)
 {
-	struct jsonbuf jb;
+	Dbward__V1__Event ev = DBWARD__V1__EVENT__INIT;
+	Dbward__V1__ConnectionOpen open = DBWARD__V1__CONNECTION_OPEN__INIT;
+	struct session_view v;
 
 	if (!audit)
 		return 0;
-	jsonbuf_init(&jb);
-	put_common(&jb, "connection_open", s);
-	return submit(audit, &jb);
+	fill_session(&v, s);
+	open.cancel_request = s->cancel_request;
+	ev.session = &v.session;
+	ev.body_case = DBWARD__V1__EVENT__BODY_CONNECTION_OPEN;
+	ev.connection_open = &open;
+	return audit_record(audit, &ev);
 }
 
 int session_emit_close(struct audit *audit, const struct session *s)
 {
-	struct jsonbuf jb;
+	Dbward__V1__Event ev = DBWARD__V1__EVENT__INIT;
+	Dbward__V1__ConnectionClose close = DBWARD__V1__CONNECTION_CLOSE__INIT;
+	struct session_view v;
 
 	if (!audit)
 		return 0;
-	jsonbuf_init(&jb);
-	put_common(&jb, "connection_close", s);
-	jsonbuf_u64(&jb, "client_bytes", s->client_bytes);
-	jsonbuf_u64(&jb, "server_bytes", s->server_bytes);
-	jsonbuf_u64(&jb, "duration_us", (clock_monotonic_ns() - s->start_ns) / 1000);
-	jsonbuf_str(&jb, "error", s->error);
-	return submit(audit, &jb);
+	fill_session(&v, s);
+	close.client_bytes = s->client_bytes;
+	close.server_bytes = s->server_bytes;
+	close.duration_us = (clock_monotonic_ns() - s->start_ns) / 1000;
+	close.error = str(s->error);
+	close.cancel_request = s->cancel_request;
+	ev.session = &v.session;
+	ev.body_case = DBWARD__V1__EVENT__BODY_CONNECTION_CLOSE;
+	ev.connection_close = &close;
+	return audit_record(audit, &ev);
 }
 
-/* Who and where, compactly: enough to filter statements without a join. */
-static void put_statement_identity(struct jsonbuf *jb, const struct session *s)
+/* Longest prefix of @p (at most @max bytes) that does not split a UTF-8
+ * sequence. */
+static size_t utf8_cut(const char *p, size_t len, size_t max)
 {
-	const struct identity *w = &s->who;
+	size_t n = len;
 
-	put_header(jb, "statement", s);
-	if (s->attributed) {
-		jsonbuf_u64(jb, "pid", w->pid);
-		jsonbuf_strn(jb, "comm", w->comm, strnlen(w->comm, sizeof(w->comm)));
-		jsonbuf_u64(jb, "uid", w->uid);
-		jsonbuf_str(jb, "user", w->user);
-		put_empty_as_null(jb, "container_id", w->ids.container_id);
-		put_empty_as_null(jb, "pod_uid", w->ids.pod_uid);
-	}
-	put_startup(jb, s);
+	if (n <= max)
+		return n;
+	n = max;
+	while (n > 0 && ((unsigned char)p[n] & 0xc0) == 0x80)
+		n--;
+	return n;
+}
+
+/*
+ * The statement's own text as a C string. It is a span of a NUL-terminated
+ * text: used in place when it ends that text, copied otherwise (into
+ * @small, or *@heap which the caller frees).
+ */
+static char *statement_sql(const struct track_result *r, char *small, size_t small_len,
+			   char **heap)
+{
+	size_t n;
+
+	*heap = NULL;
+	if (!r->sql)
+		return str(NULL);
+	n = utf8_cut(r->sql, r->sql_len, SESSION_SQL_MAX);
+	if (n == r->sql_len && r->sql[n] == '\0')
+		return (char *)r->sql;
+	if (n >= small_len && !(*heap = malloc(n + 1)))
+		n = utf8_cut(r->sql, n, small_len - 1);		/* better cut than lost */
+	memcpy(*heap ? *heap : small, r->sql, n);
+	(*heap ? *heap : small)[n] = '\0';
+	return *heap ? *heap : small;
 }
 
 int session_emit_statement(struct audit *audit, const struct session *s,
 			   const struct track_result *r)
 {
 	const struct sql_statement *st = track_result_statement(r);
-	struct jsonbuf jb;
+	Dbward__V1__Event ev = DBWARD__V1__EVENT__INIT;
+	Dbward__V1__Statement body = DBWARD__V1__STATEMENT__INIT;
+	struct session_view v;
+	char small[1024], *heap;
+	int err;
 
 	if (!audit)
 		return 0;
-	jsonbuf_init(&jb);
-	put_statement_identity(&jb, s);
-	jsonbuf_strn(&jb, "sql", r->sql, r->sql_len);
-	jsonbuf_str(&jb, "fingerprint", st && st->fingerprint[0] ? st->fingerprint : NULL);
-	jsonbuf_str(&jb, "statement_kind", st ? sql_kind_name(st->kind) : NULL);
-	jsonbuf_str_array(&jb, "tables", st ? st->tables : NULL, st ? st->n_tables : 0);
-	jsonbuf_str_array(&jb, "functions", st ? st->functions : NULL, st ? st->n_functions : 0);
-	jsonbuf_u64(&jb, "param_count", st && st->param_count > 0 ? (uint64_t)st->param_count : 0);
-	jsonbuf_bool(&jb, "extended", r->extended);
-	jsonbuf_u64(&jb, "duration_us", r->duration_ns / 1000);
-	if (r->rows >= 0)
-		jsonbuf_i64(&jb, "rows", r->rows);
-	else
-		jsonbuf_null(&jb, "rows");
-	jsonbuf_u64(&jb, "client_bytes", r->client_bytes);
-	jsonbuf_u64(&jb, "server_bytes", r->server_bytes);
-	jsonbuf_str(&jb, "sqlstate", r->sqlstate[0] ? r->sqlstate : NULL);
-	jsonbuf_str(&jb, "verdict", track_verdict_name(r->verdict));
-	jsonbuf_str(&jb, "rule", r->rule);
-	if (!r->finished)
-		jsonbuf_bool(&jb, "finished", false);
+	fill_session(&v, s);
+	body.sql = statement_sql(r, small, sizeof(small), &heap);
+	body.fingerprint = str_empty_as_unset(st ? st->fingerprint : NULL);
+	body.statement_kind = str(st ? sql_kind_name(st->kind) : NULL);
+	if (st) {
+		body.tables = st->tables;
+		body.n_tables = st->n_tables;
+		body.functions = st->functions;
+		body.n_functions = st->n_functions;
+		body.param_count = st->param_count > 0 ? (uint32_t)st->param_count : 0;
+	}
+	body.extended = r->extended;
+	body.duration_us = r->duration_ns / 1000;
+	body.rows = r->rows >= 0 ? r->rows : -1;
+	body.client_bytes = r->client_bytes;
+	body.server_bytes = r->server_bytes;
+	body.sqlstate = str(r->sqlstate);
+	body.verdict = str(track_verdict_name(r->verdict));
+	body.rule = str(r->rule);
+	body.finished = r->finished;
 	if (r->text && !r->text->parse.ok)
-		jsonbuf_str(&jb, "parse_error", r->text->parse.error);
-	return submit(audit, &jb);
+		body.parse_error = str(r->text->parse.error);
+	ev.session = &v.session;
+	ev.body_case = DBWARD__V1__EVENT__BODY_STATEMENT;
+	ev.statement = &body;
+	err = audit_record(audit, &ev);
+	free(heap);
+	return err;
 }

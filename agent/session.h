@@ -12,6 +12,9 @@
 #include "common/netaddr.h"
 
 #define SESSION_ID_LEN 32	/* hex digits */
+/* A statement's text in its event is cut here (at a UTF-8 boundary), so
+ * that every event fits a spool record and a collector batch. */
+#define SESSION_SQL_MAX (4u << 20)
 
 struct session {
 	char id[SESSION_ID_LEN + 1];
@@ -36,7 +39,11 @@ void session_release(struct session *s);
 
 struct audit;
 struct track_result;
-/* Formats and submits connection_open / connection_close / statement. */
+/*
+ * Builds a connection_open / connection_close / statement event pointing
+ * at @s's strings and hands it to audit_record(): 0, or audit_record()'s
+ * error, on which the caller closes the connection. NULL @audit: nothing.
+ */
 int session_emit_open(struct audit *audit, const struct session *s);
 int session_emit_close(struct audit *audit, const struct session *s);
 int session_emit_statement(struct audit *audit, const struct session *s,

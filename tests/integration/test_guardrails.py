@@ -80,7 +80,8 @@ def test_allowed_statements_still_run(pg, guarded, test_cgroup, run_in_cgroup):
                app)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "2"
-    events = [e for e in guarded.audit_events("statement") if e.get("application_name") == app]
+    events = guarded.wait_for_events(lambda e: e.get("application_name") == app, 3,
+                                     kind="statement")
     assert [e["verdict"] for e in events] == ["allow", "allow", "allow"]
 
 

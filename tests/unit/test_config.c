@@ -106,12 +106,33 @@ Test(config, full_file_sets_every_field)
 		"      cidr: 10.0.0.0/8\n"
 		"    - port: 6432\n"
 		"audit:\n"
-		"  file: /var/log/dbward/audit.jsonl\n";
+		"  file: /var/log/dbward/audit.jsonl\n"
+		"agent_id: node-7.example\n"
+		"collector:\n"
+		"  address: collector.example:7443\n"
+		"  cert: /etc/dbward/agent.crt\n"
+		"  key: /etc/dbward/agent.key\n"
+		"  ca: /etc/dbward/ca.crt\n"
+		"  batch_max_events: 500\n"
+		"  batch_ms: 50\n"
+		"spool: /var/lib/dbward/spool\n"
+		"spool_max_bytes: 17179869184\n"
+		"spool_fsync_ms: 250\n";
 	struct agent_config cfg;
 	char err[CONFIG_ERR_LEN] = "";
 	struct netaddr want;
 
 	cr_assert_eq(load(yaml, &cfg, err), 0, "%s", err);
+	cr_assert_str_eq(cfg.agent_id, "node-7.example");
+	cr_assert_str_eq(cfg.collector_address, "collector.example:7443");
+	cr_assert_str_eq(cfg.collector_cert, "/etc/dbward/agent.crt");
+	cr_assert_str_eq(cfg.collector_key, "/etc/dbward/agent.key");
+	cr_assert_str_eq(cfg.collector_ca, "/etc/dbward/ca.crt");
+	cr_assert_eq(cfg.collector_batch_max_events, 500);
+	cr_assert_eq(cfg.collector_batch_ms, 50);
+	cr_assert_str_eq(cfg.spool, "/var/lib/dbward/spool");
+	cr_assert_eq(cfg.spool_max_bytes, 17179869184ull);
+	cr_assert_eq(cfg.spool_fsync_ms, 250);
 	v4(&want, "127.0.0.2", 16432);
 	assert_addr_eq(&cfg.listen, &want);
 	cr_assert(cfg.has_listen6);
@@ -163,6 +184,18 @@ Test(config, minimal_file_gets_every_default)
 	cr_assert_eq(cfg.targets[0].port, 5432);
 	cr_assert_not(cfg.targets[0].has_cidr);
 	cr_assert_null(cfg.audit_file);
+	{
+		char host[256] = "";
+
+		gethostname(host, sizeof(host));
+		cr_assert_str_eq(cfg.agent_id, host, "agent_id defaults to the host name");
+	}
+	cr_assert_null(cfg.collector_address);
+	cr_assert_eq(cfg.collector_batch_max_events, 1000);
+	cr_assert_eq(cfg.collector_batch_ms, 200);
+	cr_assert_null(cfg.spool);
+	cr_assert_eq(cfg.spool_max_bytes, 1ull << 30);
+	cr_assert_eq(cfg.spool_fsync_ms, 1000);
 	config_free(&cfg);
 }
 
@@ -689,6 +722,115 @@ Test(config, relative_pin_dir_is_refused)
 Test(config, relative_audit_file_is_refused)
 {
 	assert_refused("audit:\n  file: audit.jsonl\n", 2, "audit.file must be an absolute path");
+}
+
+/* --- the collector and the spool ----------------------------------------------- */
+
+#define TARGETS "intercept: {cgroup: /cg, targets: [{port: 5432}]}\n"
+#define COLLECTOR "collector:\n" \
+		  "  address: 10.0.0.9:7443\n" \
+		  "  cert: /etc/dbward/agent.crt\n" \
+		  "  key: /etc/dbward/agent.key\n" \
+		  "  ca: /etc/dbward/ca.crt\n"
+
+Test(config, collector_with_spool_loads)
+{
+	struct agent_config cfg;
+	char err[CONFIG_ERR_LEN] = "";
+	const char *yaml = TARGETS COLLECTOR "spool: /var/lib/dbward/spool\n";
+
+	cr_assert_eq(load(yaml, &cfg, err), 0, "%s", err);
+	cr_assert_str_eq(cfg.collector_address, "10.0.0.9:7443");
+	cr_assert_str_eq(cfg.spool, "/var/lib/dbward/spool");
+	config_free(&cfg);
+}
+
+Test(config, collector_without_spool_is_refused)
+{
+	assert_refused(TARGETS COLLECTOR, 2, "collector needs spool: events wait there until the "
+		       "collector acknowledges them");
+}
+
+Test(config, collector_needs_all_four_keys)
+{
+	assert_refused(TARGETS "spool: /s\n"
+		       "collector:\n"
+		       "  address: 10.0.0.9:7443\n"
+		       "  cert: /a.crt\n"
+		       "  key: /a.key\n", 3, "collector needs address, cert, key and ca: 'ca' is missing");
+	assert_refused(TARGETS "spool: /s\n"
+		       "collector: {cert: /a.crt, key: /a.key, ca: /ca.crt}\n", 3, "'address' is missing");
+}
+
+Test(config, empty_collector_section_means_no_collector)
+{
+	struct agent_config cfg;
+	char err[CONFIG_ERR_LEN] = "";
+
+	cr_assert_eq(load(TARGETS "collector:\n", &cfg, err), 0, "%s", err);
+	cr_assert_null(cfg.collector_address);
+	config_free(&cfg);
+}
+
+Test(config, spool_without_collector_is_accepted)
+{
+	struct agent_config cfg;
+	char err[CONFIG_ERR_LEN] = "";
+
+	cr_assert_eq(load(TARGETS "spool: /var/lib/dbward/spool\n", &cfg, err), 0, "%s", err);
+	cr_assert_str_eq(cfg.spool, "/var/lib/dbward/spool");
+	config_free(&cfg);
+}
+
+Test(config, collector_address_must_be_host_and_port)
+{
+	static const char *const bad[] = {
+		"10.0.0.9", "10.0.0.9:", "10.0.0.9:0", "10.0.0.9:65536", ":7443", "::1:7443",
+		"[::1]7443", "host name:7443", "10.0.0.9:74x3",
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char yaml[512];
+
+		snprintf(yaml, sizeof(yaml), TARGETS "spool: /s\ncollector:\n  address: \"%s\"\n"
+			 "  cert: /a\n  key: /b\n  ca: /c\n", bad[i]);
+		assert_refused(yaml, 4, "is not host:port");
+	}
+}
+
+Test(config, collector_address_forms_parse)
+{
+	char host[CONFIG_HOST_LEN];
+	uint16_t port;
+
+	cr_assert_eq(config_parse_host_port("collector.example:7443", host, &port), 0);
+	cr_assert_str_eq(host, "collector.example");
+	cr_assert_eq(port, 7443);
+	cr_assert_eq(config_parse_host_port("[fd00::9]:1", host, &port), 0);
+	cr_assert_str_eq(host, "fd00::9");
+	cr_assert_eq(port, 1);
+	cr_assert_eq(config_parse_host_port("127.0.0.1:65535", host, &port), 0);
+	cr_assert_str_eq(host, "127.0.0.1");
+}
+
+Test(config, relative_collector_files_and_spool_are_refused)
+{
+	assert_refused(TARGETS "spool: var/spool\n", 2, "spool must be an absolute path");
+	assert_refused(TARGETS "collector: {ca: ca.crt}\n", 2, "collector.ca must be an absolute path");
+}
+
+Test(config, agent_id_must_be_printable_without_spaces)
+{
+	assert_refused("agent_id: \"node 7\"\n" TARGETS, 1, "agent_id must be 1..128 printable");
+	assert_refused("agent_id: \"n\\u00e9\"\n" TARGETS, 1, "agent_id must be 1..128 printable");
+}
+
+Test(config, spool_limits_are_checked)
+{
+	assert_refused(TARGETS "spool_max_bytes: 1048576\n", 2, "out of range");
+	assert_refused(TARGETS "spool_fsync_ms: 0\n", 2, "out of range");
+	assert_refused(TARGETS "collector: {batch_max_events: 0}\n", 2, "out of range");
+	assert_refused(TARGETS "collector: {batch_ms: 60001}\n", 2, "out of range");
 }
 
 /* --- API contract --------------------------------------------------------------- */
