@@ -31,8 +31,9 @@ COMMON_LIBS := -lprotobuf-c -lzstd -ljansson -lyaml -lssl -lcrypto -lz -lpthread
 AGENT_LIBS := -lbpf -lelf -lyaml -lprotobuf-c -lpg_query $(COMMON_LIBS)
 COLLECTOR_LIBS := -lyaml -lsqlite3 -lpq -lmicrohttpd $(COMMON_LIBS)
 CLI_LIBS := -lcurl $(COMMON_LIBS)
-UNIT_LIBS := -lbpf -lelf -lyaml -lprotobuf-c -lpg_query -lsqlite3 -lpq -lmicrohttpd -lcurl \
-	     $(COMMON_LIBS) -lcriterion
+BENCH_LIBS := -lbpf -lelf -lyaml -lprotobuf-c -lpg_query -lsqlite3 -lpq -lmicrohttpd -lcurl \
+	      $(COMMON_LIBS)
+UNIT_LIBS := $(BENCH_LIBS) -lcriterion
 
 ifeq ($(SANITIZE),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -44,6 +45,9 @@ AGENT_SRCS := $(filter-out agent/main.c,$(wildcard agent/*.c))
 COLLECTOR_SRCS := $(filter-out collector/main.c,$(wildcard collector/*.c))
 CLI_SRCS := $(filter-out cli/main.c,$(wildcard cli/*.c))
 UNIT_SRCS := $(wildcard tests/unit/*.c)
+# Each tests/bench/NAME.c is a benchmark program: build/bin/bench-NAME.
+BENCH_SRCS := $(wildcard tests/bench/*.c)
+BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BIN)/bench-%)
 
 # The audit schema, compiled by protoc-c into the build folder.
 PROTO_SRC := proto/dbward/v1/audit.proto
@@ -114,6 +118,9 @@ $(BIN)/dbward: $(OBJ)/cli/main.o $(CLI_OBJS) $(COMMON_OBJS) | $(BIN)
 $(BIN)/unit-tests: $(UNIT_OBJS) $(AGENT_OBJS) $(COLLECTOR_OBJS) $(CLI_OBJS) $(COMMON_OBJS) | $(BIN)
 	$(CC) $(LDFLAGS) $^ $(UNIT_LIBS) -o $@
 
+$(BIN)/bench-%: $(OBJ)/tests/bench/%.o $(AGENT_OBJS) $(COLLECTOR_OBJS) $(COMMON_OBJS) | $(BIN)
+	$(CC) $(LDFLAGS) $^ $(BENCH_LIBS) -o $@
+
 asan:
 	$(MAKE) BUILD=build/asan SANITIZE=1 build/asan/bin/dbward-agent \
 		build/asan/bin/dbward-collector build/asan/bin/dbward build/asan/bin/unit-tests
@@ -145,8 +152,8 @@ integration-test: all asan
 demo: all
 	./scripts/demo.sh $(abspath $(BIN))
 
-bench: all
-	$(PYTHON) tests/bench/run.py --agent $(abspath $(BIN)/dbward-agent)
+bench: all $(BENCH_BINS)
+	$(PYTHON) tests/bench/run.py --bin $(abspath $(BIN))
 
 clean:
 	rm -rf $(BUILD)

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "agent/agent.h"
 #include "common/tls.h"
@@ -17,6 +18,27 @@ static enum tls_verify verify_of(enum config_upstream_tls mode)
 	default:
 		return TLS_VERIFY_NONE;	/* prefer, require: encrypt only, like libpq */
 	}
+}
+
+/* The collector knows an agent by its certificate's name and refuses
+ * events that claim another: say so now rather than at every batch. */
+static int check_collector_name(const struct agent_config *cfg, char *err, size_t errlen)
+{
+	char cn[256];
+	int rc = tls_cert_file_cn(cfg->collector_cert, cn, sizeof(cn));
+
+	if (rc < 0) {
+		snprintf(err, errlen, "collector.cert %s: no usable subject common name (%s): "
+			 "the collector names agents by it", cfg->collector_cert, strerror(-rc));
+		return -1;
+	}
+	if (strcmp(cn, cfg->agent_id) != 0) {
+		snprintf(err, errlen, "agent_id '%s' is not the name in collector.cert ('%s'): the "
+			 "collector would refuse every batch; set agent_id: %s, or issue a "
+			 "certificate for %s", cfg->agent_id, cn, cn, cfg->agent_id);
+		return -1;
+	}
+	return 0;
 }
 
 int agent_tls_open(struct agent *agent, char *err, size_t errlen)
@@ -49,7 +71,8 @@ int agent_tls_open(struct agent *agent, char *err, size_t errlen)
 			.cert_file = cfg->collector_cert, .key_file = cfg->collector_key,
 		};
 
-		if (tls_ctx_new_client(&opts, &agent->collector_tls, err, errlen) < 0)
+		if (tls_ctx_new_client(&opts, &agent->collector_tls, err, errlen) < 0 ||
+		    check_collector_name(cfg, err, errlen) < 0)
 			return -1;
 	}
 	return 0;

@@ -11,6 +11,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -724,9 +725,9 @@ bool tls_peer_verified(const struct tls_conn *c)
 	       SSL_get0_peer_certificate(c->ssl) && SSL_get_verify_result(c->ssl) == X509_V_OK;
 }
 
-int tls_peer_subject_cn(const struct tls_conn *c, char *buf, size_t len)
+/* The one CN of @cert, printable ASCII only: never guess an identity. */
+static int cert_subject_cn(X509 *cert, char *buf, size_t len)
 {
-	X509 *cert = SSL_get0_peer_certificate(c->ssl);
 	const X509_NAME *name;
 	unsigned char *utf8 = NULL;
 	int idx, n, rc = 0;
@@ -752,6 +753,30 @@ int tls_peer_subject_cn(const struct tls_conn *c, char *buf, size_t len)
 		buf[n] = '\0';
 	}
 	OPENSSL_free(utf8);
+	return rc;
+}
+
+int tls_peer_subject_cn(const struct tls_conn *c, char *buf, size_t len)
+{
+	return cert_subject_cn(SSL_get0_peer_certificate(c->ssl), buf, len);
+}
+
+int tls_cert_file_cn(const char *path, char *buf, size_t len)
+{
+	BIO *in = BIO_new_file(path, "r");
+	X509 *cert;
+	int rc;
+
+	if (!in)
+		return -ENOENT;
+	cert = PEM_read_bio_X509(in, NULL, NULL, NULL);
+	BIO_free(in);
+	if (!cert) {
+		ERR_clear_error();
+		return -EINVAL;
+	}
+	rc = cert_subject_cn(cert, buf, len);
+	X509_free(cert);
 	return rc;
 }
 

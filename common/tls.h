@@ -168,6 +168,11 @@ bool tls_peer_verified(const struct tls_conn *c);
  */
 int tls_peer_subject_cn(const struct tls_conn *c, char *buf, size_t len);
 
+/* The same for the first certificate in the PEM file @path: 0, -ENOENT
+ * (unreadable, or no CN), -EINVAL (not a certificate, or a CN as above),
+ * -ENOSPC. */
+int tls_cert_file_cn(const char *path, char *buf, size_t len);
+
 /* The whole subject, one line (RFC 2253), for logs. 0, -ENOENT, -ENOSPC. */
 int tls_peer_subject(const struct tls_conn *c, char *buf, size_t len);
 

@@ -197,7 +197,7 @@ echo
 "$DBWARD" verify --key "$WORK/ledger.key.pub"
 DROP_ID=$("$DBWARD" events --verdict deny --search 'DROP TABLE' --json |
 	"$PY" -c 'import json, sys; print(json.loads(sys.stdin.readline())["id"])')
-"$DBWARD" receipt "$DROP_ID" -o "$WORK/receipt.json"
+"$DBWARD" receipt "$DROP_ID" -o "$WORK/receipt.json" --key "$WORK/ledger.key.pub"
 echo "A receipt for the denied DROP (event $DROP_ID), checked offline with the ledger's public key:"
 "$DBWARD" verify-receipt "$WORK/receipt.json" --key "$WORK/ledger.key.pub" | sed 's/^/  /'
 

@@ -302,3 +302,19 @@ def test_agent_with_a_foreign_ca_certificate_is_refused(pg, pki, collector_facto
     collector.wait_for(lambda evs: any(e.get("sql") == "select 'kept in the spool'"
                                        for e in evs), what="the spooled statement")
     assert good.running
+
+
+def test_agent_id_must_be_the_certificate_name(pki, collector_factory, agent_config,
+                                               tmp_path):
+    import subprocess
+    from dbward_env import agent_binary, to_yaml
+    collector = collector_factory(f"sqlite:{tmp_path / 'audit.db'}")
+    cfg = agent_config(**agent_collector_overrides(pki, collector, tmp_path / "spool"))
+    cfg["agent_id"] = "someone-else"
+    path = tmp_path / "mismatch.yaml"
+    path.write_text(to_yaml(cfg) + "\n")
+    res = subprocess.run([str(agent_binary()), "--config", str(path), "--check"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0
+    assert "agent_id 'someone-else' is not the name in collector.cert ('agent-1')" \
+        in res.stderr, res.stderr
