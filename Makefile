@@ -145,7 +145,7 @@ unit-test: $(BIN)/unit-tests asan
 			echo "unit-test: sanitizer report above" >&2; exit 1; fi; \
 		exit $$status
 
-integration-test: all asan
+integration-test: all $(BIN)/unit-tests asan
 	DBWARD_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/integration
 	$(SAN_ENV) DBWARD_BIN=$(abspath build/asan/bin) $(PYTHON) -m pytest -q tests/integration
 
