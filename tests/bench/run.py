@@ -1,14 +1,18 @@
 #!/usr/bin/python3
 """
-dbward benchmark (`make bench`): direct vs PgBouncer vs the agent.
+dbward benchmark (`make bench`): direct vs PgBouncer vs a bare byte pipe vs the agent.
 
-Starts a throwaway PostgreSQL 15 and PgBouncer (session mode), runs
-dbward-agent with guardrails and statement auditing on against a test
-cgroup of its own, and runs pgbench workloads interleaved per round
-(direct, pgbouncer, agent, direct, ...). Prints the median of each figure
-and its ratios, then the agent's RSS idle and with many idle connections.
+Starts a throwaway PostgreSQL 15, PgBouncer (session mode), bench-bytepipe
+(a 2-thread epoll byte pipe, no parsing), a dbward-collector on SQLite, and
+two agents, each on a test cgroup of its own, both with guardrails on:
+  agent       the production setup: spool + shipping to the collector (mTLS)
+  agent-file  audit.file (JSON lines) only, no spool, no collector
+Runs pgbench workloads interleaved per round (direct, pgbouncer, bytepipe,
+agent, agent-file, direct, ...) and prints the median of each figure and its
+ratios; then the BPF connect hook's cost (bench-connect with and without an
+agent attached, interleaved) and the agent's RSS with many idle connections.
 
-Run as root: /usr/bin/python3 tests/bench/run.py --agent build/bin/dbward-agent
+Run as root: /usr/bin/python3 tests/bench/run.py --bin build/bin
 Everything is loopback; everything started is stopped, by pid, on exit.
 """
 
@@ -16,7 +20,7 @@ import argparse
 import os
 import re
 import resource
-import signal
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,10 +32,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "integration"))
+sys.path.insert(0, str(HERE))
 
 import dbward_env as E  # noqa: E402  (reused, not modified)
+import connect_bench  # noqa: E402
+from services import (PGBOUNCER, AuditCounter, BytePipe, Ledger, PgBouncer,  # noqa: E402
+                      cpu_seconds, log, rss_kib)
 
-PGBOUNCER = "/usr/sbin/pgbouncer"
 DB = "bench"
 
 RULES = [
@@ -40,15 +47,26 @@ RULES = [
      "match": {"statements": ["delete", "update"], "where": "absent"}, "action": "deny"},
 ]
 
-# name, pgbench arguments, clients, figure ("tps" or "lat"): the issue's four.
+# name, pgbench arguments, clients, figure ("tps" or "lat"), script (or None).
 WORKLOADS = [
-    ("select-only prepared", ["-S", "-M", "prepared"], 8, "tps"),
-    ("select-only simple", ["-S", "-M", "simple"], 8, "tps"),
-    ("TPC-B", ["-M", "simple"], 8, "tps"),  # pgbench's default script and mode
-    ("1 client select-only prepared latency", ["-S", "-M", "prepared"], 1, "lat"),
+    ("select-only prepared", ["-S", "-M", "prepared"], 8, "tps", None),
+    ("select-only simple", ["-S", "-M", "simple"], 8, "tps", None),
+    ("TPC-B simple", ["-M", "simple"], 8, "tps", None),  # pgbench's default script and mode
+    ("1 client select-only prepared", ["-S", "-M", "prepared"], 1, "lat", None),
 ]
-EXTRA = [("TPC-B prepared", ["-M", "prepared"], 8, "tps")]
-WAYS = ("direct", "pgbouncer", "agent")
+EXTRA = [("TPC-B prepared", ["-M", "prepared"], 8, "tps", None)]
+# How costs grow: clients, statement size, result size (--growth).
+GROWTH = [
+    ("32 clients select-only prepared", ["-S", "-M", "prepared"], 32, "tps", None),
+    ("4 KiB statement simple", ["-M", "simple"], 8, "tps",
+     "select length('" + "x" * 4096 + "');\n"),
+    ("100-row result prepared", ["-M", "prepared"], 8, "tps",
+     "\\set a random(1, 999900)\n"
+     "select aid, bid, abalance, filler from pgbench_accounts "
+     "where aid between :a and :a + 99;\n"),
+]
+WAYS = ("direct", "pgbouncer", "bytepipe", "agent", "agent-file")
+AGENTS = ("agent", "agent-file")
 
 # Opens N connections, says "ok N", and holds them until stdin closes.
 IDLE_CLIENT = r"""
@@ -63,124 +81,28 @@ print("ok", len(conns), flush=True)
 sys.stdin.read()
 """
 
-
-def log(msg):
-    print(f"# {msg}", file=sys.stderr, flush=True)
-
-
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-class AuditCounter:
-    """Counts audit events incrementally (the file grows by millions of lines)."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.offset = 0
-        self.partial = b""
-        self.counts = {}
-
-    def update(self):
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                while True:
-                    chunk = f.read(1 << 22)
-                    if not chunk:
-                        break
-                    self.offset += len(chunk)
-                    data = self.partial + chunk
-                    lines = data.split(b"\n")
-                    self.partial = lines.pop()
-                    for kind in (b"connection_open", b"statement", b"connection_close"):
-                        needle = b'"kind":"' + kind + b'"'
-                        self.counts[kind.decode()] = self.counts.get(kind.decode(), 0) + \
-                            sum(1 for ln in lines if needle in ln)
-        except FileNotFoundError:
-            pass
-        return dict(self.counts)
-
-
-class PgBouncer:
-    def __init__(self, workdir, pg_port):
-        self.dir = Path(workdir) / "pgbouncer"
-        self.port = E.free_port()
-        self.pg_port = pg_port
-        self.proc = None
-
-    def start(self):
-        self.dir.mkdir()
-        (self.dir / "userlist.txt").write_text('"postgres" ""\n')
-        conf = self.dir / "pgbouncer.ini"
-        conf.write_text(
-            "[databases]\n"
-            f"{DB} = host=127.0.0.1 port={self.pg_port} dbname={DB}\n"
-            "[pgbouncer]\n"
-            "listen_addr = 127.0.0.1\n"
-            f"listen_port = {self.port}\n"
-            "unix_socket_dir =\n"
-            "auth_type = trust\n"
-            f"auth_file = {self.dir / 'userlist.txt'}\n"
-            "pool_mode = session\n"
-            "max_client_conn = 200\n"
-            "default_pool_size = 20\n"
-            f"logfile = {self.dir / 'pgbouncer.log'}\n"
-            "log_connections = 0\n"
-            "log_disconnections = 0\n"
-        )
-        E.run(["chown", "-R", "postgres:postgres", str(self.dir)])
-        uid, gid, _ = E.resolve_user("postgres")
-        # setpriv execs, so proc.pid is pgbouncer's own pid.
-        self.proc = subprocess.Popen(
-            ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--",
-             PGBOUNCER, str(conf)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            cwd=self.dir)
-        deadline = time.monotonic() + 15
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pgbouncer exited {self.proc.returncode}; log:\n"
-                                   + self._log())
-            r = E.run([E.PSQL, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                       "-d", DB, "-Atc", "select 1"], check=False, env=E.clean_env())
-            if r.returncode == 0:
-                return self
-            if time.monotonic() > deadline:
-                raise RuntimeError("pgbouncer not answering; log:\n" + self._log())
-            time.sleep(0.1)
-
-    def _log(self):
-        try:
-            return (self.dir / "pgbouncer.log").read_text()
-        except FileNotFoundError:
-            return ""
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)
 LAT = re.compile(r"^latency average = ([0-9.]+) ms", re.M)
 
 
-def pgbench(way, args, clients, seconds, pg, bouncer, cgroup):
-    port = bouncer.port if way == "pgbouncer" else pg.port
-    argv = [E.PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+def test_cgroup(label):
+    cg = E.Cgroup()
+    cg.name = f"dbward-bench-{label}-{os.getpid()}"
+    cg.path = cg.root / cg.name
+    cg.procs_file = cg.path / "cgroup.procs"
+    return cg.create()
+
+
+def pgbench(way, workload, seconds, ports, cgroups, scripts):
+    name, args, clients, _, script = workload
+    if script is not None:
+        args = [*args, "-f", str(scripts[name])]
+    argv = [E.PGBENCH, "-h", "127.0.0.1", "-p", str(ports[way]), "-U", "postgres",
             "-c", str(clients), "-j", str(min(2, clients)), "-T", str(seconds), "-n",
             *args, DB]
     timeout = seconds + 60
-    if way == "agent":
-        r = E.run_in_cgroup(cgroup, argv, timeout=timeout)
+    if way in cgroups:
+        r = E.run_in_cgroup(cgroups[way], argv, timeout=timeout)
     else:
         r = E.run_direct(argv, timeout=timeout)
     if r.returncode != 0:
@@ -219,40 +141,102 @@ def fmt(v, kind):
     return f"{v:9.0f}" if kind == "tps" else f"{v:7.1f}µs"
 
 
+def summary(workloads, results, cpu, seen, seconds):
+    """The results table: medians, ratios (or added µs), proxy CPU per transaction."""
+    ways = [w for w in WAYS if any(results[n].get(w) for n in results)]
+    ratio_pairs = [("agent", "direct"), ("pgbouncer", "direct"), ("bytepipe", "direct"),
+                   ("agent", "pgbouncer"), ("agent", "bytepipe"), ("agent-file", "direct")]
+    ratio_pairs = [(a, b) for a, b in ratio_pairs if a in ways and b in ways]
+    short = {"direct": "dir", "pgbouncer": "pgb", "bytepipe": "pipe", "agent": "agent",
+             "agent-file": "file"}
+    head = f"{'workload':34s}" + "".join(f" {w:>11s}" for w in ways) + \
+        "".join(f" {short[a] + '/' + short[b]:>9s}" for a, b in ratio_pairs)
+    lines = [head]
+    for name, _, clients, kind, _ in workloads:
+        med = {w: statistics.median(results[name][w]) for w in ways}
+        line = f"{name:34s}" + "".join(f" {fmt(med[w], kind):>11s}" for w in ways)
+        for a, b in ratio_pairs:
+            if kind == "tps":
+                line += f" {med[a] / med[b]:9.2f}"
+            else:  # latency: the µs @a adds over @b
+                line += f" {med[a] - med[b]:+8.1f}µ"
+        lines.append(line)
+    lines.append("")
+    lines.append("proxy CPU per transaction (µs, median over rounds; the proxy process only):")
+    for name, *_ in workloads:
+        parts = []
+        for w in ("pgbouncer", "bytepipe", "agent", "agent-file", "collector"):
+            if cpu[name].get(w):
+                parts.append(f"{w} {statistics.median(cpu[name][w]):6.1f}")
+        lines.append(f"  {name:34s} " + "  ".join(parts))
+    lines.append("")
+    lines.append("events per agent run (median; checks every run went through the agent):")
+    for name, *_ in workloads:
+        for w in AGENTS:
+            if seen[name].get(w):
+                s = seen[name][w]
+                lines.append(f"  {name:34s} {w:10s} connection_open>={min(x[0] for x in s)}"
+                             f"  events~{statistics.median(x[1] for x in s):.0f}"
+                             f"  transactions~{statistics.median(x[2] for x in s):.0f}")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    ap.add_argument("--agent", default=str(E.DEFAULT_AGENT))
-    ap.add_argument("--seconds", type=int, default=4,
-                    help="pgbench -T per run (default 4: 36 runs fit in 3 minutes)")
+    ap.add_argument("--bin", default=str(E.DEFAULT_BIN),
+                    help="where dbward-agent, dbward-collector, dbward and bench-* are "
+                         "(default build/bin)")
+    ap.add_argument("--seconds", type=int, default=3,
+                    help="pgbench -T per run (default 3: 60 runs fit in 4 minutes)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--scale", type=int, default=10)
     ap.add_argument("--idle", type=int, default=1000,
                     help="idle connections for the memory figure")
     ap.add_argument("--only", default=None,
                     help="comma-separated workload name prefixes to run")
+    ap.add_argument("--ways", default=",".join(WAYS),
+                    help=f"comma-separated subset of {','.join(WAYS)} (direct is required)")
     ap.add_argument("--extra", action="store_true", help="also run TPC-B -M prepared")
+    ap.add_argument("--growth", action="store_true",
+                    help="also run 32 clients, a 4 KiB statement and a 100-row result")
+    ap.add_argument("--connect-rounds", type=int, default=4,
+                    help="rounds of the connect hook bench (0: skip it)")
+    ap.add_argument("--connect-iterations", type=int, default=2000)
+    ap.add_argument("--connect-blocks", type=int, default=5)
+    ap.add_argument("--keep-running", type=float, default=0,
+                    help="after the rounds, keep everything up this many seconds (profiling)")
     opts = ap.parse_args()
 
     if os.geteuid() != 0:
         sys.exit("bench: run as root (BPF, cgroups, bpffs)")
-    agent_bin = Path(opts.agent)
-    if not agent_bin.is_absolute():
-        agent_bin = Path.cwd() / agent_bin
-    for need in (agent_bin, Path(E.PGBENCH), Path(PGBOUNCER)):
+    bin_dir = Path(opts.bin)
+    if not bin_dir.is_absolute():
+        bin_dir = Path.cwd() / bin_dir
+    os.environ["DBWARD_BIN"] = str(bin_dir)  # collector_env finds dbward, dbward-collector
+    ways = [w.strip() for w in opts.ways.split(",") if w.strip()]
+    if "direct" not in ways or any(w not in WAYS for w in ways):
+        sys.exit(f"bench: --ways must include direct and name only {','.join(WAYS)}")
+    ways = [w for w in WAYS if w in ways]
+    needs = [Path(E.PGBENCH), Path(PGBOUNCER), bin_dir / "dbward-agent",
+             bin_dir / "dbward-collector", bin_dir / "dbward", bin_dir / "bench-bytepipe",
+             bin_dir / "bench-connect"]
+    for need in needs:
         if not need.exists():
-            sys.exit(f"bench: {need} missing (make; scripts/install-deps.sh)")
+            sys.exit(f"bench: {need} missing (make bench; scripts/install-deps.sh)")
     # The agent and the idle client need an fd per connection (two for the agent).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    workloads = WORKLOADS + (EXTRA if opts.extra else [])
+    workloads = WORKLOADS + (EXTRA if opts.extra else []) + (GROWTH if opts.growth else [])
     if opts.only:
         pre = [p.strip().lower() for p in opts.only.split(",")]
         workloads = [w for w in workloads if any(w[0].lower().startswith(p) for p in pre)]
 
+    started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="dbward-bench-"))
     os.chmod(tmp, 0o755)
-    pg = bouncer = agent = cgroup = bpffs = None
+    pg = bouncer = pipe = ledger = bpffs = None
+    agents, cgroups = {}, {}
     failed = False
     try:
         pg = E.Postgres(E.free_port(), ["127.0.0.1"], hba=(
@@ -266,124 +250,171 @@ def main():
         E.run_direct([E.PGBENCH, "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
                       "-i", "-q", "-s", str(opts.scale), DB], timeout=600, check=True)
         pg.sql("vacuum analyze", dbname=DB)
+        scripts = {}
+        for name, _, _, _, script in workloads:
+            if script is not None:
+                scripts[name] = tmp / f"script-{len(scripts)}.sql"
+                scripts[name].write_text(script)
+        ports = {w: pg.port for w in WAYS}
+        pids = {}
 
-        bouncer = PgBouncer(tmp, pg.port).start()
-        log(f"PgBouncer (session) on 127.0.0.1:{bouncer.port}")
+        if "pgbouncer" in ways:
+            bouncer = PgBouncer(tmp, pg.port, DB).start()
+            ports["pgbouncer"], pids["pgbouncer"] = bouncer.port, bouncer.pid
+            log(f"PgBouncer (session) on 127.0.0.1:{bouncer.port}")
+        if "bytepipe" in ways:
+            pipe = BytePipe(bin_dir / "bench-bytepipe", pg.port).start()
+            ports["bytepipe"], pids["bytepipe"] = pipe.port, pipe.pid
+            log(f"bench-bytepipe on 127.0.0.1:{pipe.port}")
 
-        cgroup = E.Cgroup()
-        cgroup.name = f"dbward-bench-{os.getpid()}"
-        cgroup.path = cgroup.root / cgroup.name
-        cgroup.procs_file = cgroup.path / "cgroup.procs"
-        cgroup.create()
         bpffs = E.Bpffs(tmp / "bpffs").mount()
-        config = {
-            "listen": f"127.0.0.1:{E.free_port()}",
-            "listen6": f"[::1]:{E.free_port()}",
+        base = {
             "fail": "closed",
             "log_level": "warn",
-            "intercept": {
-                "cgroup": str(cgroup.path),
-                "pin_dir": str(bpffs.path / "dbward"),
-                "upstream_mark": E.Raw("0xdb00"),
-                "targets": [{"port": pg.port, "upstream_tls": "disable"}],
-            },
-            "audit": {"file": str(tmp / "audit.jsonl")},
             "rules": RULES,
         }
-        agent = E.Agent(agent_bin, config, tmp, "agent").start()
-        agent.wait_ready(30)
-        audit = AuditCounter(tmp / "audit.jsonl")
-        log(f"agent pid {agent.pid} on {config['listen']}, cgroup {cgroup.path}")
+        counters = {}
+        for way in AGENTS:
+            if way not in ways:
+                continue
+            cgroups[way] = test_cgroup(way)
+            config = dict(base)
+            config["listen"] = f"127.0.0.1:{E.free_port()}"
+            config["intercept"] = {
+                "cgroup": str(cgroups[way].path),
+                "pin_dir": str(bpffs.path / way),
+                "upstream_mark": E.Raw("0xdb00"),
+                "targets": [{"port": pg.port, "upstream_tls": "disable"}],
+            }
+            if way == "agent":
+                ledger = Ledger(tmp).start()
+                pids["collector"] = ledger.pid
+                config.update(ledger.agent_config(tmp / "spool"))
+                log(f"collector pid {ledger.pid} on {ledger.collector.ingest} (SQLite)")
+            else:
+                config["audit"] = {"file": str(tmp / "audit.jsonl")}
+                counters[way] = AuditCounter(tmp / "audit.jsonl")
+            agents[way] = E.Agent(bin_dir / "dbward-agent", config, tmp, way).start()
+            agents[way].wait_ready(30)
+            pids[way] = agents[way].pid
+            log(f"{way}: pid {agents[way].pid} on {config['listen']}, cgroup {cgroups[way]}")
 
-        # Guardrails really on: a DROP from the cgroup must be refused.
-        r = E.run_in_cgroup(cgroup, [E.PSQL, "-h", "127.0.0.1", "-p", str(pg.port), "-U",
-                                     "postgres", "-d", DB, "-Atc", "drop table pgbench_history"])
-        if r.returncode == 0 or "no-drop" not in (r.stdout + r.stderr):
-            raise RuntimeError(f"guardrail check failed: drop was not refused\n"
-                               f"{r.stdout}{r.stderr}")
+            # Guardrails really on: a DROP from the cgroup must be refused.
+            r = E.run_in_cgroup(cgroups[way], [E.PSQL, "-h", "127.0.0.1", "-p", str(pg.port),
+                                               "-U", "postgres", "-d", DB, "-Atc",
+                                               "drop table pgbench_history"])
+            if r.returncode == 0 or "no-drop" not in (r.stdout + r.stderr):
+                raise RuntimeError(f"{way}: guardrail check failed: drop was not refused\n"
+                                   f"{r.stdout}{r.stderr}")
+        if ledger:
+            ledger.settle()
+            ledger.new_connection_opens()
 
-        results = {w[0]: {way: [] for way in WAYS} for w in workloads}
-        seen = {w[0]: [] for w in workloads}  # (connection_open, statement) per agent run
-        total = len(workloads) * opts.rounds * len(WAYS)
+        results = {w[0]: {way: [] for way in ways} for w in workloads}
+        cpu = {w[0]: {} for w in workloads}
+        seen = {w[0]: {} for w in workloads}  # per agent: (opens, events, transactions)
+        total = len(workloads) * opts.rounds * len(ways)
         n = 0
         for rnd in range(opts.rounds):
-            for name, args, clients, kind in workloads:
-                for way in WAYS:
+            for wl in workloads:
+                name, _, clients, kind, _ = wl
+                for way in ways:
                     n += 1
-                    before = audit.update()
-                    tps, lat = pgbench(way, args, clients, opts.seconds, pg, bouncer, cgroup)
+                    watch = [w for w in (way, "collector" if way == "agent" else None)
+                             if w in pids]
+                    cpu0 = {w: cpu_seconds(pids[w]) for w in watch}
+                    if way == "agent":
+                        seq0 = ledger.acked_seq()
+                    elif way in counters:
+                        before = counters[way].update()
+                    tps, lat = pgbench(way, wl, opts.seconds, ports, cgroups, scripts)
                     value = tps if kind == "tps" else lat
                     results[name][way].append(value)
+                    xacts = tps * opts.seconds
+                    extra = ""
                     if way == "agent":
-                        time.sleep(0.3)  # let the shipper flush
-                        after = audit.update()
+                        seq1, waited = ledger.settle()  # shipped and stored before going on
+                        opens = ledger.new_connection_opens()
+                        seen[name].setdefault(way, []).append((opens, seq1 - seq0, xacts))
+                        extra = f" (collector settled {waited:.1f}s later)"
+                    elif way in counters:
+                        time.sleep(0.3)  # let the file sink write
+                        after = counters[way].update()
                         opens = after.get("connection_open", 0) - before.get("connection_open", 0)
-                        stmts = after.get("statement", 0) - before.get("statement", 0)
-                        seen[name].append((opens, stmts, tps * opts.seconds))
-                        if opens < clients:
-                            raise RuntimeError(
-                                f"{name}: agent run saw {opens} connection_open events for "
-                                f"{clients} clients: pgbench bypassed the agent")
-                    log(f"[{n}/{total}] round {rnd + 1} {name:40s} {way:9s} {fmt(value, kind)}")
+                        events = sum(after.values()) - sum(before.values())
+                        seen[name].setdefault(way, []).append((opens, events, xacts))
+                    if way in AGENTS and opens < clients:
+                        raise RuntimeError(
+                            f"{name}: {way} run saw {opens} connection_open events for "
+                            f"{clients} clients: pgbench bypassed the agent")
+                    for w in watch:
+                        used = cpu_seconds(pids[w]) - cpu0[w]
+                        cpu[name].setdefault(w, []).append(used * 1e6 / max(xacts, 1))
+                    log(f"[{n}/{total}] round {rnd + 1} {name:34s} {way:10s} "
+                        f"{fmt(value, kind)}{extra}")
 
-        rows = []
+        rows = summary(workloads, results, cpu, seen, opts.seconds)
         print()
-        print(f"{'workload':40s} {'direct':>11s} {'pgbouncer':>11s} {'agent':>11s}"
-              f" {'agent/dir':>9s} {'pgb/dir':>9s} {'agent/pgb':>9s}  audit (per agent run)")
-        for name, args, clients, kind in workloads:
-            med = {way: statistics.median(results[name][way]) for way in WAYS}
-            if kind == "tps":
-                ratios = (med["agent"] / med["direct"], med["pgbouncer"] / med["direct"],
-                          med["agent"] / med["pgbouncer"])
-                rs = "".join(f" {x:9.2f}" for x in ratios)
-            else:
-                # For latency, the ratios are replaced by added µs over direct.
-                rs = (f" {med['agent'] - med['direct']:+8.1f}µ {med['pgbouncer'] - med['direct']:+8.1f}µ"
-                      f" {med['agent'] - med['pgbouncer']:+8.1f}µ")
-            opens = min(s[0] for s in seen[name])
-            stmts = statistics.median(s[1] for s in seen[name])
-            xacts = statistics.median(s[2] for s in seen[name])
-            line = (f"{name:40s} {fmt(med['direct'], kind):>11s} {fmt(med['pgbouncer'], kind):>11s}"
-                    f" {fmt(med['agent'], kind):>11s}{rs}  conn_open>={opens}"
-                    f" statements~{stmts:.0f} (xacts~{xacts:.0f})")
+        for line in rows:
             print(line, flush=True)
-            rows.append(line)
 
-        # Memory.
-        time.sleep(1.0)
-        idle_kib = rss_kib(agent.pid)
-        n_idle = opts.idle
-        before, during = measure_idle_rss(agent, cgroup, pg, n_idle)
-        opens_total = audit.update().get("connection_open", 0)
-        print()
-        print(f"agent RSS idle after runs: {idle_kib / 1024:.1f} MiB")
-        print(f"agent RSS with {n_idle} idle connections: {during / 1024:.1f} MiB "
-              f"(before {before / 1024:.1f} MiB) -> "
-              f"{(during - before) * 1024 / n_idle:.0f} bytes/connection")
-        print(f"audit: {opens_total} connection_open events in total; "
-              f"guardrail check: drop refused by no-drop")
+        if opts.keep_running > 0:
+            log(f"keeping everything up {opts.keep_running:.0f}s: ports {ports}, pids {pids}")
+            time.sleep(opts.keep_running)
+
+        # Memory, on the production agent (or the file-only one).
+        mem_way = "agent" if "agent" in agents else next(iter(agents), None)
+        if mem_way:
+            time.sleep(1.0)
+            idle_kib = rss_kib(agents[mem_way].pid)
+            before, during = measure_idle_rss(agents[mem_way], cgroups[mem_way], pg, opts.idle)
+            print()
+            print(f"{mem_way} RSS idle after the runs: {idle_kib / 1024:.1f} MiB")
+            print(f"{mem_way} RSS with {opts.idle} idle connections: {during / 1024:.1f} MiB "
+                  f"(before {before / 1024:.1f} MiB) -> "
+                  f"{(during - before) * 1024 / opts.idle:.0f} bytes/connection")
+        if ledger:
+            seq, _ = ledger.settle()
+            print(f"collector: {seq} events acked from {Ledger.AGENT_ID}; "
+                  f"guardrail check: drop refused by no-drop")
+
+        # The connect hook, with the pgbench agents idle.
+        if opts.connect_rounds > 0:
+            samples = connect_bench.measure(bin_dir, tmp, bpffs, opts.connect_rounds,
+                                            opts.connect_iterations, opts.connect_blocks)
+            print()
+            for line in connect_bench.report(samples):
+                print(line, flush=True)
+        print(f"\nwall time {time.monotonic() - started:.0f}s")
     except BaseException as e:  # noqa: BLE001 (pytest.fail raises BaseException)
         failed = True
         if isinstance(e, KeyboardInterrupt):
             log("interrupted")
         else:
             traceback.print_exc()
-            if agent is not None:
-                print("--- agent output ---\n" + agent.output()[-4000:], file=sys.stderr)
+            for way, agent in agents.items():
+                print(f"--- {way} output ---\n" + agent.output()[-4000:], file=sys.stderr)
+            if ledger:
+                print("--- collector output ---\n" + ledger.collector.output()[-4000:],
+                      file=sys.stderr)
     finally:
-        for what, fn in (
-            ("agent", lambda: agent and agent.stop()),
+        steps = [(f"{way}", (lambda a=a: a.stop())) for way, a in agents.items()]
+        steps += [
+            ("collector", lambda: ledger and ledger.stop()),
+            ("bytepipe", lambda: pipe and pipe.stop()),
             ("pgbouncer", lambda: bouncer and bouncer.stop()),
-            ("cgroup", lambda: cgroup and cgroup.destroy()),
+        ]
+        steps += [(f"cgroup {c}", (lambda c=c: c.destroy())) for c in cgroups.values()]
+        steps += [
             ("bpffs", lambda: bpffs and bpffs.unmount()),
             ("postgres", lambda: pg and pg.cleanup()),
-        ):
+        ]
+        for what, fn in steps:
             try:
                 fn()
             except BaseException as e:  # noqa: BLE001
                 failed = True
                 log(f"cleanup of {what} failed: {e}")
-        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
     return 1 if failed else 0
 
