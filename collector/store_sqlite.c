@@ -1,7 +1,7 @@
 /*
  * The SQLite backend: a file in WAL mode, synchronous=FULL (a commit is on
- * disk when it returns). Each connection keeps its prepared statements;
- * the store gives each connection to one thread at a time.
+ * disk when it returns), 16 KiB pages. Each connection keeps its prepared
+ * statements; the store gives each connection to one thread at a time.
  */
 #include <errno.h>
 #include <sqlite3.h>
@@ -52,7 +52,10 @@ static int conn_setup(struct store_conn *c, bool writer)
 	sqlite3_busy_timeout(c->db, SQLITE_BUSY_MS);
 	if (!writer)
 		return run_script(c, "PRAGMA query_only = 1;", "setting up a reader");
+	/* page_size only takes on a new file (before WAL): 16 KiB pages cut an
+	 * append's pages, WAL frames and write calls by about four. */
 	if (run_script(c,
+		       "PRAGMA page_size = 16384;\n"
 		       "PRAGMA journal_mode = WAL;\n"
 		       "PRAGMA synchronous = FULL;\n"
 		       "PRAGMA cache_size = -32768;\n",
@@ -97,12 +100,29 @@ fail:
 	return -1;
 }
 
-/* The shared SQL's $N placeholders, as SQLite's ?N. */
+/*
+ * The shared SQL in SQLite's dialect: $N placeholders as ?N, and INSERT as
+ * INSERT OR ROLLBACK. A multi-row INSERT that may fail a constraint (ABORT,
+ * the default) makes SQLite keep a statement journal, a temp-file copy of
+ * every page the statement changes, to undo that statement alone: it was
+ * most of an append's writes. The store never goes on after a failed
+ * statement (the whole append is rolled back), so a failure may as well
+ * end the transaction at once.
+ */
 static char *sqlite_dialect(const char *sql)
 {
-	char *text = strdup(sql);
+	static const char insert[] = "INSERT INTO ", rollback[] = "INSERT OR ROLLBACK INTO ";
+	bool is_insert = strncmp(sql, insert, strlen(insert)) == 0;
+	size_t len = strlen(sql) + (is_insert ? strlen(rollback) - strlen(insert) : 0);
+	char *text = malloc(len + 1);
 
-	for (char *p = text; p && *p; p++)
+	if (!text)
+		return NULL;
+	if (is_insert)
+		snprintf(text, len + 1, "%s%s", rollback, sql + strlen(insert));
+	else
+		memcpy(text, sql, len + 1);
+	for (char *p = text; *p; p++)
 		if (*p == '$')
 			*p = '?';
 	return text;

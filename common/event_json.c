@@ -1,15 +1,51 @@
 #include "common/event_json.h"
 
 #include <errno.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/clock.h"
 #include "dbward/v1/audit.pb-c.h"
 
+/*
+ * SHA256() fetches the implementation from OpenSSL 3's providers on every
+ * call; here it is fetched once and each thread reuses one context (as in
+ * common/merkle.c). Failing means out of memory: a wrong chain hash is
+ * worse than a crash, so abort.
+ */
+static EVP_MD *hash_md;
+static pthread_key_t hash_ctx_key;
+static pthread_once_t hash_once = PTHREAD_ONCE_INIT;
+
+static void hash_ctx_free(void *ctx)
+{
+	EVP_MD_CTX_free(ctx);
+}
+
+static void hash_init(void)
+{
+	hash_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+	if (!hash_md || pthread_key_create(&hash_ctx_key, hash_ctx_free) != 0)
+		abort();
+}
+
 void event_hash(const void *raw, size_t len, uint8_t out[EVENT_HASH_LEN])
 {
-	SHA256(raw, len, out);
+	EVP_MD_CTX *ctx;
+	unsigned int outlen = 0;
+
+	pthread_once(&hash_once, hash_init);
+	ctx = pthread_getspecific(hash_ctx_key);
+	if (!ctx) {
+		ctx = EVP_MD_CTX_new();
+		if (!ctx || pthread_setspecific(hash_ctx_key, ctx) != 0)
+			abort();
+	}
+	if (EVP_DigestInit_ex2(ctx, hash_md, NULL) != 1 || EVP_DigestUpdate(ctx, raw, len) != 1 ||
+	    EVP_DigestFinal_ex(ctx, out, &outlen) != 1 || outlen != EVENT_HASH_LEN)
+		abort();
 }
 
 static void put_hex(struct jsonbuf *jb, const char *key, const uint8_t *p, size_t n)

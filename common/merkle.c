@@ -1,29 +1,63 @@
 #include "merkle.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
-#include <openssl/sha.h>
 
 /* --- hashing ---------------------------------------------------------------- */
 
 /*
+ * OpenSSL 3 looks SHA-256 up in its provider tables on every one-shot call
+ * (SHA256(), EVP_sha256() in an init): that lookup, its locks and the
+ * context allocations cost more than hashing a small event. So: one fetch
+ * per process, one reused context per thread (freed when the thread ends).
+ *
  * The hash functions cannot report failure (OpenSSL fails here only when out
  * of memory); a wrong hash in a ledger is worse than a crash, so they abort.
  */
+static EVP_MD *sha256_md;
+static pthread_key_t sha256_ctx_key;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_ctx_free(void *ctx)
+{
+	EVP_MD_CTX_free(ctx);
+}
+
+static void sha256_init(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+	if (!sha256_md || pthread_key_create(&sha256_ctx_key, sha256_ctx_free) != 0)
+		abort();
+}
+
+/* SHA-256 of @a (@alen bytes) followed by @b (@blen bytes). */
+static void sha256_two(const void *a, size_t alen, const void *b, size_t blen, merkle_hash out)
+{
+	EVP_MD_CTX *ctx;
+	unsigned int outlen = 0;
+
+	pthread_once(&sha256_once, sha256_init);
+	ctx = pthread_getspecific(sha256_ctx_key);
+	if (!ctx) {
+		ctx = EVP_MD_CTX_new();
+		if (!ctx || pthread_setspecific(sha256_ctx_key, ctx) != 0)
+			abort();
+	}
+	if (EVP_DigestInit_ex2(ctx, sha256_md, NULL) != 1 || EVP_DigestUpdate(ctx, a, alen) != 1 ||
+	    (blen && EVP_DigestUpdate(ctx, b, blen) != 1) ||
+	    EVP_DigestFinal_ex(ctx, out, &outlen) != 1 || outlen != MERKLE_HASH_LEN)
+		abort();
+}
+
 void merkle_leaf_hash(const void *data, size_t len, merkle_hash out)
 {
 	static const uint8_t prefix = 0x00;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned int outlen = 0;
 
-	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
-	    EVP_DigestUpdate(ctx, &prefix, 1) != 1 || EVP_DigestUpdate(ctx, data, len) != 1 ||
-	    EVP_DigestFinal_ex(ctx, out, &outlen) != 1 || outlen != MERKLE_HASH_LEN)
-		abort();
-	EVP_MD_CTX_free(ctx);
+	sha256_two(&prefix, 1, data, len, out);
 }
 
 void merkle_node_hash(const merkle_hash left, const merkle_hash right, merkle_hash out)
@@ -34,14 +68,12 @@ void merkle_node_hash(const merkle_hash left, const merkle_hash right, merkle_ha
 	buf[0] = 0x01;
 	memcpy(buf + 1, left, MERKLE_HASH_LEN);
 	memcpy(buf + 1 + MERKLE_HASH_LEN, right, MERKLE_HASH_LEN);
-	if (!SHA256(buf, sizeof(buf), out))
-		abort();
+	sha256_two(buf, sizeof(buf), NULL, 0, out);
 }
 
 void merkle_empty_root(merkle_hash out)
 {
-	if (!SHA256((const uint8_t *)"", 0, out))
-		abort();
+	sha256_two("", 0, NULL, 0, out);
 }
 
 /* --- tree shape ------------------------------------------------------------- */
