@@ -1,6 +1,7 @@
 #include "sql.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -1501,13 +1502,51 @@ struct job {
 	int err;
 };
 
+/*
+ * One parse for both the tree and the fingerprint. pg_query_parse_protobuf
+ * and pg_query_fingerprint each parse the text and then either serialize
+ * the raw tree or fingerprint it; the steps are exported by libpg_query
+ * (15-4.x) but declared in headers that need PostgreSQL's own, so they are
+ * declared here. pg_query_fingerprint_node hashes a tree exactly as
+ * pg_query_fingerprint hashes the tree it parsed (the unit tests compare the
+ * two on every statement of the corpus).
+ */
+struct pg_raw_parse {
+	void *tree;		/* List * of RawStmt, in the memory context */
+	char *stderr_buffer;
+	PgQueryError *error;
+};
+extern struct pg_raw_parse pg_query_raw_parse(const char *input);
+extern void *pg_query_enter_memory_context(void);
+extern void pg_query_exit_memory_context(void *ctx);
+extern PgQueryProtobuf pg_query_nodes_to_protobuf(const void *obj);
+extern uint64_t pg_query_fingerprint_node(const void *node);
+
+/* pg_query_parse_protobuf, keeping the fingerprint of the same tree. */
+static PgQueryProtobufParseResult parse_and_fingerprint(const char *text, uint64_t *fingerprint)
+{
+	PgQueryProtobufParseResult result = { 0 };
+	void *ctx = pg_query_enter_memory_context();
+	struct pg_raw_parse raw = pg_query_raw_parse(text);
+
+	/* malloc'ed: they outlive the memory context */
+	result.stderr_buffer = raw.stderr_buffer;
+	result.error = raw.error;
+	if (!raw.error) {
+		result.parse_tree = pg_query_nodes_to_protobuf(raw.tree);
+		*fingerprint = pg_query_fingerprint_node(raw.tree);
+	}
+	pg_query_exit_memory_context(ctx);
+	return result;
+}
+
 static void job_parse(struct job *j)
 {
 	bool saved = standard_conforming_strings;
-	PgQueryFingerprintResult fp;
+	uint64_t fingerprint = 0;
 
 	standard_conforming_strings = j->scs;
-	j->result = pg_query_parse_protobuf(j->text);
+	j->result = parse_and_fingerprint(j->text, &fingerprint);
 	j->have_result = true;
 	if (j->result.error) {
 		if (strcmp(j->result.error->message, "out of memory") == 0)
@@ -1528,10 +1567,8 @@ static void job_parse(struct job *j)
 			      "statement nested too deeply to classify", 0);
 		goto out;
 	}
-	fp = pg_query_fingerprint(j->text);
-	if (!fp.error && fp.fingerprint_str)
-		snprintf(j->out->fingerprint, sizeof(j->out->fingerprint), "%s", fp.fingerprint_str);
-	pg_query_free_fingerprint_result(fp);
+	/* As pg_query_fingerprint prints it: the big-endian bytes in hex. */
+	snprintf(j->out->fingerprint, sizeof(j->out->fingerprint), "%016" PRIx64, fingerprint);
 	j->tree_ok = true;
 out:
 	standard_conforming_strings = saved;
@@ -1868,9 +1905,109 @@ done:
 
 void sql_parse_free(struct sql_parse *p)
 {
+	if (p->block) {
+		free(p->block);
+		memset(p, 0, sizeof(*p));
+		return;
+	}
 	for (size_t i = 0; i < p->n_stmts; i++)
 		statement_release(&p->stmts[i]);
 	free(p->stmts);
 	free(p->error);
 	memset(p, 0, sizeof(*p));
+}
+
+/* ---- copies ------------------------------------------------------------------- */
+
+static size_t str_bytes(const char *s)
+{
+	return s ? strlen(s) + 1 : 0;
+}
+
+static size_t strs_bytes(char *const *v, size_t n)
+{
+	size_t bytes = 0;
+
+	for (size_t i = 0; i < n; i++)
+		bytes += str_bytes(v[i]);
+	return bytes;
+}
+
+/* Bytes of everything @p points to: arrays first (all 8-aligned), strings after. */
+static void copy_size(const struct sql_parse *p, size_t *arrays, size_t *strings)
+{
+	*arrays = p->n_stmts * sizeof(*p->stmts);
+	*strings = str_bytes(p->error);
+	for (size_t i = 0; i < p->n_stmts; i++) {
+		const struct sql_statement *st = &p->stmts[i];
+
+		*arrays += st->n_ops * sizeof(*st->ops) +
+			   (st->n_tables + st->n_functions) * sizeof(char *);
+		for (size_t k = 0; k < st->n_ops; k++)
+			*strings += str_bytes(st->ops[k].relation);
+		*strings += strs_bytes(st->tables, st->n_tables) +
+			    strs_bytes(st->functions, st->n_functions) + str_bytes(st->prepare_name) +
+			    str_bytes(st->execute_name) + str_bytes(st->variable);
+	}
+}
+
+/* Carves @bytes off *@at for an array that was @src (NULL stays NULL). */
+static void *take_array(char **at, const void *src, size_t bytes)
+{
+	void *p = *at;
+
+	if (!src)
+		return NULL;
+	memcpy(p, src, bytes);
+	*at += bytes;
+	return p;
+}
+
+static char *take_str(char **at, const char *src)
+{
+	return take_array(at, src, str_bytes(src));
+}
+
+_Static_assert(sizeof(struct sql_statement) % sizeof(void *) == 0 &&
+	       sizeof(struct sql_op) % sizeof(void *) == 0,
+	       "copies lay arrays out back to back");
+
+int sql_parse_copy(const struct sql_parse *src, struct sql_parse *dst)
+{
+	size_t arrays, strings;
+	char *arr, *str;
+
+	*dst = *src;
+	dst->block = NULL;
+	dst->stmts = NULL;
+	dst->error = NULL;
+	copy_size(src, &arrays, &strings);
+	if (arrays + strings == 0)
+		return 0;
+	dst->block = malloc(arrays + strings);
+	if (!dst->block) {
+		memset(dst, 0, sizeof(*dst));
+		return -ENOMEM;
+	}
+	arr = dst->block;
+	str = arr + arrays;
+	dst->error = take_str(&str, src->error);
+	dst->stmts = take_array(&arr, src->stmts, src->n_stmts * sizeof(*src->stmts));
+	for (size_t i = 0; i < src->n_stmts; i++) {
+		struct sql_statement *st = &dst->stmts[i];
+
+		st->ops = take_array(&arr, st->ops, st->n_ops * sizeof(*st->ops));
+		for (size_t k = 0; k < st->n_ops; k++)
+			st->ops[k].relation = take_str(&str, st->ops[k].relation);
+		st->tables = take_array(&arr, st->tables, st->n_tables * sizeof(char *));
+		for (size_t k = 0; k < st->n_tables; k++)
+			st->tables[k] = take_str(&str, st->tables[k]);
+		st->functions = take_array(&arr, st->functions, st->n_functions * sizeof(char *));
+		for (size_t k = 0; k < st->n_functions; k++)
+			st->functions[k] = take_str(&str, st->functions[k]);
+		st->prepare_name = take_str(&str, st->prepare_name);
+		st->execute_name = take_str(&str, st->execute_name);
+		st->variable = take_str(&str, st->variable);
+	}
+	return 0;
 }

@@ -208,6 +208,9 @@ struct sql_parse {
 	char fingerprint[17];
 	struct sql_statement *stmts;
 	size_t n_stmts;		/* 0 for empty text or only comments */
+	/* Private: set by sql_parse_copy, the one allocation holding
+	 * everything above; sql_parse_free frees just that. */
+	void *block;
 };
 
 /*
@@ -246,6 +249,13 @@ struct sql_settings {
 int sql_parse(const char *text, size_t len, const struct sql_settings *settings,
 	      struct sql_parse *out);
 void sql_parse_free(struct sql_parse *p);
+
+/*
+ * A deep copy of @src into @dst, in a single allocation: every field equal,
+ * no pointer shared. Returns 0, or -ENOMEM with @dst empty. Free @dst with
+ * sql_parse_free.
+ */
+int sql_parse_copy(const struct sql_parse *src, struct sql_parse *dst);
 
 /*
  * Kinds of every op of @st as a mask, for matching a rule's statements.

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "agent/pg_msg.h"
+#include "agent/sql_cache.h"
 
 #define TRACK_MAX_PENDING 65536		/* messages awaiting an answer */
 #define TRACK_MAX_NAMES 65536		/* named statements + portals */
@@ -56,7 +57,7 @@ static struct track_text *text_new(const struct track *trk, const char *sql, siz
 	t->refs = 1;
 	t->len = len;
 	t->sql = strndup(sql, len);
-	if (!t->sql || sql_parse(t->sql, len, &settings, &t->parse) < 0) {
+	if (!t->sql || sql_cache_parse(sql_cache_thread(), t->sql, len, &settings, &t->parse) < 0) {
 		free(t->sql);
 		free(t);
 		return NULL;

@@ -12,7 +12,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <pg_query.h>
+
 #include "agent/sql.h"
+#include "agent/sql_cache.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -1193,4 +1196,365 @@ Test(sql_fingerprint, each_statement_of_a_string_has_its_own)
 	cr_assert_str_eq(one.stmts[0].fingerprint, one.fingerprint);
 	sql_parse_free(&multi);
 	sql_parse_free(&one);
+}
+
+/* ---- the cache ------------------------------------------------------------------------ */
+
+static bool same_op(const struct sql_op *a, const struct sql_op *b)
+{
+	return a->kind == b->kind && a->executed == b->executed &&
+	       a->where_present == b->where_present && a->where_constant == b->where_constant &&
+	       same_str(a->relation, b->relation);
+}
+
+static bool same_names(char *const *a, size_t na, char *const *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (!same_str(a[i], b[i]))
+			return false;
+	return true;
+}
+
+/* Every field, in order: what the policy and the audit trail could see. */
+static bool same_parse(const struct sql_parse *a, const struct sql_parse *b)
+{
+	if (a->ok != b->ok || a->failure != b->failure || !same_str(a->error, b->error) ||
+	    a->error_position != b->error_position || strcmp(a->fingerprint, b->fingerprint) != 0 ||
+	    a->n_stmts != b->n_stmts)
+		return false;
+	for (size_t i = 0; i < a->n_stmts; i++) {
+		const struct sql_statement *x = &a->stmts[i], *y = &b->stmts[i];
+
+		if (x->kind != y->kind || x->n_ops != y->n_ops ||
+		    !same_names(x->tables, x->n_tables, y->tables, y->n_tables) ||
+		    !same_names(x->functions, x->n_functions, y->functions, y->n_functions) ||
+		    x->copy_program != y->copy_program || x->copy_from != y->copy_from ||
+		    x->copy_server_file != y->copy_server_file || x->executes_body != y->executes_body ||
+		    !same_str(x->prepare_name, y->prepare_name) ||
+		    !same_str(x->execute_name, y->execute_name) || x->opaque_body != y->opaque_body ||
+		    !same_str(x->variable, y->variable) || x->param_count != y->param_count ||
+		    x->location != y->location || x->length != y->length ||
+		    strcmp(x->fingerprint, y->fingerprint) != 0)
+			return false;
+		for (size_t k = 0; k < x->n_ops; k++)
+			if (!same_op(&x->ops[k], &y->ops[k]))
+				return false;
+	}
+	return true;
+}
+
+/* Beyond the table: failures of every kind, several statements, nothing. */
+static const char *const more_texts[] = {
+	"SELECT 1; DROP TABLE t",
+	"SELECT 1;;\n-- harmless; really\n/* ; */ ; delete from ORDERS;",
+	"SELECT ';DROP TABLE a;', $$;DROP TABLE b;$$, $x$;$y$;$x$; SELECT 2",
+	"select * from t where a = 1; delete from u where b = 2",
+	"DELETE FROM t; SELEKT 1",
+	"SELECT 1;  UPDATE t SET a = 1  ",
+	"SELEKT 1",
+	"SELECT * FROM t WHERE",
+	"SELECT 'ééé' FRM t",
+	"SELECT 'abc", "SELECT 1 /* open", "SELECT $$abc", "SELECT \"abc",
+	"", "   \n\t", "-- just a comment", "/* only */", ";", ";;  ; ",
+	"SELECT 'a\\'; SELECT '; DELETE FROM t; --'",
+	"SELECT E'a\\'b' FROM t",
+	"DELETE FROM \"Bestellungen_ä\" WHERE note = '日本'",
+	"SELECT 1 +-+-+-+-+-+- 2",
+};
+
+static const struct sql_settings corpus_settings[] = {
+	{ .standard_conforming_strings = SQL_SCS_ON },
+	{ .standard_conforming_strings = SQL_SCS_OFF },
+	{ .standard_conforming_strings = SQL_SCS_UNKNOWN },
+	{ .client_encoding = "SJIS" },
+};
+
+/* Fresh, first through the cache (a miss) and again (a hit): all equal. */
+static void check_cached_like_fresh(struct sql_cache *c, const char *sql, size_t len,
+				    const struct sql_settings *set)
+{
+	struct sql_parse fresh, miss, hit;
+	int rc = sql_parse(sql, len, set, &fresh);
+
+	cr_assert_eq(sql_cache_parse(c, sql, len, set, &miss), rc, "%s", sql);
+	cr_assert_eq(sql_cache_parse(c, sql, len, set, &hit), rc, "%s", sql);
+	cr_expect(same_parse(&fresh, &miss), "a miss differs from a fresh parse: %s", sql);
+	cr_expect(same_parse(&fresh, &hit), "a hit differs from a fresh parse: %s", sql);
+	for (size_t i = 0; i < hit.n_stmts; i++)
+		cr_expect_neq(hit.stmts[i].ops, miss.stmts[i].ops, "copies share nothing");
+	sql_parse_free(&fresh);
+	sql_parse_free(&miss);
+	sql_parse_free(&hit);
+}
+
+Test(sql_cache, a_hit_gives_exactly_what_a_fresh_parse_gives_for_the_whole_corpus)
+{
+	struct sql_cache *c = sql_cache_new(NULL);
+	struct sql_cache_stats st;
+	const char nul_text[] = "SELECT 1\0; DELETE FROM t";
+	size_t n = 0;
+
+	cr_assert_not_null(c);
+	for (size_t s = 0; s < sizeof(corpus_settings) / sizeof(corpus_settings[0]); s++) {
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++, n++)
+			check_cached_like_fresh(c, cases[i].sql, strlen(cases[i].sql),
+						&corpus_settings[s]);
+		for (size_t i = 0; i < sizeof(more_texts) / sizeof(more_texts[0]); i++, n++)
+			check_cached_like_fresh(c, more_texts[i], strlen(more_texts[i]),
+						&corpus_settings[s]);
+		check_cached_like_fresh(c, nul_text, sizeof(nul_text) - 1, &corpus_settings[s]);
+		n++;
+	}
+	check_cached_like_fresh(c, "SELECT 1", 8, NULL);
+	sql_cache_stats(c, &st);
+	/* every second lookup hits; "SELECT 1" with NULL settings finds the
+	 * entry the table's "SELECT 1" made with the defaults spelled out */
+	cr_expect_eq(st.hits, n + 2, "%lu hits", (unsigned long)st.hits);
+	cr_expect_eq(st.misses, n, "%lu misses", (unsigned long)st.misses);
+	sql_cache_free(c);
+}
+
+Test(sql_fingerprint, one_parse_gives_what_pg_query_fingerprint_gives)
+{
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sql_parse p;
+		PgQueryFingerprintResult fp = pg_query_fingerprint(cases[i].sql);
+
+		cr_assert_eq(sql_parse(cases[i].sql, strlen(cases[i].sql), NULL, &p), 0);
+		cr_assert(p.ok && !fp.error, "%s", cases[i].sql);
+		cr_expect_str_eq(p.fingerprint, fp.fingerprint_str, "%s", cases[i].sql);
+		cr_expect_str_eq(p.stmts[0].fingerprint, fp.fingerprint_str, "%s", cases[i].sql);
+		pg_query_free_fingerprint_result(fp);
+		sql_parse_free(&p);
+	}
+	for (size_t i = 0; i < sizeof(more_texts) / sizeof(more_texts[0]); i++) {
+		struct sql_parse p;
+		PgQueryFingerprintResult fp = pg_query_fingerprint(more_texts[i]);
+
+		cr_assert_eq(sql_parse(more_texts[i], strlen(more_texts[i]), NULL, &p), 0);
+		if (p.ok)
+			cr_expect_str_eq(p.fingerprint, fp.fingerprint_str, "%s", more_texts[i]);
+		pg_query_free_fingerprint_result(fp);
+		sql_parse_free(&p);
+	}
+}
+
+Test(sql_cache, the_same_text_read_with_other_settings_is_another_entry)
+{
+	static const char trick[] = "SELECT 'a\\'; SELECT '; DELETE FROM t; --'";
+	struct sql_settings off = { .standard_conforming_strings = SQL_SCS_OFF };
+	struct sql_cache *c = sql_cache_new(NULL);
+	struct sql_parse on_p, off_p;
+
+	cr_assert_eq(sql_cache_parse(c, trick, sizeof(trick) - 1, NULL, &on_p), 0);
+	cr_assert_eq(sql_cache_parse(c, trick, sizeof(trick) - 1, &off, &off_p), 0);
+	cr_assert_eq(on_p.stmts[1].kind, SQL_SELECT);
+	cr_assert_eq(off_p.stmts[1].kind, SQL_DELETE, "not the entry read with the setting on");
+	sql_parse_free(&on_p);
+	sql_parse_free(&off_p);
+	sql_cache_free(c);
+}
+
+static uint64_t same_hash_for_all(const char *text, size_t len)
+{
+	(void)text;
+	(void)len;
+	return 42;
+}
+
+Test(sql_cache, texts_whose_hashes_collide_never_share_a_result)
+{
+	struct sql_cache_limits lim = { .hash = same_hash_for_all };
+	struct sql_cache *c = sql_cache_new(&lim);
+	/* same length too: only the full compare tells them apart */
+	const char *texts[] = { "DELETE FROM a", "SELECT 1 FROM", "DELETE FROM b", "delete from a" };
+	struct sql_cache_stats st;
+
+	for (int round = 0; round < 3; round++)
+		for (size_t i = 0; i < 4; i++)
+			check_cached_like_fresh(c, texts[i], strlen(texts[i]), NULL);
+	sql_cache_stats(c, &st);
+	cr_expect_eq(st.entries, 4);
+	cr_expect_eq(st.misses, 4);
+	sql_cache_free(c);
+}
+
+Test(sql_cache, the_least_recently_used_entry_goes_when_the_count_is_reached)
+{
+	struct sql_cache_limits lim = { .max_entries = 4 };
+	struct sql_cache *c = sql_cache_new(&lim);
+	struct sql_cache_stats st;
+	struct sql_parse p;
+	char sql[64];
+
+	for (int i = 0; i < 6; i++) {
+		snprintf(sql, sizeof(sql), "DELETE FROM t%d", i);
+		cr_assert_eq(sql_cache_parse(c, sql, strlen(sql), NULL, &p), 0);
+		sql_parse_free(&p);
+		/* t0 stays in use, so it stays */
+		cr_assert_eq(sql_cache_parse(c, "DELETE FROM t0", 14, NULL, &p), 0);
+		sql_parse_free(&p);
+	}
+	sql_cache_stats(c, &st);
+	cr_expect_eq(st.entries, 4);
+	cr_expect_eq(st.evictions, 2);
+	cr_expect_eq(st.hits, 6);
+	cr_assert_eq(sql_cache_parse(c, "DELETE FROM t5", 14, NULL, &p), 0);
+	sql_parse_free(&p);
+	cr_assert_eq(sql_cache_parse(c, "DELETE FROM t1", 14, NULL, &p), 0);
+	cr_assert_str_eq(p.stmts[0].ops[0].relation, "t1");
+	sql_parse_free(&p);
+	sql_cache_stats(c, &st);
+	cr_expect_eq(st.hits, 7, "t5 is there");
+	cr_expect_eq(st.misses, 7, "t1 was evicted");
+	sql_cache_free(c);
+}
+
+Test(sql_cache, entries_go_when_the_byte_cap_is_reached)
+{
+	struct sql_cache_limits lim = { .max_bytes = 4096 };
+	struct sql_cache *c = sql_cache_new(&lim);
+	struct sql_cache_stats st;
+	char sql[600];
+
+	for (int i = 0; i < 40; i++) {
+		int at = snprintf(sql, sizeof(sql), "SELECT a%d", i);
+
+		while (at < 400)
+			at += snprintf(sql + at, sizeof(sql) - (size_t)at, ", c%d", at);
+		snprintf(sql + at, sizeof(sql) - (size_t)at, " FROM t%d", i);
+		check_cached_like_fresh(c, sql, strlen(sql), NULL);
+		sql_cache_stats(c, &st);
+		cr_assert_leq(st.bytes, 4096, "%lu bytes", (unsigned long)st.bytes);
+	}
+	cr_expect_gt(st.evictions, 0);
+	cr_expect_lt(st.entries, 40);
+	cr_expect_gt(st.entries, 0);
+	sql_cache_free(c);
+}
+
+Test(sql_cache, a_result_bigger_than_the_byte_cap_is_not_kept)
+{
+	struct sql_cache_limits lim = { .max_bytes = 256 };
+	struct sql_cache *c = sql_cache_new(&lim);
+	struct sql_cache_stats st;
+	const char *sql = "SELECT a, b, c, d, e, f FROM alpha JOIN beta USING (id) JOIN gamma USING (id) "
+			  "WHERE a = 1 AND b = 2 AND c = 3 AND upper(d) = lower(e)";
+
+	check_cached_like_fresh(c, sql, strlen(sql), NULL);
+	sql_cache_stats(c, &st);
+	cr_expect_eq(st.entries, 0);
+	cr_expect_eq(st.misses, 2);
+	sql_cache_free(c);
+}
+
+Test(sql_cache, statements_longer_than_the_limit_are_parsed_every_time)
+{
+	struct sql_cache_limits lim = { .max_text = 32 };
+	struct sql_cache *c = sql_cache_new(&lim);
+	struct sql_cache_stats st;
+	const char *lng = "DELETE FROM accounts WHERE id = 12345 AND owner = 'x'";
+
+	check_cached_like_fresh(c, lng, strlen(lng), NULL);
+	check_cached_like_fresh(c, "DELETE FROM a", 13, NULL);
+	sql_cache_stats(c, &st);
+	cr_expect_eq(st.bypasses, 2);
+	cr_expect_eq(st.entries, 1);
+	cr_expect_eq(st.hits, 1);
+	sql_cache_free(c);
+}
+
+Test(sql_cache, a_result_stays_valid_after_its_entry_is_evicted_and_the_cache_freed)
+{
+	struct sql_cache_limits lim = { .max_entries = 1 };
+	struct sql_cache *c = sql_cache_new(&lim);
+	struct sql_parse held, p;
+
+	cr_assert_eq(sql_cache_parse(c, "DELETE FROM kept", 16, NULL, &p), 0);
+	sql_parse_free(&p);
+	cr_assert_eq(sql_cache_parse(c, "DELETE FROM kept", 16, NULL, &held), 0);	/* a hit */
+	cr_assert_eq(sql_cache_parse(c, "DELETE FROM other", 17, NULL, &p), 0);	/* evicts it */
+	sql_parse_free(&p);
+	sql_cache_free(c);
+	cr_assert_str_eq(held.stmts[0].ops[0].relation, "kept");
+	cr_assert_str_eq(held.stmts[0].tables[0], "kept");
+	sql_parse_free(&held);
+}
+
+Test(sql_cache, no_cache_parses_directly)
+{
+	struct sql_parse p;
+
+	cr_assert_eq(sql_cache_parse(NULL, "DELETE FROM t", 13, NULL, &p), 0);
+	cr_assert_eq(p.stmts[0].kind, SQL_DELETE);
+	sql_parse_free(&p);
+}
+
+struct cache_worker {
+	int id;
+	int mismatches;
+	struct sql_cache_stats stats;
+};
+
+static void *cache_many(void *arg)
+{
+	struct cache_worker *w = arg;
+	struct sql_cache_limits small = { .max_entries = 8 };
+	struct sql_cache *own = sql_cache_new(&small);
+
+	if (!own)
+		return NULL;
+	for (int i = 0; i < 600; i++) {
+		char sql[128];
+		struct sql_parse fresh, cached, cached_own;
+		const struct sql_settings *set = &corpus_settings[(size_t)(i + w->id) % 4];
+
+		/* shared texts (every thread sees them) and texts of its own */
+		if (i % 3)
+			snprintf(sql, sizeof(sql), "%s", cases[(size_t)i % 40].sql);
+		else
+			snprintf(sql, sizeof(sql), "DELETE FROM t%d_%d WHERE id = 1", w->id, i % 20);
+		if (sql_parse(sql, strlen(sql), set, &fresh) != 0) {
+			w->mismatches++;
+			continue;
+		}
+		if (sql_cache_parse(sql_cache_thread(), sql, strlen(sql), set, &cached) != 0 ||
+		    !same_parse(&fresh, &cached))
+			w->mismatches++;
+		if (sql_cache_parse(own, sql, strlen(sql), set, &cached_own) != 0 ||
+		    !same_parse(&fresh, &cached_own))
+			w->mismatches++;
+		sql_parse_free(&fresh);
+		sql_parse_free(&cached);
+		sql_parse_free(&cached_own);
+	}
+	sql_cache_stats(sql_cache_thread(), &w->stats);
+	sql_cache_free(own);
+	if (w->id % 2)
+		sql_cache_thread_release();	/* the others go at thread exit */
+	return NULL;
+}
+
+Test(sql_cache, worker_threads_each_use_their_own_cache_without_mixing_results)
+{
+	enum { N = 4 };
+	pthread_t threads[N];
+	struct cache_worker workers[N];
+	struct sql_cache_stats before, during, after;
+
+	sql_cache_totals(&before);
+	for (int i = 0; i < N; i++) {
+		workers[i] = (struct cache_worker){ .id = i };
+		cr_assert_eq(pthread_create(&threads[i], NULL, cache_many, &workers[i]), 0);
+	}
+	sql_cache_totals(&during);	/* read while they work: must be race-free */
+	for (int i = 0; i < N; i++) {
+		pthread_join(threads[i], NULL);
+		cr_assert_eq(workers[i].mismatches, 0, "thread %d", i);
+		cr_expect_gt(workers[i].stats.hits, 0, "thread %d", i);
+	}
+	sql_cache_totals(&after);
+	cr_expect_eq(after.hits + after.misses - before.hits - before.misses, (uint64_t)N * 600);
 }
