@@ -16,7 +16,7 @@
 #include "common/log.h"
 
 /* Serialized events queued for the file sink before producers wait. */
-#define SINK_QUEUE_MAX (64u << 20)
+#define SINK_QUEUE_MAX (64u << 20)	/* default */
 #define SINK_WRITE_CHUNK (256u << 10)
 
 /* --- the JSON-lines file sink ------------------------------------------- */
@@ -34,6 +34,10 @@ struct sink {
 	pthread_cond_t has_data;
 	pthread_cond_t has_room;
 	struct spool_buf filling;
+	size_t queue_max;		/* bytes queued before producers wait or drop */
+	uint64_t turn;			/* file-only: the seq whose line goes next */
+	uint64_t dropped;		/* lines the mirror skipped, ever */
+	uint64_t behind;		/* ... in the episode going on */
 	bool stopping;
 };
 
@@ -144,7 +148,7 @@ static void sink_free(struct sink *k)
 	free(k);
 }
 
-static int sink_open(const char *path, struct sink **out)
+static int sink_open(const char *path, size_t queue_max, uint64_t first_seq, struct sink **out)
 {
 	struct sink *k = calloc(1, sizeof(*k));
 	int err;
@@ -152,6 +156,8 @@ static int sink_open(const char *path, struct sink **out)
 	if (!k)
 		return -ENOMEM;
 	k->fd = -1;
+	k->queue_max = queue_max ? queue_max : SINK_QUEUE_MAX;
+	k->turn = first_seq;
 	pthread_mutex_init(&k->lock, NULL);
 	pthread_cond_init(&k->has_data, NULL);
 	pthread_cond_init(&k->has_room, NULL);
@@ -173,14 +179,14 @@ static int sink_open(const char *path, struct sink **out)
 	return 0;
 }
 
-/* Queues a copy of @raw; waits while the writer is far behind. */
-static void sink_push(struct sink *k, const uint8_t *raw, size_t len)
+/* Appends [length][@raw] to the queue if it fits under queue_max.
+ * Returns 0, -EAGAIN (no room now) or -ENOMEM. Caller holds k->lock. */
+static int sink_queue(struct sink *k, const uint8_t *raw, size_t len)
 {
 	uint32_t n = (uint32_t)len;
 
-	pthread_mutex_lock(&k->lock);
-	while (k->filling.len && k->filling.len + 4 + len > SINK_QUEUE_MAX)
-		pthread_cond_wait(&k->has_room, &k->lock);
+	if (k->filling.len && k->filling.len + 4 + len > k->queue_max)
+		return -EAGAIN;
 	if (k->filling.cap - k->filling.len < 4 + len) {
 		size_t cap = k->filling.cap ? k->filling.cap : 64 << 10;
 		uint8_t *data;
@@ -189,10 +195,9 @@ static void sink_push(struct sink *k, const uint8_t *raw, size_t len)
 			cap *= 2;
 		data = realloc(k->filling.data, cap);
 		if (!data) {
-			pthread_mutex_unlock(&k->lock);
 			log_error("audit: out of memory: an event is missing from %s (the spool, "
 				  "when configured, still has it)", k->path);
-			return;
+			return -ENOMEM;
 		}
 		k->filling.data = data;
 		k->filling.cap = cap;
@@ -201,6 +206,55 @@ static void sink_push(struct sink *k, const uint8_t *raw, size_t len)
 	memcpy(k->filling.data + k->filling.len + 4, raw, len);
 	k->filling.len += 4 + len;
 	pthread_cond_signal(&k->has_data);
+	return 0;
+}
+
+/* Caller holds k->lock. */
+static void sink_log_behind(struct sink *k)
+{
+	if (!k->behind)
+		return;
+	log_warn("audit: file sink behind, %" PRIu64 " lines not written to %s; the spool has "
+		 "every event", k->behind, k->path);
+	k->behind = 0;
+}
+
+/*
+ * With a spool the file is a mirror: never waits (the caller may hold the
+ * audit lock, which the shipper needs); a line that finds no room is
+ * dropped for the file only, and counted.
+ */
+static void sink_offer(struct sink *k, const uint8_t *raw, size_t len)
+{
+	int err;
+
+	pthread_mutex_lock(&k->lock);
+	err = sink_queue(k, raw, len);
+	if (err == -EAGAIN) {
+		k->dropped++;
+		k->behind++;
+	} else if (!err) {
+		sink_log_behind(k);
+	}
+	pthread_mutex_unlock(&k->lock);
+}
+
+/*
+ * Without a spool the file is the only record: the line of event @seq
+ * waits for room, and for the lines before it (producers push after
+ * leaving the audit lock, so they may arrive out of order). @raw NULL:
+ * nothing to write for @seq, just pass the turn on.
+ */
+static void sink_push_wait(struct sink *k, uint64_t seq, const uint8_t *raw, size_t len)
+{
+	pthread_mutex_lock(&k->lock);
+	while (k->turn != seq ||
+	       (raw && k->filling.len && k->filling.len + 4 + len > k->queue_max))
+		pthread_cond_wait(&k->has_room, &k->lock);
+	if (raw)
+		sink_queue(k, raw, len);
+	k->turn = seq + 1;
+	pthread_cond_broadcast(&k->has_room);
 	pthread_mutex_unlock(&k->lock);
 }
 
@@ -209,6 +263,7 @@ static void sink_close(struct sink *k)
 	if (!k)
 		return;
 	pthread_mutex_lock(&k->lock);
+	sink_log_behind(k);
 	k->stopping = true;
 	pthread_cond_signal(&k->has_data);
 	pthread_mutex_unlock(&k->lock);
@@ -244,6 +299,8 @@ struct audit {
 	uint64_t waiting_count;
 	int full_reason;		/* -errno of the append that failed */
 	bool full;			/* atomic reads: audit_accepting() */
+	bool over_cap;			/* atomic reads: waiting_bytes > AUDIT_WAITING_MAX */
+	uint64_t refused;		/* atomic: connections refused, unrecorded, while full */
 
 	struct sink *sink;		/* NULL: no file */
 };
@@ -256,6 +313,29 @@ static void set_full(struct audit *a, bool full)
 bool audit_accepting(const struct audit *a)
 {
 	return !a || !__atomic_load_n(&a->full, __ATOMIC_ACQUIRE);
+}
+
+bool audit_over_cap(const struct audit *a)
+{
+	return a && __atomic_load_n(&a->over_cap, __ATOMIC_ACQUIRE);
+}
+
+void audit_refused_connection(struct audit *a)
+{
+	if (a)
+		__atomic_add_fetch(&a->refused, 1, __ATOMIC_RELAXED);
+}
+
+uint64_t audit_file_dropped(struct audit *a)
+{
+	uint64_t n;
+
+	if (!a || !a->sink)
+		return 0;
+	pthread_mutex_lock(&a->sink->lock);
+	n = a->sink->dropped;
+	pthread_mutex_unlock(&a->sink->lock);
+	return n;
 }
 
 struct spool *audit_spool(struct audit *a)
@@ -294,6 +374,9 @@ static void drain_waiting(struct audit *a)
 			a->full_reason = err;
 			return;
 		}
+		/* Spooled: now, and in seq order, the file may have it. */
+		if (a->sink)
+			sink_offer(a->sink, w->rec + SPOOL_HEADER_LEN, w->len);
 		a->waiting = w->next;
 		a->waiting_bytes -= w->len;
 		a->waiting_count--;
@@ -301,10 +384,16 @@ static void drain_waiting(struct audit *a)
 		free(w);
 	}
 	a->waiting_tail = &a->waiting;
+	__atomic_store_n(&a->over_cap, false, __ATOMIC_RELEASE);
 	if (a->full) {
+		uint64_t refused = __atomic_exchange_n(&a->refused, 0, __ATOMIC_RELAXED);
+
 		set_full(a, false);
 		log_info("audit: spool has room again: %" PRIu64 " event(s) that waited in memory "
 			 "are written; statements and connections are accepted", written);
+		if (refused)
+			log_info("audit: %" PRIu64 " connections refused while the spool was full",
+				 refused);
 	}
 }
 
@@ -335,7 +424,8 @@ static int reserve_rec(struct audit *a, size_t len)
 	return 0;
 }
 
-/* Stores the serialized event in a->rec: spool, or the waiting list. */
+/* Stores the serialized event in a->rec: spool (0), or the waiting list
+ * (AUDIT_WAITING, -ENOBUFS past the cap). */
 static int store(struct audit *a, uint64_t seq, size_t len)
 {
 	struct waiting *w;
@@ -366,13 +456,19 @@ static int store(struct audit *a, uint64_t seq, size_t len)
 		set_full(a, true);
 		log_full(a, err);
 	}
-	return a->waiting_bytes > AUDIT_WAITING_MAX ? -ENOBUFS : 0;
+	if (a->waiting_bytes > AUDIT_WAITING_MAX) {
+		__atomic_store_n(&a->over_cap, true, __ATOMIC_RELEASE);
+		return -ENOBUFS;
+	}
+	return AUDIT_WAITING;
 }
 
 int audit_record(struct audit *a, Dbward__V1__Event *ev)
 {
-	size_t len;
+	uint8_t *line = NULL;
+	size_t len = 0;
 	uint64_t seq;
+	bool file_turn = false;
 	int err = 0;
 
 	if (!a)
@@ -399,11 +495,25 @@ int audit_record(struct audit *a, Dbward__V1__Event *ev)
 	/* Recorded: the chain moves on. */
 	event_hash(a->rec + SPOOL_HEADER_LEN, len, a->prev_hash);
 	a->next_seq = seq + 1;
-	if (a->sink)
-		sink_push(a->sink, a->rec + SPOOL_HEADER_LEN, len);
+	if (a->sink && a->spool && !err) {
+		/* A mirror of the spool: never waits. Waiting events reach
+		 * the file from drain_waiting(), once spooled. */
+		sink_offer(a->sink, a->rec + SPOOL_HEADER_LEN, len);
+	} else if (a->sink && !a->spool) {
+		/* The only record: pushed in turn, after the lock. */
+		file_turn = true;
+		if ((line = malloc(len)))
+			memcpy(line, a->rec + SPOOL_HEADER_LEN, len);
+		else
+			log_error("audit: out of memory: an event is missing from the audit file");
+	}
 out:
 	pthread_mutex_unlock(&a->lock);
-	if (err && err != -ENOBUFS)
+	if (file_turn) {
+		sink_push_wait(a->sink, seq, line, len);
+		free(line);
+	}
+	if (err < 0 && err != -ENOBUFS)
 		log_error("audit: an event of session %s could not be recorded (%s); its connection "
 			  "is closed", ev->session && ev->session->session_id ? ev->session->session_id
 									      : "?",
@@ -449,7 +559,8 @@ int audit_open(const struct audit_opts *opts, struct audit **out, char *err, siz
 	} else {
 		a->epoch = clock_realtime_ns();	/* nothing persists: a new epoch per run */
 	}
-	if (opts->file && (res = sink_open(opts->file, &a->sink)) < 0) {
+	if (opts->file && (res = sink_open(opts->file, opts->file_queue_max, a->next_seq,
+					    &a->sink)) < 0) {
 		snprintf(err, errlen, "audit.file %s: %s", opts->file, strerror(-res));
 		goto fail;
 	}

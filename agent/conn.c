@@ -68,6 +68,7 @@ struct conn {
 	uint64_t now_ns;		/* this pump round's clock */
 	int audit_err;			/* an event of this connection was not stored */
 	bool refused_full;		/* the denied batch was refused: spool full */
+	bool unrecorded;		/* refused while the spool was full: no events */
 	bool open_emitted;
 	bool in_ready;
 	struct conn *prev;		/* w->conns */
@@ -101,7 +102,8 @@ static void emit_open_once(struct conn *c)
 /* Why a connection whose event could not be stored is closed. */
 static const char *audit_failure(const struct conn *c)
 {
-	return c->audit_err == -ENOBUFS ? AUDIT_FULL_CLOSED
+	return c->audit_err == AUDIT_WAITING ? AUDIT_FULL_WAITING
+	       : c->audit_err == -ENOBUFS    ? AUDIT_FULL_CLOSED
 	       : "dbward: an audit event could not be recorded: connection closed so that "
 		 "nothing runs unrecorded";
 }
@@ -142,9 +144,17 @@ static void conn_finish(struct conn *c, const char *error)
 	if (c->sess.error)
 		conn_log(LOG_LEVEL_INFO, c, "connection ends: %s", c->sess.error);
 	set_state(c, CONN_CLOSED);
-	emit_open_once(c);
-	track_abandon(&c->track, clock_monotonic_ns());
-	session_emit_close(w->agent->audit, &c->sess);
+	/* While the spool is full, a connection that never had a session
+	 * leaves no events, only a count: nothing can make memory grow. */
+	if (!c->open_emitted && !c->unrecorded && !audit_accepting(w->agent->audit)) {
+		c->unrecorded = true;
+		audit_refused_connection(w->agent->audit);
+	}
+	if (!c->unrecorded) {
+		emit_open_once(c);
+		track_abandon(&c->track, clock_monotonic_ns());
+		session_emit_close(w->agent->audit, &c->sess);
+	}
 
 	close_endpoint(w, &c->server);
 	if (c->client.fd >= 0)
@@ -471,7 +481,7 @@ static enum pg_frame_verdict frontend_message(void *ctx, uint8_t *msg, size_t ha
 
 	(void)new_total;
 	if (c->track.discarding) {
-		/* The server would skip to Sync after the failed Parse. */
+		/* The server would skip to Sync after a failed Parse/Bind/Execute. */
 		char denied_by[64];
 		bool was_full = c->refused_full;
 
@@ -486,23 +496,27 @@ static enum pg_frame_verdict frontend_message(void *ctx, uint8_t *msg, size_t ha
 	}
 	if (track_frontend(&c->track, msg, have, total, c->now_ns) < 0)
 		goto fail;
-	if (msg[0] != 'Q' && msg[0] != 'P')
+	if (!msg[0] || !strchr("QPBEF", msg[0]))
 		return PG_FRAME_FORWARD;
 	/* Nothing may run that the audit trail cannot take. */
 	full = !audit_accepting(c->w->agent->audit);
 	if (full) {
 		verdict = TRACK_DENY;
 		rule = SPOOL_FULL_RULE;
-	} else {
+	} else if (msg[0] == 'Q' || msg[0] == 'P') {
 		verdict = judge(c, &rule);
+	} else {
+		return PG_FRAME_FORWARD;	/* judged at its Parse */
 	}
 	if (track_set_verdict(&c->track, verdict, rule) < 0)
 		goto fail;
 	if (verdict != TRACK_DENY)
 		return PG_FRAME_FORWARD;
-	if (msg[0] == 'Q')
+	/* A FunctionCall is answered as a Query is: the stand-in's error
+	 * and ReadyForQuery. */
+	if (msg[0] == 'Q' || msg[0] == 'F')
 		return stand_in(c, rule, full);
-	if (track_deny_parse(&c->track, rule) < 0)
+	if (track_deny_extended(&c->track, rule) < 0)
 		goto fail;
 	c->refused_full = full;
 	return PG_FRAME_DROP;
@@ -548,7 +562,11 @@ static void report_statement(void *ctx, const struct track_result *r)
 	struct conn *c = ctx;
 	int err = session_emit_statement(c->w->agent->audit, &c->sess, r);
 
-	if (err < 0 && !c->audit_err)
+	/* Only in memory (full spool): the answer of a statement that ran
+	 * must not reach the client; a refusal, which ran nothing, may. */
+	if (err == AUDIT_WAITING && r->verdict == TRACK_DENY)
+		err = 0;
+	if (err && !c->audit_err)
 		c->audit_err = err;
 }
 
@@ -801,11 +819,15 @@ static bool step_read_startup(struct conn *c)
 		c->sess.db_user = copy_str(st->user);
 		c->sess.database = copy_str(st->database);
 		c->sess.application_name = copy_str(st->application_name);
-		/* A CancelRequest still goes: it only stops what already runs. */
-		if (!audit_accepting(c->w->agent->audit)) {
-			conn_reject(c, AUDIT_FULL_SQLSTATE, AUDIT_FULL_CONNECTION);
-			return true;
-		}
+	}
+	/* A CancelRequest still goes (it only stops what already runs),
+	 * unless too much waits in memory already. Refused: no events. */
+	if (!audit_accepting(c->w->agent->audit) &&
+	    (st->kind == PG_STARTUP_MESSAGE || audit_over_cap(c->w->agent->audit))) {
+		c->unrecorded = true;
+		audit_refused_connection(c->w->agent->audit);
+		conn_reject(c, AUDIT_FULL_SQLSTATE, AUDIT_FULL_CONNECTION);
+		return true;
 	}
 	err = connect_upstream(c);
 	if (err < 0) {

@@ -72,6 +72,7 @@ struct shipper {
 	bool ever_acked;
 	bool outage;			/* "unreachable" logged, "reachable again" due */
 	bool stuck;			/* a corrupt record: nothing ships past it */
+	uint64_t stuck_seq;		/* ... at this seq; what is before it still ships */
 	char last_refusal[256];
 	uint64_t last_refusal_ns;
 };
@@ -302,7 +303,10 @@ static int add_item(struct shipper *s, size_t len)
 
 static void report_corrupt(struct shipper *s, const char *what)
 {
+	if (s->stuck)
+		return;		/* read again while resending what precedes it */
 	s->stuck = true;
+	s->stuck_seq = s->cursor.next_seq;
 	log_error("audit: %s. Shipping stops before it and nothing is skipped: later events stay "
 		  "in the spool, which fills up and then refuses statements (SQLSTATE "
 		  AUDIT_FULL_SQLSTATE "). To recover: stop the agent, move the spool directory aside "
@@ -548,20 +552,25 @@ static bool drained(struct shipper *s)
 {
 	struct spool_info info;
 
-	if (s->stuck || clock_monotonic_ns() >= bound(s, UINT64_MAX))
+	if (clock_monotonic_ns() >= bound(s, UINT64_MAX))
 		return true;
 	spool_get_info(s->spool, &info);
-	return info.acked_seq >= info.last_seq;
+	return info.acked_seq >= (s->stuck ? s->stuck_seq - 1 : info.last_seq);
 }
 
 /* Whether a batch is due now; else when it will be. */
 static bool batch_due(struct shipper *s, uint64_t now, uint64_t *when)
 {
 	uint64_t last = spool_last_seq(s->spool);
-	uint64_t waiting = last >= s->cursor.next_seq ? last - s->cursor.next_seq + 1 : 0;
+	uint64_t waiting;
 
+	/* After a corrupt record, what precedes it still ships (again, when
+	 * the collector acknowledged only part of a batch). */
+	if (s->stuck && last >= s->stuck_seq)
+		last = s->stuck_seq - 1;
+	waiting = last >= s->cursor.next_seq ? last - s->cursor.next_seq + 1 : 0;
 	*when = now + s->batch_ns;
-	if (s->stuck || !waiting)
+	if (!waiting)
 		return false;
 	if (waiting >= s->batch_max_events || stopping(s) || now >= s->last_send_ns + s->batch_ns)
 		return true;

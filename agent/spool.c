@@ -48,6 +48,7 @@ struct spool {
 	uint64_t acked_seq;
 	uint8_t acked_hash[SPOOL_HASH_LEN];	/* of event acked_seq */
 	uint64_t acked_gen;	/* slot generation last written */
+	int acked_slot;		/* the slot holding it: the next write goes to the other */
 	int acked_fd;
 	uint64_t synced_seq;
 	uint64_t bytes;
@@ -524,8 +525,11 @@ static int create_acked(struct spool *s)
 	char slots[2 * ACKED_SLOT];
 	int fd, err = 0;
 
-	format_slot(slots, 1, s->epoch, 0, zero);
-	format_slot(slots + ACKED_SLOT, 0, s->epoch, 0, zero);
+	/* Gen 1, the current one, in slot 1: the first ack (gen 2) goes to
+	 * slot 0, as each ack goes to the slot not holding the current one
+	 * (a spool made before this layout had gen 1 in slot 0: that works too). */
+	format_slot(slots, 0, s->epoch, 0, zero);
+	format_slot(slots + ACKED_SLOT, 1, s->epoch, 0, zero);
 	fd = openat(s->dirfd, "acked.new", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
@@ -569,6 +573,7 @@ static int open_acked(struct spool *s, char *err, size_t errlen)
 		return fail(err, errlen, "spool %s/acked is for epoch %" PRIu64 ", meta says %" PRIu64,
 			    s->dir, slot[best].epoch, s->epoch), -EINVAL;
 	s->acked_gen = slot[best].gen;
+	s->acked_slot = best;
 	s->acked_seq = slot[best].seq;
 	memcpy(s->acked_hash, slot[best].hash, sizeof(s->acked_hash));
 	return 0;
@@ -582,7 +587,7 @@ static int write_acked(struct spool *s, uint64_t seq, const uint8_t hash[SPOOL_H
 
 	format_slot(slot, gen, s->epoch, seq, hash);
 	do {
-		n = pwrite(s->acked_fd, slot, sizeof(slot), (off_t)(gen % 2) * ACKED_SLOT);
+		n = pwrite(s->acked_fd, slot, sizeof(slot), (off_t)(1 - s->acked_slot) * ACKED_SLOT);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
@@ -591,6 +596,7 @@ static int write_acked(struct spool *s, uint64_t seq, const uint8_t hash[SPOOL_H
 	if (fdatasync(s->acked_fd) < 0)
 		return -errno;
 	s->acked_gen = gen;
+	s->acked_slot = 1 - s->acked_slot;
 	return 0;
 }
 

@@ -618,6 +618,7 @@ size_t track_frontend_hold(uint8_t type, size_t total)
 	switch (type) {
 	case 'Q':
 	case 'P':
+	case 'F':	/* whole: refused while the spool is full, it is replaced */
 		return total;
 	case 'B':
 	case 'E':
@@ -729,19 +730,20 @@ int track_set_verdict(struct track *t, enum track_verdict v, const char *rule)
 	return 0;
 }
 
-int track_deny_parse(struct track *t, const char *rule)
+int track_deny_extended(struct track *t, const char *rule)
 {
 	struct track_pending *p = last(t);
 
-	if (!p || p->op != OP_PARSE) {
-		t->error = "internal: no Parse to deny";
+	if (!p || (p->op != OP_PARSE && p->op != OP_BIND && p->op != OP_EXECUTE)) {
+		t->error = "internal: no Parse, Bind or Execute to deny";
 		return -1;
 	}
 	/* The name the Parse bound is not on the server: unbind it. The
 	 * statement it replaced there is gone too, as a failed Parse would
 	 * leave it only for the unnamed one; dropping the binding errs on the
-	 * side of "does not exist". */
-	for (size_t i = 0; i < t->n_buckets; i++) {
+	 * side of "does not exist". (A denied Bind's portal name keeps the
+	 * text it now points at: only this session's reports read it.) */
+	for (size_t i = 0; p->op == OP_PARSE && i < t->n_buckets; i++) {
 		struct track_name **slot = &t->statements[i];
 
 		while (*slot) {

@@ -78,7 +78,7 @@ struct track {
 	 * must read it the same way. */
 	struct sql_settings settings;
 	char *client_encoding;		/* owned; settings points at it */
-	/* A denied Parse: the rest of its batch is dropped up to Sync. */
+	/* A denied Parse, Bind or Execute: the rest of its batch is dropped up to Sync. */
 	bool discarding;
 	struct track_text *denied_text;
 	char *denied_rule;
@@ -120,10 +120,12 @@ const struct track_text *track_last_text(const struct track *t);
 int track_set_verdict(struct track *t, enum track_verdict v, const char *rule);
 
 /*
- * The Parse just fed is denied: it never reaches the server, so it is
- * unfed (its name stays unbound) and the batch is discarded up to Sync.
+ * The Parse, Bind or Execute just fed is denied: it never reaches the
+ * server, so it is unfed (a Parse's name stays unbound) and the batch is
+ * discarded up to Sync, whose stand-in reports the denied statement (the
+ * text a Bind's or Execute's statement was prepared with).
  */
-int track_deny_parse(struct track *t, const char *rule);
+int track_deny_extended(struct track *t, const char *rule);
 /* The Sync ending a denied batch goes as the agent's stand-in Query,
  * whose error reports the denied statement. */
 int track_denied_sync(struct track *t, uint64_t now_ns);

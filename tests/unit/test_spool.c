@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -543,6 +544,28 @@ Test(spool, torn_ack_slot_falls_back_to_the_previous_ack)
 	spool_close(s);
 }
 
+/* The slot holding generation g is g % 2: the first ack (gen 2) goes to
+ * slot 0, and never overwrites the slot it would fall back to. */
+Test(spool, the_first_ack_overwrites_the_older_slot_not_the_current_one)
+{
+	struct spool *s = open_spool(1 << 20);
+	char path[128], before[1024], after[1024];
+	int fd;
+
+	append_n(s, 1, 3, "select 1");
+	snprintf(path, sizeof(path), "%s/acked", dir);
+	fd = open(path, O_RDONLY);
+	cr_assert_eq(pread(fd, before, sizeof(before), 0), (ssize_t)sizeof(before));
+	cr_assert(strncmp(before + 512, "gen 1\n", 6) == 0, "gen 1 in slot 1: %.20s",
+		  before + 512);
+	ack_up_to(s, 2);
+	cr_assert_eq(pread(fd, after, sizeof(after), 0), (ssize_t)sizeof(after));
+	close(fd);
+	cr_assert(memcmp(before + 512, after + 512, 512) == 0, "the current slot is untouched");
+	cr_assert(strncmp(after, "gen 2\n", 6) == 0, "%.20s", after);
+	spool_close(s);
+}
+
 /* --- full ------------------------------------------------------------------ */
 
 Test(spool, full_by_max_bytes_refuses_and_takes_again_after_an_ack)
@@ -579,13 +602,16 @@ Test(audit, full_spool_keeps_events_in_memory_in_order_and_writes_them_once_acke
 	int recorded = 0;
 
 	while (audit_accepting(a)) {
-		cr_assert_eq(record_statement(a, "select 'until full'"), 0);
+		int rc = record_statement(a, "select 'until full'");
+
+		cr_assert(rc == 0 || (rc == AUDIT_WAITING && !audit_accepting(a)), "rc %d", rc);
 		recorded++;
 		cr_assert_lt(recorded, 1000);
 	}
-	/* Full: what still comes is kept, in seq order, never dropped. */
+	/* Full: what still comes is kept, in seq order, never dropped, and
+	 * the caller is told it is only in memory. */
 	for (int i = 0; i < 5; i++)
-		cr_assert_eq(record_statement(a, "select 'while full'"), 0);
+		cr_assert_eq(record_statement(a, "select 'while full'"), AUDIT_WAITING);
 	recorded += 5;
 	spool_get_info(audit_spool(a), &info);
 	cr_assert_lt(info.last_seq, (uint64_t)recorded);
@@ -616,12 +642,130 @@ Test(audit, past_the_memory_cap_events_are_kept_and_the_caller_told_to_close)
 
 	memset(big, 'y', sizeof(big) - 1);
 	while (audit_accepting(a))
-		cr_assert_eq(record_statement(a, big), 0);
-	while ((rc = record_statement(a, big)) == 0)
+		cr_assert_geq(record_statement(a, big), 0);
+	while ((rc = record_statement(a, big)) == AUDIT_WAITING)
 		cr_assert_lt(++n, 100);
 	cr_assert_eq(rc, -ENOBUFS);
 	cr_assert_geq(n, (int)(AUDIT_WAITING_MAX >> 20) - 2);
 	audit_close(a);		/* logs the loss at exit: the spool is still full */
+}
+
+
+/* The seqs of the JSON lines in @path, in file order; returns how many. */
+static size_t file_seqs(const char *path, uint64_t *out, size_t max)
+{
+	FILE *f = fopen(path, "r");
+	char line[8192];
+	size_t n = 0;
+
+	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		const char *p = strstr(line, "\"seq\":");
+
+		cr_assert_not_null(p, "a line without seq: %s", line);
+		cr_assert_lt(n, max);
+		out[n++] = strtoull(p + 6, NULL, 10);
+	}
+	fclose(f);
+	return n;
+}
+
+static struct audit *open_audit_file(uint64_t max_bytes, const char *file, size_t queue_max)
+{
+	struct audit_opts opts = { .agent_id = "agent-1", .spool_dir = dir,
+				   .spool_max_bytes = max_bytes, .file = file,
+				   .file_queue_max = queue_max };
+	struct audit *a = NULL;
+	char err[AUDIT_ERR_LEN] = "";
+
+	cr_assert_eq(audit_open(&opts, &a, err, sizeof(err)), 0, "%s", err);
+	return a;
+}
+
+Test(audit, an_event_waiting_in_memory_is_reported_and_reaches_the_file_only_once_spooled)
+{
+	static uint64_t seqs[4096];
+	struct spool_info info;
+	char file[128];
+	struct audit *a;
+	uint64_t spooled, recorded = 0;
+	size_t n;
+	int rc = 0;
+
+	snprintf(file, sizeof(file), "%s.jsonl", dir);
+	a = open_audit_file(4096, file, 0);
+	while ((rc = record_statement(a, "select 'until full'")) == 0)
+		cr_assert_lt(++recorded, 1000);
+	cr_assert_eq(rc, AUDIT_WAITING, "the event that found the spool full is only in memory");
+	cr_assert_not(audit_accepting(a));
+	cr_assert_eq(record_statement(a, "select 'while full'"), AUDIT_WAITING);
+	spool_get_info(audit_spool(a), &info);
+	spooled = info.last_seq;
+	cr_assert_eq(spooled, recorded);
+	audit_close(a);		/* still full: the two waiting events are lost at exit */
+	n = file_seqs(file, seqs, 4096);
+	cr_assert_eq(n, spooled, "the file has only what the spool has");
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(seqs[i], i + 1);
+
+	/* Waiting events reach the file as they are spooled, in seq order. */
+	a = open_audit_file(4096, file, 0);
+	cr_assert_eq(record_statement(a, "select 'waits'"), AUDIT_WAITING);
+	cr_assert_eq(record_statement(a, "select 'waits too'"), AUDIT_WAITING);
+	ack_up_to(audit_spool(a), spooled);
+	audit_retry(a);
+	cr_assert(audit_accepting(a));
+	cr_assert_eq(record_statement(a, "select 'room again'"), 0);
+	audit_close(a);
+	n = file_seqs(file, seqs, 4096);
+	cr_assert_eq(n, spooled + 3);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(seqs[i], i + 1, "line %zu", i);
+	unlink(file);
+}
+
+static void *drain_fifo(void *arg)
+{
+	int fd = *(int *)arg;
+	char buf[65536];
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	return NULL;
+}
+
+/* A stuck file (here a FIFO nobody reads) never makes audit_record() wait
+ * when a spool has every event: the file's lines are dropped and counted. */
+Test(audit, a_stuck_file_sink_never_blocks_recording_with_a_spool, .timeout = 30)
+{
+	char fifo[128];
+	struct audit *a;
+	pthread_t reader;
+	int rfd, flags;
+
+	snprintf(fifo, sizeof(fifo), "%s.fifo", dir);
+	cr_assert_eq(mkfifo(fifo, 0600), 0, "%s", strerror(errno));
+	rfd = open(fifo, O_RDONLY | O_NONBLOCK);
+	cr_assert_geq(rfd, 0);
+	a = open_audit_file(64 << 20, fifo, 4096);
+	for (int i = 0; i < 5000; i++)
+		cr_assert_eq(record_statement(a, "select 'the file is stuck'"), 0);
+	cr_assert_gt(audit_file_dropped(a), 0, "lines the mirror could not take are counted");
+	flags = fcntl(rfd, F_GETFL);
+	fcntl(rfd, F_SETFL, flags & ~O_NONBLOCK);
+	pthread_create(&reader, NULL, drain_fifo, &rfd);
+	audit_close(a);
+	pthread_join(reader, NULL);
+	close(rfd);
+	{
+		struct spool *s = open_spool(64 << 20);
+		struct spool_info info;
+
+		spool_get_info(s, &info);
+		cr_assert_eq(info.last_seq, 5000, "the spool has every event");
+		spool_close(s);
+	}
+	unlink(fifo);
 }
 
 /* --- durability ---------------------------------------------------------- */
