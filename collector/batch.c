@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,8 +115,7 @@ struct decoded {
 static void decoded_release(struct decoded *d)
 {
 	for (size_t i = 0; d->events && i < d->n; i++) {
-		if (d->events[i])
-			dbward__v1__event__free_unpacked(d->events[i], NULL);
+		wire_event_free(d->events[i]);
 	}
 	free(d->events);
 	free(d->in);
@@ -160,6 +160,38 @@ static int decode_batch(const struct batch_ctx *ctx, struct decoded *d, struct b
 	return 0;
 }
 
+/* Fields of a newer schema, at any depth: protobuf-c keeps them and packs them back. */
+static bool has_unknown_fields(const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *desc = m->descriptor;
+
+	if (m->n_unknown_fields)
+		return true;
+	for (unsigned i = 0; i < desc->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &desc->fields[i];
+		const char *at = (const char *)m + f->offset;
+
+		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+			ProtobufCMessage *const *items = *(ProtobufCMessage *const *const *)at;
+
+			for (size_t k = 0; k < n; k++)
+				if (items[k] && has_unknown_fields(items[k]))
+					return true;
+			continue;
+		}
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    *(const uint32_t *)((const char *)m + f->quantifier_offset) != f->id)
+			continue;
+		if (*(ProtobufCMessage *const *)at &&
+		    has_unknown_fields(*(ProtobufCMessage *const *)at))
+			return true;
+	}
+	return false;
+}
+
 /* Event @i is this agent's, of the batch's one epoch, numbered. */
 static int check_event(const char *agent_id, const Dbward__V1__Event *ev,
 		       const Dbward__V1__Event *first, size_t i, struct batch_result *out)
@@ -183,11 +215,25 @@ static int decode_events(const char *agent_id, struct decoded *d, struct batch_r
 {
 	for (size_t i = 0; i < d->n; i++) {
 		const ProtobufCBinaryData *raw = &d->batch->events[i];
-		Dbward__V1__Event *ev = dbward__v1__event__unpack(NULL, raw->len, raw->data);
+		Dbward__V1__Event *ev;
+		int rc = wire_event_unpack(raw->data, raw->len, &ev);
 
-		if (!ev)
+		if (rc == -ENOMEM)
+			return batch_refuse(out, "event %zu cannot be decoded within its memory budget",
+					    i);
+		if (rc < 0)
 			return batch_refuse(out, "event %zu is not a dbward.v1.Event", i);
 		d->events[i] = ev;
+		/*
+		 * The bytes are what the agent hashed and what we store: they must
+		 * be the event's one encoding. This refuses unknown fields (a
+		 * newer schema), non-minimal encodings, and strings with a NUL
+		 * inside (an agent_id "a\0b" would pass strcmp as "a").
+		 */
+		if (has_unknown_fields(&ev->base) ||
+		    dbward__v1__event__get_packed_size(ev) != raw->len)
+			return batch_refuse(out, "event %zu is not in canonical encoding (unknown "
+					    "fields, a NUL in a string, or non-minimal encoding)", i);
 		if (check_event(agent_id, ev, d->events[0], i, out) < 0)
 			return -1;
 		d->in[i] = (struct store_event_in){ .raw = raw->data, .len = raw->len, .ev = ev };

@@ -7,8 +7,11 @@
  */
 #include "collector/config.h"
 
+#include <ctype.h>
 #include <limits.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
 
@@ -47,6 +50,79 @@ static int validate_storage(struct config_ctx *ctx, const struct config_key *key
 	return 0;
 }
 
+/* http_hosts: [name, ...], DNS names the API may be reached by. */
+static bool host_name_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+
+		if (!(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
+		    !(ch >= '0' && ch <= '9') && ch != '-' && ch != '.')
+			return false;
+	}
+	return true;
+}
+
+static void free_hosts(void *field)
+{
+	struct collector_hosts *h = field;
+
+	for (size_t i = 0; i < h->n; i++)
+		free(h->names[i]);
+	free(h->names);
+	h->names = NULL;
+	h->n = 0;
+}
+
+static int parse_hosts(yaml_document_t *doc, const yaml_node_t *node, const char *file,
+		       void *field, char *err, size_t errlen)
+{
+	struct collector_hosts *h = field;
+	const yaml_node_item_t *it;
+
+	free_hosts(h);
+	if (node->type != YAML_SEQUENCE_NODE) {
+		snprintf(err, errlen, "%s:%zu: http_hosts: expected a list of host names", file,
+			 node->start_mark.line + 1);
+		return -1;
+	}
+	for (it = node->data.sequence.items.start; it < node->data.sequence.items.top; it++) {
+		yaml_node_t *item = yaml_document_get_node(doc, *it);
+		const char *name = item && item->type == YAML_SCALAR_NODE ?
+					   (const char *)item->data.scalar.value : NULL;
+		size_t line = item ? item->start_mark.line + 1 : node->start_mark.line + 1;
+		char **names;
+
+		if (!name || !host_name_valid(name, item->data.scalar.length)) {
+			snprintf(err, errlen, "%s:%zu: http_hosts: '%s' is not a host name", file,
+				 line, name ? name : "?");
+			goto fail;
+		}
+		if (h->n == COLLECTOR_HTTP_HOSTS_MAX) {
+			snprintf(err, errlen, "%s:%zu: http_hosts: at most %d names", file, line,
+				 COLLECTOR_HTTP_HOSTS_MAX);
+			goto fail;
+		}
+		if (!(names = realloc(h->names, (h->n + 1) * sizeof(*names))) ||
+		    !(names[h->n] = strdup(name))) {
+			if (names)
+				h->names = names;
+			snprintf(err, errlen, "%s: out of memory", file);
+			goto fail;
+		}
+		for (char *c = names[h->n]; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		h->names = names;
+		h->n++;
+	}
+	return 0;
+fail:
+	free_hosts(h);
+	return -1;
+}
+
 /* --- the table ---------------------------------------------------------------- */
 
 static const char *const log_level_words[] = {
@@ -60,6 +136,7 @@ static const char *const log_level_words[] = {
 enum config_key_id {
 	KEY_LISTEN,
 	KEY_HTTP,
+	KEY_HTTP_HOSTS,
 	KEY_STORAGE,
 	KEY_TLS,
 	KEY_TLS_CERT,
@@ -84,6 +161,10 @@ static const struct config_key config_keys[KEY_COUNT] = {
 	[KEY_HTTP] = {
 		.name = "http", .type = CONFIG_T_ADDR, FIELD(CFG, http),
 		.default_text = "127.0.0.1:7080",
+	},
+	[KEY_HTTP_HOSTS] = {
+		.name = "http_hosts", .type = CONFIG_T_CUSTOM, FIELD(CFG, http_hosts),
+		.custom = { .parse = parse_hosts, .free = free_hosts },
 	},
 	[KEY_STORAGE] = {
 		.name = "storage", .type = CONFIG_T_STRING, FIELD(CFG, storage),

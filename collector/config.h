@@ -13,10 +13,18 @@
 #include "common/netaddr.h"
 
 #define COLLECTOR_CONFIG_ERR_LEN 512
+#define COLLECTOR_HTTP_HOSTS_MAX 64
+
+/* Host names the HTTP API answers to, besides IP literals and localhost. */
+struct collector_hosts {
+	char **names;			/* lower case */
+	size_t n;
+};
 
 struct collector_config {
 	struct netaddr listen;		/* agent ingest, mTLS */
 	struct netaddr http;		/* JSON API and web page, plain HTTP */
+	struct collector_hosts http_hosts;
 	char *storage;			/* sqlite:/abs/path or postgres[ql]://... */
 	char *tls_cert;			/* the collector's certificate (PEM) */
 	char *tls_key;

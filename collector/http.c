@@ -1,11 +1,13 @@
 #include "collector/http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "collector/listener.h"
@@ -18,6 +20,8 @@
 
 struct http {
 	struct api api;
+	char *const *hosts;
+	size_t n_hosts;
 	int listen_fd;
 	struct MHD_Daemon *daemon;
 };
@@ -85,6 +89,52 @@ static enum MHD_Result send_page(struct MHD_Connection *conn)
 	return send_response(conn, MHD_HTTP_OK, resp, "text/html; charset=utf-8");
 }
 
+/* --- the Host header ---------------------------------------------------------- */
+
+static bool is_port(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 1 && n <= 5 && strspn(s, "0123456789") == n;
+}
+
+bool http_host_allowed(const char *host, char *const *hosts, size_t n_hosts)
+{
+	char name[256];
+	const char *end, *colon;
+	struct in6_addr a6;
+	struct in_addr a4;
+	size_t len;
+
+	if (!host)
+		return false;
+	if (host[0] == '[') {
+		if (!(end = strchr(host, ']')) || (end[1] && (end[1] != ':' || !is_port(end + 2))))
+			return false;
+		len = (size_t)(end - host - 1);
+		if (len >= sizeof(name))
+			return false;
+		memcpy(name, host + 1, len);
+		name[len] = '\0';
+		return inet_pton(AF_INET6, name, &a6) == 1;
+	}
+	colon = strchr(host, ':');
+	if (colon && (strchr(colon + 1, ':') || !is_port(colon + 1)))
+		return false;
+	len = colon ? (size_t)(colon - host) : strlen(host);
+	if (len == 0 || len >= sizeof(name))
+		return false;
+	memcpy(name, host, len);
+	name[len] = '\0';
+	if (inet_pton(AF_INET, name, &a4) == 1 || strcasecmp(name, "localhost") == 0)
+		return true;
+	for (size_t i = 0; i < n_hosts; i++) {
+		if (strcasecmp(name, hosts[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* --- requests ------------------------------------------------------------------ */
 
 static enum MHD_Result collect_param(void *arg, enum MHD_ValueKind kind, const char *key,
@@ -137,6 +187,11 @@ static enum MHD_Result http_on_request(void *cls, struct MHD_Connection *conn, c
 
 	(void)version;
 	(void)upload_data;
+	if (!http_host_allowed(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							    MHD_HTTP_HEADER_HOST),
+			       h->hosts, h->n_hosts))
+		return send_error(conn, MHD_HTTP_FORBIDDEN, "this Host is not served: use an IP "
+				  "address, localhost, or a name listed in http_hosts");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
 				  "method not allowed: the API is read-only (GET)");
@@ -181,6 +236,8 @@ int http_start(const struct http_opts *opts, struct http **out, char *err, size_
 		return -1;
 	}
 	h->api = opts->api;
+	h->hosts = opts->hosts;
+	h->n_hosts = opts->n_hosts;
 	rc = listener_open(&opts->listen, &h->listen_fd);
 	if (rc < 0) {
 		netaddr_format(&opts->listen, addr, sizeof(addr));

@@ -16,10 +16,22 @@
 
 struct http;
 
+#include <stdbool.h>
+
 struct http_opts {
 	struct netaddr listen;
 	struct api api;			/* what the endpoints read; kept alive by the caller */
+	char *const *hosts;		/* http_hosts; kept alive by the caller */
+	size_t n_hosts;
 };
+
+/*
+ * Whether a request's Host header may be answered: an IP literal (v4, or
+ * [v6]), "localhost", or one of @hosts (lower case), each optionally with
+ * ":port". Anything else may be DNS rebinding: a web page the operator
+ * visits, served from a name that now resolves to us, reading the API.
+ */
+bool http_host_allowed(const char *host, char *const *hosts, size_t n_hosts);
 
 /* Binds and serves. 0, or -1 with @err. */
 int http_start(const struct http_opts *opts, struct http **out, char *err, size_t errlen);

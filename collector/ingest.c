@@ -22,7 +22,12 @@
 #define HANDSHAKE_TIMEOUT_MS 10000
 #define FRAME_IDLE_TIMEOUT_MS 60000	/* no byte for this long inside a frame */
 #define ACK_TIMEOUT_MS 5000
+#define AGENT_IDLE_TIMEOUT_MS (15u * 60 * 1000)	/* between frames; the agent reconnects */
 #define MAX_CONNECTIONS 1024		/* agent connections at once */
+/* Not yet authenticated: anonymous peers cannot take the agents' slots. */
+#define MAX_HANDSHAKES 64
+#define MAX_HANDSHAKES_PER_ADDR 8
+#define REFUSED_LOG_INTERVAL_NS 1000000000ull
 #define CONN_STACK_SIZE (1u << 20)
 #define AGENT_NAME_MAX 256
 
@@ -37,6 +42,11 @@ struct ingest {
 	pthread_mutex_t lock;
 	pthread_cond_t idle;		/* signalled when live drops to 0 */
 	unsigned live;			/* connection threads running */
+	unsigned handshaking;		/* of them, still in the TLS handshake */
+	struct netaddr handshake_addrs[MAX_HANDSHAKES];	/* their peers (port 0) */
+
+	uint64_t refused_log_ns;	/* accept thread only: rate-limits the log */
+	uint64_t refused_unlogged;
 
 	uint64_t batches_accepted;	/* atomic; for the logs */
 	uint64_t batches_refused;
@@ -45,6 +55,8 @@ struct ingest {
 struct agent_conn {
 	struct ingest *ing;
 	int fd;
+	struct netaddr addr;		/* the peer, port 0 */
+	bool handshaking;		/* holds a handshake slot */
 	struct tls_conn *tls;
 	char peer[NETADDR_STRLEN];	/* the remote address */
 	char name[AGENT_NAME_MAX];	/* the certificate's CN: the agent id */
@@ -134,12 +146,14 @@ static enum io_result conn_handshake(struct agent_conn *c)
 
 /*
  * Reads exactly @len bytes. @frame_start: this is the first byte of a
- * frame, where an idle agent may wait as long as it likes and a close is
- * clean; inside a frame every byte must come within the idle timeout.
+ * frame, where an agent may stay idle up to AGENT_IDLE_TIMEOUT_MS and a
+ * close is clean; inside a frame every byte must come within the frame
+ * timeout.
  */
 static enum io_result conn_read(struct agent_conn *c, void *buf, size_t len, bool frame_start)
 {
-	uint64_t deadline = frame_start ? 0 : deadline_after(FRAME_IDLE_TIMEOUT_MS);
+	uint64_t deadline = deadline_after(frame_start ? AGENT_IDLE_TIMEOUT_MS
+						       : FRAME_IDLE_TIMEOUT_MS);
 	size_t got = 0;
 
 	while (got < len) {
@@ -279,6 +293,46 @@ static enum io_result conn_next_batch(struct agent_conn *c)
 	return r;
 }
 
+/* --- the handshake budget ------------------------------------------------------ */
+
+static unsigned handshakes_from(const struct ingest *ing, const struct netaddr *addr)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < ing->handshaking; i++)
+		n += memcmp(ing->handshake_addrs[i].ip, addr->ip, sizeof(addr->ip)) == 0;
+	return n;
+}
+
+/* Under ing->lock: takes a handshake slot for @c, or says why not. */
+static const char *handshake_take(struct ingest *ing, struct agent_conn *c)
+{
+	if (ing->handshaking >= MAX_HANDSHAKES)
+		return "too many connections in the TLS handshake";
+	if (handshakes_from(ing, &c->addr) >= MAX_HANDSHAKES_PER_ADDR)
+		return "too many connections in the TLS handshake from that address";
+	ing->handshake_addrs[ing->handshaking++] = c->addr;
+	c->handshaking = true;
+	return NULL;
+}
+
+static void handshake_release(struct agent_conn *c)
+{
+	struct ingest *ing = c->ing;
+
+	if (!c->handshaking)
+		return;
+	pthread_mutex_lock(&ing->lock);
+	for (unsigned i = 0; i < ing->handshaking; i++) {
+		if (memcmp(ing->handshake_addrs[i].ip, c->addr.ip, sizeof(c->addr.ip)) == 0) {
+			ing->handshake_addrs[i] = ing->handshake_addrs[--ing->handshaking];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ing->lock);
+	c->handshaking = false;
+}
+
 /* --- a connection's life ------------------------------------------------------- */
 
 /* The handshake and the agent's name from its verified certificate. */
@@ -286,6 +340,8 @@ static int conn_authenticate(struct agent_conn *c)
 {
 	enum io_result r = conn_handshake(c);
 	int rc;
+
+	handshake_release(c);
 
 	if (r == IO_STOPPED)
 		return -1;
@@ -363,10 +419,13 @@ static int conn_new(struct ingest *ing, int fd, const struct sockaddr *sa, struc
 		return -ENOMEM;
 	c->ing = ing;
 	c->fd = fd;
-	if (netaddr_from_sockaddr(sa, &addr) == 0)
+	if (netaddr_from_sockaddr(sa, &addr) == 0) {
 		netaddr_format(&addr, c->peer, sizeof(c->peer));
-	else
+		c->addr = addr;
+		c->addr.port = 0;
+	} else {
 		snprintf(c->peer, sizeof(c->peer), "?");
+	}
 	if (tls_conn_new(ing->opts.tls, fd, NULL, &c->tls, err, sizeof(err)) < 0) {
 		log_error("collector: TLS for %s: %s", c->peer, err);
 		free(c);
@@ -376,6 +435,24 @@ static int conn_new(struct ingest *ing, int fd, const struct sockaddr *sa, struc
 	return 0;
 }
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* A flood of refusals is one line a second, saying how many it stands for. */
+static void refused_log(struct ingest *ing, const char *peer, const char *why)
+{
+	uint64_t now = clock_monotonic_ns();
+
+	if (ing->refused_log_ns && now - ing->refused_log_ns < REFUSED_LOG_INTERVAL_NS) {
+		ing->refused_unlogged++;
+		return;
+	}
+	log_warn("collector: %s closed at accept: %s (%" PRIu64 " more refused since the last "
+		 "such line)", peer, why, ing->refused_unlogged);
+	ing->refused_log_ns = now;
+	ing->refused_unlogged = 0;
+}
+
 /* Starts a thread for @c, which then owns it. */
 static int conn_spawn(struct ingest *ing, struct agent_conn *c)
 {
@@ -383,15 +460,20 @@ static int conn_spawn(struct ingest *ing, struct agent_conn *c)
 	pthread_t thread;
 	int err;
 
+	const char *why = NULL;
+
 	pthread_mutex_lock(&ing->lock);
-	if (ing->live >= MAX_CONNECTIONS) {
-		pthread_mutex_unlock(&ing->lock);
-		log_warn("collector: %s refused: %d agent connections open already", c->peer,
-			 MAX_CONNECTIONS);
+	if (ing->live >= MAX_CONNECTIONS)
+		why = "agent connections at their limit (" STR(MAX_CONNECTIONS) ")";
+	else
+		why = handshake_take(ing, c);
+	if (!why)
+		ing->live++;
+	pthread_mutex_unlock(&ing->lock);
+	if (why) {
+		refused_log(ing, c->peer, why);
 		return -EAGAIN;
 	}
-	ing->live++;
-	pthread_mutex_unlock(&ing->lock);
 
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -400,6 +482,7 @@ static int conn_spawn(struct ingest *ing, struct agent_conn *c)
 	pthread_attr_destroy(&attr);
 	if (err) {
 		log_error("collector: no thread for %s: %s", c->peer, strerror(err));
+		handshake_release(c);
 		pthread_mutex_lock(&ing->lock);
 		if (--ing->live == 0)
 			pthread_cond_broadcast(&ing->idle);

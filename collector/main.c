@@ -159,7 +159,8 @@ static int start(struct collector *c)
 		.max_batch_bytes = c->cfg.max_batch_bytes,
 		.max_batch_events = c->cfg.max_batch_events,
 	};
-	struct http_opts web = { .listen = c->cfg.http };
+	struct http_opts web = { .listen = c->cfg.http, .hosts = c->cfg.http_hosts.names,
+				 .n_hosts = c->cfg.http_hosts.n };
 
 	if (store_open(c->cfg.storage, &c->store, err, sizeof(err)) < 0) {
 		log_error("storage %s: %s", c->cfg.storage, err);

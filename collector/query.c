@@ -276,6 +276,8 @@ static int set_time(const struct filter_param *p, const char *value, void *field
 	/* 0 means "any" to the store; until 1970 itself means "nothing". */
 	if (ns == 0 && strcmp(p->name, "until") == 0)
 		ns = 1;
+	if (ns > INT64_MAX)	/* the store compares signed 64-bit integers */
+		ns = INT64_MAX;
 	memcpy(field, &ns, sizeof(ns));
 	return 0;
 }
@@ -326,6 +328,8 @@ static int set_number(const struct filter_param *p, const char *value, void *fie
 
 		memcpy(field, &limit, sizeof(limit));
 	} else {
+		if (v > INT64_MAX)	/* ids are signed 64-bit: past every one */
+			v = INT64_MAX;
 		memcpy(field, &v, sizeof(v));
 	}
 	return 0;

@@ -20,6 +20,8 @@
 #include "common/log.h"
 
 #define SEQS_PAGE 1000
+/* Loading a batch's stored seqs reads at most this many rows per seq. */
+#define SEQ_SPAN_PER_SEQ 16
 /* Rows per multi-row INSERT: fewer statements, the same rows. */
 #define EVENT_ROWS 16
 #define EVENT_PARAMS (STORE_NCOLUMNS + 3)
@@ -115,7 +117,6 @@ struct append {
 	uint64_t epoch;
 	const struct store_event_in *events;
 	size_t n;
-	uint64_t min_seq, max_seq;	/* of the batch */
 
 	struct merkle_frontier frontier;
 	struct agent_state agent;
@@ -197,17 +198,68 @@ static int agent_row(void *arg, const struct sql_value *cols, int ncols)
 static int stored_seq_row(void *arg, const struct sql_value *cols, int ncols)
 {
 	struct append *a = arg;
+	struct seq_entry *e;
 
 	(void)ncols;
-	if (cols[0].i > 0 && !seq_put(&a->seen, (uint64_t)cols[0].i))
+	if (cols[0].i <= 0)
+		return 0;
+	if (!(e = seq_put(&a->seen, (uint64_t)cols[0].i)))
 		return -ENOMEM;
+	if (cols[1].type == SQL_BLOB) {
+		event_hash(cols[1].p, cols[1].len, e->hash);
+		e->has_hash = true;
+	}
 	return 0;
+}
+
+static int seq_cmp(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+/*
+ * Which of the batch's seqs are stored already, with their hashes (to tell
+ * a resend from equivocation). Close seqs share a range query (one index
+ * range, not a lookup each); a range grows only while it spans at most
+ * SEQ_SPAN_PER_SEQ per seq it holds, so a batch {1, 2^62} reads two
+ * points, never the history between them, and no batch reads more than
+ * about SEQ_SPAN_PER_SEQ rows per event.
+ */
+static int load_batch_seqs(struct append *a)
+{
+	uint64_t *seqs = malloc(a->n * sizeof(*seqs));
+	size_t i = 0;
+	int rc = 0;
+
+	if (!seqs)
+		return -ENOMEM;
+	for (size_t k = 0; k < a->n; k++)
+		seqs[k] = a->events[k].ev->seq;
+	qsort(seqs, a->n, sizeof(*seqs), seq_cmp);
+	while (i < a->n && rc == 0) {
+		size_t j = i + 1;
+		struct sql_value p[4] = { sql_text(a->agent_id), sql_u64(a->epoch),
+					  sql_u64(seqs[i]) };
+
+		while (j < a->n && seqs[j] - seqs[i] <= SEQ_SPAN_PER_SEQ * (j - i + 1))
+			j++;
+		p[3] = sql_u64(seqs[j - 1]);
+		if (run(a, STMT_BATCH_SEQS,
+			"SELECT seq, raw FROM events WHERE agent_id = $1 AND epoch = $2 "
+			"AND seq >= $3 AND seq <= $4",
+			p, 4, stored_seq_row, a) < 0)
+			rc = -EIO;
+		i = j;
+	}
+	free(seqs);
+	return rc;
 }
 
 static int load_state(struct append *a)
 {
-	struct sql_value key[] = { sql_text(a->agent_id), sql_u64(a->epoch),
-				   sql_u64(a->min_seq - 1), sql_u64(a->max_seq) };
+	struct sql_value key[] = { sql_text(a->agent_id), sql_u64(a->epoch) };
 
 	if (run(a, STMT_LEDGER_LOCK, a->s->be->ledger_lock_sql, NULL, 0, ledger_row, a) < 0)
 		return -EIO;
@@ -220,10 +272,7 @@ static int load_state(struct append *a)
 		"WHERE agent_id = $1 AND epoch = $2",
 		key, 2, agent_row, &a->agent) < 0)
 		return -EIO;
-	return run(a, STMT_BATCH_SEQS,
-		   "SELECT seq FROM events WHERE agent_id = $1 AND epoch = $2 "
-		   "AND seq >= $3 AND seq <= $4",
-		   key, 4, stored_seq_row, a);
+	return load_batch_seqs(a);
 }
 
 /* --- storing new events ------------------------------------------------- */
@@ -359,13 +408,36 @@ static int add_event(struct append *a, size_t i)
 	return 0;
 }
 
+static int alert(struct append *a, const char *kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* A seq stored already: the same bytes are a resend, others equivocation. */
+static int check_resend(struct append *a, const struct store_event_in *in,
+			const struct seq_entry *stored)
+{
+	uint8_t hash[EVENT_HASH_LEN];
+
+	if (!stored->has_hash)
+		return 0;
+	event_hash(in->raw, in->len, hash);
+	if (memcmp(hash, stored->hash, EVENT_HASH_LEN) == 0)
+		return 0;
+	return alert(a, "equivocation", "seq %llu resent with different bytes",
+		     (unsigned long long)in->ev->seq);
+}
+
 static int add_events(struct append *a)
 {
 	int rc;
 
 	for (size_t i = 0; i < a->n; i++) {
-		if (seq_find(&a->seen, a->events[i].ev->seq)) {
+		const struct seq_entry *e = seq_find(&a->seen, a->events[i].ev->seq);
+
+		if (e) {
 			a->duplicates++;
+			rc = check_resend(a, &a->events[i], e);
+			if (rc < 0)
+				return rc;
 			continue;
 		}
 		rc = add_event(a, i);
@@ -378,8 +450,7 @@ static int add_events(struct append *a)
 
 /* --- alerts: gaps and chain breaks -------------------------------------- */
 
-__attribute__((format(printf, 3, 4))) static int alert(struct append *a, const char *kind,
-						       const char *fmt, ...)
+static int alert(struct append *a, const char *kind, const char *fmt, ...)
 {
 	char detail[256];
 	struct sql_value p[5];
@@ -458,7 +529,8 @@ static bool is_zero_hash(const ProtobufCBinaryData *h)
 
 static int check_chain(struct append *a, const Dbward__V1__Event *ev)
 {
-	struct seq_entry *prev;
+	struct seq_entry before;
+	const struct seq_entry *prev;
 	int rc;
 
 	if (ev->seq == 1) {
@@ -467,12 +539,15 @@ static int check_chain(struct append *a, const Dbward__V1__Event *ev)
 		return alert(a, "chain", "seq 1: prev_hash is not zero");
 	}
 	prev = seq_find(&a->seen, ev->seq - 1);
-	if (!prev)
-		return gap_alert(a, ev->seq);
-	if (!prev->has_hash) {
-		rc = stored_hash(a, prev);
-		if (rc < 0 || !prev->has_hash)
-			return rc < 0 ? rc : -EIO;
+	if (!prev || !prev->has_hash) {
+		/* Not in the batch: stored before, or missing. */
+		before = (struct seq_entry){ .seq = ev->seq - 1 };
+		rc = stored_hash(a, &before);
+		if (rc < 0)
+			return rc;
+		if (!before.has_hash)
+			return gap_alert(a, ev->seq);
+		prev = &before;
 	}
 	if (ev->prev_hash.len == EVENT_HASH_LEN &&
 	    memcmp(ev->prev_hash.data, prev->hash, EVENT_HASH_LEN) == 0)
@@ -543,7 +618,8 @@ static int advance_acked(struct append *a)
 		while (seq_find(&a->seen, acked + 1))
 			acked++;
 		more = false;
-		if (acked >= a->max_seq && acked < a->agent.max_seq) {
+		/* Stored seqs beyond: only the batch's own are in seen. */
+		if (acked < a->agent.max_seq) {
 			if (advance_stored(a, &acked, &more) < 0)
 				return -EIO;
 		}
@@ -626,19 +702,6 @@ static int append_run(struct append *a, const struct signing_key *key)
 	return rc;
 }
 
-static void batch_range(struct append *a)
-{
-	a->min_seq = UINT64_MAX;
-	for (size_t i = 0; i < a->n; i++) {
-		uint64_t seq = a->events[i].ev->seq;
-
-		if (seq < a->min_seq)
-			a->min_seq = seq;
-		if (seq > a->max_seq)
-			a->max_seq = seq;
-	}
-}
-
 static int append_locked(struct append *a, const struct signing_key *key, char *err,
 			 size_t errlen)
 {
@@ -680,7 +743,6 @@ static struct append *append_new(struct store *s, const char *agent_id,
 		return NULL;
 	*a = (struct append){ .s = s, .agent_id = agent_id, .events = events, .n = n };
 	a->epoch = events[0].ev->epoch;
-	batch_range(a);
 	a->is_new = calloc(n, sizeof(*a->is_new));
 	if (!a->is_new || seq_map_init(&a->seen, n + 1) < 0) {
 		append_free(a);

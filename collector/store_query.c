@@ -78,16 +78,22 @@ static void where_int(struct query_sql *q, const char *cond, int64_t value)
 	q_add(q, cond, q_param(q, sql_int(value)));
 }
 
+/* Filters are unsigned; the columns are signed 64-bit: past the top is the top. */
+static int64_t clamp_int64(uint64_t v)
+{
+	return v > INT64_MAX ? INT64_MAX : (int64_t)v;
+}
+
 static void filter_where(struct query_sql *q, const struct store_filter *f, const char *substr_fn)
 {
 	if (f->since_ns)
-		where_int(q, "ts >= $%d", (int64_t)f->since_ns);
+		where_int(q, "ts >= $%d", clamp_int64(f->since_ns));
 	if (f->until_ns)
-		where_int(q, "ts < $%d", (int64_t)f->until_ns);
+		where_int(q, "ts < $%d", clamp_int64(f->until_ns));
 	if (f->pid >= 0)
 		where_int(q, "pid = $%d", f->pid);
 	if (f->after_id)
-		where_int(q, "id > $%d", (int64_t)f->after_id);
+		where_int(q, "id > $%d", clamp_int64(f->after_id));
 	where_text(q, "agent_id", f->agent_id);
 	where_text(q, "comm", f->comm);
 	where_text(q, "user_name", f->user);

@@ -23,6 +23,7 @@
 #include "collector/store_columns.h"
 #include "common/event_json.h"
 #include "common/log.h"
+#include "common/wire.h"
 
 #define PAGE_ROWS 2000
 #define NODE_CACHE 4096
@@ -442,7 +443,8 @@ static int event_row(void *arg, const struct sql_value *cols, int ncols)
 	(void)ncols;
 	v->stats->events++;
 	v->page_rows++;
-	ev = dbward__v1__event__unpack(NULL, cols[2].len, cols[2].p);
+	if (wire_event_unpack(cols[2].p, cols[2].len, &ev) < 0)
+		ev = NULL;
 	if (ev) {
 		name.agent_id = ev->agent_id;
 		name.epoch = ev->epoch;
@@ -454,8 +456,7 @@ static int event_row(void *arg, const struct sql_value *cols, int ncols)
 	check_leaf(v, &name, cols[1].i, &cols[2], &cols[3]);
 	rc = check_chain(v, &name, agent_id, (uint64_t)stored[COL_EPOCH].i,
 			 (uint64_t)stored[COL_SEQ].i, ev, &cols[2]);
-	if (ev)
-		dbward__v1__event__free_unpacked(ev, NULL);
+	wire_event_free(ev);
 	free(v->key_agent);
 	v->key_agent = strdup(agent_id);
 	v->key_a = stored[COL_EPOCH].i;

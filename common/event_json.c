@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/wire.h"
 #include "dbward/v1/audit.pb-c.h"
 
 /*
@@ -194,15 +195,16 @@ static void put_nulls(struct jsonbuf *jb, const ProtobufCMessageDescriptor *desc
 
 int event_json_put(struct jsonbuf *jb, const uint8_t *raw, size_t len)
 {
-	Dbward__V1__Event *ev = dbward__v1__event__unpack(NULL, len, raw);
+	Dbward__V1__Event *ev;
 	uint8_t hash[EVENT_HASH_LEN];
+	int rc = wire_event_unpack(raw, len, &ev);
 
-	if (!ev)
-		return -EBADMSG;
+	if (rc < 0)
+		return rc;
 	event_hash(raw, len, hash);
 	put_message(jb, &ev->base);
 	put_hex(jb, "hash", hash, sizeof(hash));
-	dbward__v1__event__free_unpacked(ev, NULL);
+	wire_event_free(ev);
 	return 0;
 }
 

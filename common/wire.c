@@ -1,9 +1,18 @@
 #include "common/wire.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
+
+#define WIRE_WINDOW_LOG_MAX 26
+#define BUDGET_FACTOR 16
+#define BUDGET_SLACK (64u << 10)
+/* Before each allocation: its size (keeps max_align_t alignment). */
+#define BUDGET_HEADER 16
+/* What an allocation costs beyond its size: our header and malloc's own. */
+#define BUDGET_OVERHEAD (BUDGET_HEADER + 16)
 
 void wire_header(uint8_t out[WIRE_HEADER_LEN], uint8_t type, size_t payload_len)
 {
@@ -61,6 +70,11 @@ int wire_decompress(const void *in, size_t len, size_t max, uint8_t **out, size_
 		return -EBADMSG;
 	if (!(dctx = ZSTD_createDCtx()))
 		return -ENOMEM;
+	/* A frame may not demand a window (memory) beyond 64 MiB. */
+	if (ZSTD_isError(ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, WIRE_WINDOW_LOG_MAX))) {
+		rc = -ENOMEM;
+		goto cleanup;
+	}
 	if (!(dst.dst = malloc(cap))) {
 		rc = -ENOMEM;
 		goto cleanup;
@@ -98,4 +112,72 @@ cleanup:
 	free(dst.dst);
 	ZSTD_freeDCtx(dctx);
 	return rc;
+}
+
+/* --- unpacking untrusted events within a memory budget ----------------------- */
+
+struct budget {
+	size_t left;
+	bool spent;			/* an allocation was refused */
+};
+
+static void *budget_alloc(void *data, size_t size)
+{
+	struct budget *b = data;
+	size_t cost = size + BUDGET_OVERHEAD;
+	uint8_t *p;
+
+	if (size > SIZE_MAX - BUDGET_OVERHEAD || (b && cost > b->left)) {
+		if (b)
+			b->spent = true;
+		return NULL;
+	}
+	if (!(p = malloc(size + BUDGET_HEADER))) {
+		if (b)
+			b->spent = true;
+		return NULL;
+	}
+	memcpy(p, &size, sizeof(size));
+	if (b)
+		b->left -= cost;
+	return p + BUDGET_HEADER;
+}
+
+static void budget_free(void *data, void *ptr)
+{
+	struct budget *b = data;
+	uint8_t *p = ptr;
+	size_t size;
+
+	if (!p)
+		return;
+	p -= BUDGET_HEADER;
+	memcpy(&size, p, sizeof(size));
+	if (b)
+		b->left += size + BUDGET_OVERHEAD;
+	free(p);
+}
+
+/* Frees what a budgeted unpack allocated, once the budget is gone. */
+static ProtobufCAllocator budget_freer = { budget_alloc, budget_free, NULL };
+
+int wire_event_unpack(const uint8_t *data, size_t len, Dbward__V1__Event **out)
+{
+	struct budget b = { .left = BUDGET_SLACK };
+	ProtobufCAllocator alloc = { budget_alloc, budget_free, &b };
+
+	if (len <= (SIZE_MAX - BUDGET_SLACK) / BUDGET_FACTOR)
+		b.left += len * BUDGET_FACTOR;
+	else
+		b.left = SIZE_MAX;
+	*out = dbward__v1__event__unpack(&alloc, len, data);
+	if (*out)
+		return 0;
+	return b.spent ? -ENOMEM : -EBADMSG;
+}
+
+void wire_event_free(Dbward__V1__Event *ev)
+{
+	if (ev)
+		dbward__v1__event__free_unpacked(ev, &budget_freer);
 }

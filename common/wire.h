@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dbward/v1/audit.pb-c.h"
+
 #define WIRE_HEADER_LEN 5
 #define WIRE_BATCH 'B'
 #define WIRE_ACK 'A'
@@ -38,5 +40,15 @@ int wire_compress(const void *in, size_t len, int level, uint8_t **out, size_t *
  * -EMSGSIZE (larger than @max; nothing beyond @max is ever allocated).
  */
 int wire_decompress(const void *in, size_t len, size_t max, uint8_t **out, size_t *out_len);
+
+/*
+ * Unpacks an Event from untrusted bytes with a memory budget (16 x @len +
+ * 64 KiB, allocator overhead counted): protobuf-c would otherwise expand
+ * e.g. a run of empty repeated strings about 20-fold. 0, -EBADMSG (not an
+ * Event) or -ENOMEM (over the budget, or out of memory). Free the event
+ * with wire_event_free, never with dbward__v1__event__free_unpacked(NULL).
+ */
+int wire_event_unpack(const uint8_t *data, size_t len, Dbward__V1__Event **out);
+void wire_event_free(Dbward__V1__Event *ev);
 
 #endif

@@ -130,6 +130,10 @@ REFUSALS = {
     "two epochs in one batch": lambda: frame(b"B", zstd(batch_bytes(
         [event_bytes("agent-1", 1, 1), event_bytes("agent-1", 2, 1)]))),
     "an event that is not an Event": lambda: frame(b"B", zstd(batch_bytes([b"\xff\xff\xff"]))),
+    "an event with an unknown field": lambda: frame(b"B", zstd(batch_bytes(
+        [event_bytes("agent-1", 1, 1) + pb_field(99, 1)]))),
+    "an agent_id with a NUL inside": lambda: frame(b"B", zstd(batch_bytes(
+        [event_bytes("agent-1\0evil", 1, 1)]))),
 }
 
 
@@ -215,9 +219,64 @@ print(json.dumps({"done": done, "refusal": refusal}))
 """
 
 
+# A raw-protocol client held open across the fill: it prepared a statement
+# and bound a portal before the spool filled, and reuses them after.
+PREPARED_SRC = r"""
+import json, socket, sys
+sys.path.insert(0, sys.argv[1])
+import pgwire as w
+
+port, app = int(sys.argv[2]), sys.argv[3]
+sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+reader = w.Reader(sock)
+
+
+def until_ready():
+    got = []
+    while True:
+        m = reader.message()
+        if m is None:
+            return got + [{"type": "eof"}]
+        got.append(w.describe(*m))
+        if m[0] == "Z":
+            return got
+
+
+def send(*msgs):
+    sock.sendall(b"".join(msgs))
+    return until_ready()
+
+
+out = {"startup": send(w.startup_message({"user": "app", "database": "orders",
+                                          "application_name": app}))}
+out["ran"] = send(w.parse_message("select $1::int + 1 as filling_prepared", "s1"),
+                  w.bind_message([1], "s1"), w.execute_message(), w.sync_message())
+out["begin"] = send(w.query_message("begin"))
+out["bound"] = send(w.bind_message([2], "s1", "p1"), w.sync_message())
+print(json.dumps(out), flush=True)
+sys.stdin.readline()  # the spool is full now
+out = {"execute": send(w.execute_message("p1"), w.sync_message()),
+       "bind": send(w.bind_message([3], "s1"), w.execute_message(), w.sync_message()),
+       "function": send(w.function_call_message(177, [1, 2])),  # int4pl
+       "query": send(w.query_message("select 4 as filling_query"))}
+print(json.dumps(out), flush=True)
+"""
+
+
+def _refused_then_ready(messages, first):
+    types = [m["type"] for m in messages]
+    assert types[-1] == "Z" and "E" in types, messages
+    err = next(m["fields"] for m in messages if m["type"] == "E")
+    if first:
+        assert err["C"] == "53100" and "spool full" in err["M"], messages
+    else:  # the first refusal aborted the transaction: the stand-in says so
+        assert err["C"] in ("53100", "25P02"), messages
+    assert not any(t in types for t in ("D", "C", "V", "2")), "nothing ran: " + str(messages)
+
+
 def test_full_spool_refuses_statements_loses_nothing_and_recovers(
-        pg, pki, collector_factory, agent_factory, test_cgroup, run_in_cgroup, small_disk,
-        tmp_path):
+        pg, pki, collector_factory, agent_factory, test_cgroup, run_in_cgroup, spawn_in_cgroup,
+        small_disk, tmp_path):
     from collector_env import Collector, collector_config
     # The collector exists in the config but is not running yet.
     cfg = collector_config(tmp_path, pki, f"sqlite:{tmp_path / 'audit.db'}")
@@ -225,14 +284,36 @@ def test_full_spool_refuses_statements_loses_nothing_and_recovers(
     agent = agent_factory(**agent_collector_overrides(pki, absent, small_disk / "spool"))
 
     app = marker("fill")
+    held = spawn_in_cgroup(test_cgroup, [PYTHON, "-c", PREPARED_SRC,
+                                         os.path.dirname(os.path.abspath(__file__)),
+                                         str(pg.port), app + "-prepared"],
+                           stdin=subprocess.PIPE)
+    before = json.loads(held.stdout.readline())
+    assert [m["type"] for m in before["ran"]] == ["1", "2", "D", "C", "Z"], before
+    assert before["bound"][-1]["type"] == "Z" and before["bound"][-1]["status"] == "T", before
+
     res = run_in_cgroup(test_cgroup, [PYTHON, "-c", FILL_SRC, str(pg.port), app, "20000"],
                         timeout=120)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["refusal"] is not None, "the spool never filled up"
-    assert out["refusal"]["sqlstate"] == "53100", out
-    assert "spool full" in out["refusal"]["message"]
+    # The statement whose event found the spool full ran, but its answer
+    # never reached the client: the connection was closed with FATAL 53100
+    # (libpq may report that as a lost connection). Or a later one was refused.
+    waited = out["refusal"]["sqlstate"] != "53100"
+    if waited:
+        assert "its audit event is not yet on disk" in agent.output()
+    else:
+        assert "spool full" in out["refusal"]["message"]
     assert "spool full" in agent.output()
+
+    # Reusing a prepared statement or a bound portal is refused too, and
+    # the protocol goes on: ErrorResponse, then ReadyForQuery.
+    held.stdin.write("go\n")
+    held.stdin.flush()
+    after = json.loads(held.stdout.readline())
+    for what in ("execute", "bind", "function", "query"):
+        _refused_then_ready(after[what], what == "execute")
 
     # The collector comes up: the spool drains, statements run again.
     collector = collector_factory(cfg["storage"], listen=cfg["listen"], http=cfg["http"],
@@ -242,11 +323,96 @@ def test_full_spool_refuses_statements_loses_nothing_and_recovers(
                           timeout=60)
     assert json.loads(again.stdout) == {"done": 5, "refusal": None}
 
-    # Every statement that ran is in the ledger, the refused one too, no gaps.
-    ran = out["done"] + 5
+    # Every statement that ran is in the ledger (the one whose answer was
+    # withheld too), the refused ones too, no gaps.
+    ran = out["done"] + 5 + 1 + (1 if waited else 0)
     events = collector.wait_for(
         lambda evs: sum(1 for e in evs if e.get("sqlstate") is None) >= ran,
         timeout=60, what="every statement that ran", kind="statement", q="as filling")
     assert sum(1 for e in events if e.get("sqlstate") is None) == ran
-    assert any(e.get("sqlstate") == "53100" for e in events), "the refusal is recorded"
+    refused = [e for e in events if e.get("rule") == "spool_full"]
+    assert len(refused) >= 3, "the refused Execute, Bind and Query are recorded"
+    assert all(e.get("verdict") == "deny" for e in refused), refused
+    assert sum(1 for e in refused if "filling_prepared" in (e.get("sql") or "")) >= 2
     assert chain_ok(collector.events())
+
+
+# --- memory, connection and Host bounds -----------------------------------------
+
+
+def _peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_an_event_of_a_million_empty_tables_is_refused_within_its_memory_budget(
+        pki, collector_factory, tmp_path):
+    collector = collector_factory(f"sqlite:{tmp_path / 'audit.db'}")
+    before = _peak_rss_kib(collector.proc.pid)
+    # Statement.tables (field 4) = "" a million times: 2 MB that protobuf-c
+    # would unpack into ~40 MB of pointers and one-byte strings.
+    statement = pb_field(1, "select 1") + b"\x22\x00" * 1_000_000
+    event = (pb_field(1, "agent-1") + pb_field(2, 1) + pb_field(3, 1) + pb_field(4, 1)
+             + pb_field(12, statement))
+    peer = Peer(collector, pki)
+    peer.send(frame(b"B", zstd(batch_bytes([event]))))
+    ack = peer.ack()
+    peer.close()
+    assert ack is not None and not ack.get(1), ack
+    assert b"cannot be decoded within its memory budget" in ack.get(2, b""), ack
+    assert collector.events() == []
+    grown = _peak_rss_kib(collector.proc.pid) - before
+    assert grown < 64 * 1024, f"peak RSS grew by {grown} KiB"
+
+
+def test_anonymous_connections_cannot_take_every_handshake_slot(pki, collector_factory,
+                                                                tmp_path):
+    collector = collector_factory(f"sqlite:{tmp_path / 'audit.db'}")
+    host, port = collector.ingest.rsplit(":", 1)
+    held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(8)]
+    try:
+        extra = socket.create_connection((host, int(port)), timeout=5)
+        extra.settimeout(5)
+        try:
+            assert extra.recv(1) == b"", "the ninth handshake from one address is closed"
+        except ConnectionResetError:
+            pass
+        extra.close()
+        assert "closed at accept" in collector.output()
+    finally:
+        for s in held:
+            s.close()
+    # The slots come back when the probes go: an agent gets in.
+    wait_until(lambda: _agent_gets_in(collector, pki), timeout=10,
+               what="an agent connection after the probes closed")
+
+
+def _agent_gets_in(collector, pki):
+    try:
+        peer = Peer(collector, pki)
+    except (ssl.SSLError, ConnectionError, OSError):
+        return False
+    peer.send(frame(b"B", zstd(batch_bytes([event_bytes("agent-1", 1, 1)]))))
+    ack = peer.ack()
+    peer.close()
+    return ack is not None and ack.get(1) == 1
+
+
+@pytest.mark.parametrize("host,status", [("evil.example", 403), ("evil.example:7080", 403),
+                                         ("127.0.0.1", 200), ("localhost:1", 200)])
+def test_the_api_answers_only_ip_literals_and_localhost_as_host(collector_factory, tmp_path,
+                                                                host, status):
+    import http.client
+    collector = collector_factory(f"sqlite:{tmp_path / 'audit.db'}")
+    addr, port = collector.config["http"].rsplit(":", 1)
+    conn = http.client.HTTPConnection(addr, int(port), timeout=10)
+    conn.putrequest("GET", "/api/v1/agents", skip_host=True)
+    conn.putheader("Host", host)
+    conn.endheaders()
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    assert resp.status == status, body

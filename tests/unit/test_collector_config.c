@@ -169,3 +169,27 @@ Test(collector_config, bad_values_are_refused)
 		       "out of range");
 	assert_refused(TLS_YAML "signing_key: /s\nsigning_key: /t\n", 6, "duplicate key");
 }
+
+Test(collector_config, http_hosts_are_read_in_lower_case)
+{
+	struct collector_config cfg;
+	char err[COLLECTOR_CONFIG_ERR_LEN] = "";
+
+	cr_assert_eq(load(TLS_YAML "signing_key: /etc/dbward/ledger.key\n"
+			  "http_hosts: [Audit.Example.com, collector]\n", &cfg, err), 0, "%s", err);
+	cr_assert_eq(cfg.http_hosts.n, 2);
+	cr_assert_str_eq(cfg.http_hosts.names[0], "audit.example.com");
+	cr_assert_str_eq(cfg.http_hosts.names[1], "collector");
+	collector_config_free(&cfg);
+	cr_assert_eq(load(minimal_yaml, &cfg, err), 0, "%s", err);
+	cr_assert_eq(cfg.http_hosts.n, 0);
+	collector_config_free(&cfg);
+}
+
+Test(collector_config, bad_http_hosts_are_refused)
+{
+	assert_refused(TLS_YAML "signing_key: /etc/dbward/ledger.key\nhttp_hosts: evil\n", 6,
+		       "http_hosts");
+	assert_refused(TLS_YAML "signing_key: /etc/dbward/ledger.key\nhttp_hosts:\n"
+		       "  - ok.example\n  - 'bad host'\n", 8, "bad host");
+}

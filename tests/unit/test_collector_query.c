@@ -209,3 +209,18 @@ Test(collector_query, overlong_values_are_refused)
 	memset(value, 'a', QUERY_MAX_VALUE + 1);
 	assert_filter_refused("q", value, "longer than");
 }
+
+/* The store compares signed 64-bit integers: larger values are clamped, not wrapped. */
+Test(collector_query, values_past_int64_max_are_clamped_not_wrapped)
+{
+	static const char *const pairs[] = {
+		"since", "18446744073", "until", "18446744073.5", "after", "18446744073709551615",
+	};
+	struct store_filter f;
+	char err[QUERY_ERR_LEN] = "";
+
+	cr_assert_eq(filter_of(&f, err, 3, pairs), 0, "%s", err);
+	cr_assert_eq(f.since_ns, (uint64_t)INT64_MAX);
+	cr_assert_eq(f.until_ns, (uint64_t)INT64_MAX);
+	cr_assert_eq(f.after_id, (uint64_t)INT64_MAX);
+}

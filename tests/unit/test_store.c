@@ -573,6 +573,68 @@ STORE_TEST(a_first_batch_not_at_seq_1_is_a_gap)
 	bytes_free(b, 4);
 }
 
+STORE_TEST(a_resend_with_other_bytes_is_an_equivocation_alert_and_not_stored)
+{
+	struct chain ch = { .agent = "agent-e", .epoch = 1 };
+	static const struct spec other = { .pid = 4242, .sql = "DROP TABLE evidence" };
+	struct event_bytes b[3], forged;
+	struct store_append_result res;
+	struct alerts al = { 0 };
+	struct problems pr;
+
+	for (int i = 0; i < 3; i++)
+		b[i] = chain_next(&ch, NULL);
+	cr_assert_eq(append("agent-e", b, 3, &res), 0);
+	/* The same seq 2, other bytes; and seq 3 resent unchanged: no alert. */
+	forged = pack(&ch, 2, ch.prev, &other);
+	cr_assert_eq(append("agent-e", &forged, 1, &res), 0);
+	cr_assert_eq(append("agent-e", b + 2, 1, &res), 0);
+	cr_assert_eq(res.accepted, 0);
+	cr_assert_eq(res.duplicates, 1);
+	cr_assert_eq(res.acked_seq, 3);
+	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 1);
+	cr_assert_str_eq(al.kinds[0], "equivocation");
+	cr_assert_str_eq(al.details[0], "seq 2 resent with different bytes");
+	cr_assert_eq(verify(&pr), 0);
+	free(forged.raw);
+	bytes_free(b, 3);
+}
+
+/* Only the batch's own seqs are looked up: what lies between still counts. */
+STORE_TEST(a_batch_of_far_apart_seqs_advances_acked_over_stored_ones)
+{
+	struct chain ch = { .agent = "agent-f", .epoch = 1 };
+	struct event_bytes b[6], far;
+	struct store_append_result res;
+	struct alerts al = { 0 };
+
+	for (int i = 0; i < 6; i++)
+		b[i] = chain_next(&ch, NULL);
+	cr_assert_eq(append("agent-f", b, 3, &res), 0);
+	cr_assert_eq(append("agent-f", b + 4, 1, &res), 0);	/* seq 5: a gap */
+	cr_assert_eq(res.acked_seq, 3);
+	/* seq 4 and 6 around the stored 5: acked over all three. */
+	bytes_free(b, 2);
+	b[0] = b[3];
+	b[1] = b[5];
+	cr_assert_eq(append("agent-f", b, 2, &res), 0);
+	cr_assert_eq(res.accepted, 2);
+	cr_assert_eq(res.acked_seq, 6);
+	/* {1, 2^62}: a duplicate and a far seq; nothing between is read. */
+	far = pack(&ch, 1ull << 62, ch.prev, &(struct spec){ .pid = 1 });
+	cr_assert_eq(append("agent-f", (struct event_bytes[]){ b[2], far }, 2, &res), 0);
+	cr_assert_eq(res.accepted, 1);
+	cr_assert_eq(res.duplicates, 1);
+	cr_assert_eq(res.acked_seq, 6);
+	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 2, "%s / %s / %s", al.details[0], al.details[1], al.details[2]);
+	cr_assert_str_eq(al.details[0], "seq 4 missing");
+	cr_assert_str_eq(al.kinds[1], "gap");
+	free(far.raw);
+	bytes_free(b + 2, 4);
+}
+
 STORE_TEST(a_broken_chain_is_an_alert_and_still_stored)
 {
 	struct chain ch = { .agent = "agent-c", .epoch = 1 };
