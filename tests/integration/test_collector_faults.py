@@ -381,7 +381,8 @@ def test_anonymous_connections_cannot_take_every_handshake_slot(pki, collector_f
         except ConnectionResetError:
             pass
         extra.close()
-        assert "closed at accept" in collector.output()
+        wait_until(lambda: "closed at accept" in collector.output(), 10,
+                   what="the collector's log line for the refused connection")
     finally:
         for s in held:
             s.close()
