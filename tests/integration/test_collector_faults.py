@@ -148,7 +148,7 @@ def test_garbage_batches_are_refused_and_nothing_is_stored(pki, collector_factor
     assert ack is not None and not ack.get(1), f"refused with an Ack: {ack}"
     assert ack.get(2), "the Ack says why"
     assert collector.events() == []
-    assert "refused" in collector.output()
+    wait_until(lambda: "refused" in collector.output(), 10, what="the refusal in the log")
 
     # The collector carries on: a well-formed batch from the same peer is taken.
     peer = Peer(collector, pki)
@@ -307,7 +307,7 @@ def test_full_spool_refuses_statements_loses_nothing_and_recovers(
                    what=f"the agent's log of the withheld answer ({out['refusal']})")
     else:
         assert "spool full" in out["refusal"]["message"]
-    assert "spool full" in agent.output()
+    wait_until(lambda: "spool full" in agent.output(), 10, what="the agent's spool-full log")
 
     # Reusing a prepared statement or a bound portal is refused too, and
     # the protocol goes on: ErrorResponse, then ReadyForQuery.
