@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "common/clock.h"
+#include "common/encoding.h"
 #include "common/event_json.h"
 #include "common/log.h"
 
@@ -447,27 +448,6 @@ static int open_meta(struct spool *s, char *err, size_t errlen)
 	return 0;
 }
 
-static bool parse_hex(const char *text, uint8_t *out, size_t n)
-{
-	if (strlen(text) != 2 * n)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned v;
-
-		if (sscanf(text + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdef", text[2 * i]) ||
-		    !strchr("0123456789abcdef", text[2 * i + 1]))
-			return false;
-		out[i] = (uint8_t)v;
-	}
-	return true;
-}
-
-static void format_hex(const uint8_t *p, size_t n, char *out)
-{
-	for (size_t i = 0; i < n; i++)
-		snprintf(out + 2 * i, 3, "%02x", p[i]);
-}
-
 /*
  * The acked file holds two fixed slots of ACKED_SLOT bytes, each a small
  * text with a generation and a crc; an ack overwrites the older slot in
@@ -482,7 +462,7 @@ static void format_slot(char slot[ACKED_SLOT], uint64_t gen, uint64_t epoch, uin
 	char hex[2 * SPOOL_HASH_LEN + 1];
 	int n;
 
-	format_hex(hash, SPOOL_HASH_LEN, hex);
+	hex_encode(hash, SPOOL_HASH_LEN, hex);
 	memset(slot, '\n', ACKED_SLOT);
 	n = snprintf(slot, ACKED_SLOT, "gen %" PRIu64 "\nepoch %" PRIu64 "\nacked_seq %" PRIu64
 		     "\nacked_hash %s\n", gen, epoch, seq, hex);
@@ -516,7 +496,7 @@ static bool parse_slot(const char *raw, struct acked_slot *out)
 	return find_u64(text, "gen", &out->gen) && find_u64(text, "epoch", &out->epoch) &&
 	       find_u64(text, "acked_seq", &out->seq) &&
 	       find_word(text, "acked_hash", hex, sizeof(hex)) &&
-	       parse_hex(hex, out->hash, sizeof(out->hash));
+	       hex_decode(hex, strlen(hex), out->hash, sizeof(out->hash)) == 0;
 }
 
 static int create_acked(struct spool *s)

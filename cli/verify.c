@@ -12,68 +12,13 @@
 
 #include "cli/http_client.h"
 #include "common/clock.h"
+#include "common/encoding.h"
 #include "common/event_json.h"
 #include "common/json.h"
 
 #define MAX_KEY_FILE (64u << 10)
 #define MAX_RECEIPT_FILE (64u << 20)
 #define KEY_ID_HEX (2 * SIGNING_KEY_ID_LEN + 1)
-
-/* --- small decoders ------------------------------------------------------ */
-
-static void hex_encode(const uint8_t *p, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
-static int hex_nibble(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Exactly @n bytes of hex. 0 or -1. */
-static int hex_decode(const char *in, uint8_t *out, size_t n)
-{
-	if (!in || strlen(in) != 2 * n)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		int hi = hex_nibble(in[2 * i]), lo = hex_nibble(in[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -1;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
-}
-
-/* Exactly @n bytes (n <= 64) of padded standard base64. 0 or -1. */
-static int b64_decode(const char *in, uint8_t *out, size_t n)
-{
-	uint8_t tmp[66];
-	size_t len = in ? strlen(in) : 0, pad;
-	int got;
-
-	if (n > 64 || len != 4 * ((n + 2) / 3))
-		return -1;
-	got = EVP_DecodeBlock(tmp, (const unsigned char *)in, (int)len);
-	pad = (size_t)(in[len - 1] == '=') + (size_t)(in[len - 2] == '=');
-	if (got < 0 || (size_t)got != n + pad)
-		return -1;
-	memcpy(out, tmp, n);
-	return 0;
-}
 
 static void key_id_hex(const uint8_t id[SIGNING_KEY_ID_LEN], char out[KEY_ID_HEX])
 {
@@ -157,25 +102,42 @@ static int bad_field(const char *name, char *err, size_t errlen)
 	return -1;
 }
 
+/* Exactly @n bytes, in the strict spellings of common/encoding.h: 0 or -1. */
+static int json_hex(const json_t *obj, const char *key, uint8_t *out, size_t n)
+{
+	const json_t *v = json_object_get(obj, key);
+
+	return json_is_string(v) ? hex_decode(json_string_value(v), json_string_length(v), out, n)
+				 : -1;
+}
+
+static int json_b64(const json_t *obj, const char *key, uint8_t *out, size_t n)
+{
+	const json_t *v = json_object_get(obj, key);
+	uint8_t buf[B64_LEN(SIGNING_SIG_LEN)];
+
+	if (!json_is_string(v) || json_string_length(v) != B64_LEN(n) || B64_LEN(n) > sizeof(buf) ||
+	    b64_decode(json_string_value(v), json_string_length(v), buf) != (long)n)
+		return -1;
+	memcpy(out, buf, n);
+	return 0;
+}
+
 int cli_tree_head_parse(const json_t *obj, struct signed_tree_head *h,
 			uint8_t pub[SIGNING_PUB_LEN], char *err, size_t errlen)
 {
 	memset(h, 0, sizeof(*h));
 	if (json_u64(json_object_get(obj, "size"), &h->size) < 0)
 		return bad_field("size", err, errlen);
-	if (hex_decode(json_string_value(json_object_get(obj, "root")), h->root,
-		       MERKLE_HASH_LEN) < 0)
+	if (json_hex(obj, "root", h->root, MERKLE_HASH_LEN) < 0)
 		return bad_field("root", err, errlen);
 	if (json_u64(json_object_get(obj, "ts"), &h->ts) < 0)
 		return bad_field("ts", err, errlen);
-	if (hex_decode(json_string_value(json_object_get(obj, "key_id")), h->key_id,
-		       SIGNING_KEY_ID_LEN) < 0)
+	if (json_hex(obj, "key_id", h->key_id, SIGNING_KEY_ID_LEN) < 0)
 		return bad_field("key_id", err, errlen);
-	if (b64_decode(json_string_value(json_object_get(obj, "signature")), h->signature,
-		       SIGNING_SIG_LEN) < 0)
+	if (json_b64(obj, "signature", h->signature, SIGNING_SIG_LEN) < 0)
 		return bad_field("signature", err, errlen);
-	if (pub && b64_decode(json_string_value(json_object_get(obj, "public_key")), pub,
-			      SIGNING_PUB_LEN) < 0)
+	if (pub && json_b64(obj, "public_key", pub, SIGNING_PUB_LEN) < 0)
 		return bad_field("public_key", err, errlen);
 	return 0;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/encoding.h"
 #include "common/wire.h"
 #include "dbward/v1/audit.pb-c.h"
 
@@ -51,18 +52,14 @@ void event_hash(const void *raw, size_t len, uint8_t out[EVENT_HASH_LEN])
 
 static void put_hex(struct jsonbuf *jb, const char *key, const uint8_t *p, size_t n)
 {
-	static const char digits[] = "0123456789abcdef";
-	char text[2 * 64 + 1];
+	char text[HEX_LEN(64) + 1];
 
 	if (n == 0 || n > 64) {
 		jsonbuf_null(jb, key);
 		return;
 	}
-	for (size_t i = 0; i < n; i++) {
-		text[2 * i] = digits[p[i] >> 4];
-		text[2 * i + 1] = digits[p[i] & 15];
-	}
-	jsonbuf_strn(jb, key, text, 2 * n);
+	hex_encode(p, n, text);
+	jsonbuf_strn(jb, key, text, HEX_LEN(n));
 }
 
 static void put_nulls(struct jsonbuf *jb, const ProtobufCMessageDescriptor *desc);

@@ -11,9 +11,10 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "common/encoding.h"
+
 #define RECEIPT_VERSION 1
-#define B64_LEN(n) (4 * (((n) + 2) / 3))
-#define EVENT_MAX_LEN (INT_MAX / 2)	/* EVP_EncodeBlock counts in int */
+#define EVENT_MAX_LEN (INT_MAX / 2)	/* b64_encode's limit */
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -29,85 +30,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* --- hex and base64 ------------------------------------------------------------ */
-
-static void hex_encode(const uint8_t *in, size_t len, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 0x0f];
-	}
-	out[2 * len] = '\0';
-}
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;	/* upper case too: one spelling per hash */
-}
-
-/* Exactly @len bytes of lower-case hex, or -1. */
-static int hex_decode(const char *in, size_t in_len, uint8_t *out, size_t len)
-{
-	if (in_len != 2 * len)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		int hi = hex_digit(in[2 * i]), lo = hex_digit(in[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -1;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
-}
-
-/* Standard base64 with padding, malloc'd and NUL-terminated. */
-static char *b64_encode(const uint8_t *in, size_t len)
-{
-	char *out;
-
-	if (len > EVENT_MAX_LEN)
-		return NULL;
-	out = malloc(B64_LEN(len) + 1);
-	if (out)
-		EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-	return out;
-}
-
-/*
- * Strict base64: the canonical encoding only (padding present, no white
- * space, unused bits zero), checked by encoding the result again; so each
- * byte string has exactly one accepted spelling. Decodes into @out, which
- * has room for in_len / 4 * 3 bytes. Returns the length, or -1.
- */
-static long b64_decode(const char *in, size_t in_len, uint8_t *out)
-{
-	size_t pad = 0, len;
-	char *again;
-	int n;
-	bool same;
-
-	if (in_len % 4 != 0 || in_len > EVENT_MAX_LEN)
-		return -1;
-	if (in_len == 0)
-		return 0;
-	pad = (in[in_len - 1] == '=') + (in[in_len - 2] == '=');
-	n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)in_len);
-	if (n < 0 || (size_t)n != in_len / 4 * 3)
-		return -1;
-	len = (size_t)n - pad;
-	again = b64_encode(out, len);
-	if (!again)
-		return -1;
-	same = strlen(again) == in_len && memcmp(again, in, in_len) == 0;
-	free(again);
-	return same ? (long)len : -1;
-}
 
 /* --- tree heads ------------------------------------------------------------------ */
 
