@@ -693,6 +693,7 @@ enum {
 
 struct walk {
 	struct sql_statement *st;
+	struct sql_constants *constants;	/* NULL: not wanted */
 	struct sql_op *ops;
 	size_t n_ops, cap_ops;
 	struct strset tables;
@@ -1383,6 +1384,21 @@ static unsigned child_flags(const ProtobufCMessage *msg, const ProtobufCFieldDes
 	return deferred;
 }
 
+static int constants_add(struct sql_constants *c, int32_t location)
+{
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 16;
+		int32_t *at = realloc(c->at, cap * sizeof(*at));
+
+		if (!at)
+			return -ENOMEM;
+		c->at = at;
+		c->cap = cap;
+	}
+	c->at[c->n++] = location;
+	return 0;
+}
+
 static void walk_message(struct walk *w, const ProtobufCMessage *msg, unsigned flags, int depth)
 {
 	const ProtobufCMessageDescriptor *d = msg->descriptor;
@@ -1427,6 +1443,9 @@ static void walk_message(struct walk *w, const ProtobufCMessage *msg, unsigned f
 
 		if (number > w->st->param_count)
 			w->st->param_count = number;
+	} else if (d == &pg_query__a__const__descriptor && w->constants) {
+		if (constants_add(w->constants, ((const PgQuery__AConst *)msg)->location) < 0)
+			w->err = -ENOMEM;
 	}
 	child_iter_init(&it, msg);
 	while ((child = child_next(&it)))
@@ -1451,9 +1470,9 @@ static void statement_release(struct sql_statement *st)
 }
 
 static int classify_statement(const PgQuery__RawStmt *raw, size_t text_len,
-			      struct sql_statement *st)
+			      struct sql_constants *constants, struct sql_statement *st)
 {
-	struct walk w = { .st = st };
+	struct walk w = { .st = st, .constants = constants };
 
 	st->location = raw->stmt_location;
 	st->length = raw->stmt_len ? raw->stmt_len : (int)(text_len - (size_t)raw->stmt_location);
@@ -1495,6 +1514,7 @@ struct job {
 	size_t len;
 	bool scs;
 	struct sql_parse *out;
+	struct sql_constants *constants;	/* NULL: not wanted */
 	PgQueryProtobufParseResult result;
 	bool have_result;
 	bool tree_ok;		/* result holds a tree within SQL_MAX_DEPTH */
@@ -1628,6 +1648,18 @@ static void arena_release(struct arena_chunk *head)
 	}
 }
 
+/* pg_query_fingerprint of @text read with standard_conforming_strings @scs. */
+static PgQueryFingerprintResult fingerprint_as(const char *text, bool scs)
+{
+	bool saved = standard_conforming_strings;
+	PgQueryFingerprintResult fp;
+
+	standard_conforming_strings = scs;
+	fp = pg_query_fingerprint(text);
+	standard_conforming_strings = saved;
+	return fp;
+}
+
 /*
  * Each statement's own fingerprint, so that statements of one
  * multi-statement string group with their like. Runs on the job's thread:
@@ -1653,7 +1685,7 @@ static void fingerprint_statements(struct job *j)
 			j->err = -ENOMEM;
 			return;
 		}
-		fp = pg_query_fingerprint(one);
+		fp = fingerprint_as(one, j->scs);
 		if (!fp.error && fp.fingerprint_str)
 			snprintf(st->fingerprint, sizeof(st->fingerprint), "%s", fp.fingerprint_str);
 		pg_query_free_fingerprint_result(fp);
@@ -1681,7 +1713,7 @@ static void job_classify(struct job *j)
 			j->err = -ENOMEM;
 	}
 	for (size_t i = 0; i < tree->n_stmts && !j->err; i++) {
-		j->err = classify_statement(tree->stmts[i], j->len, &out->stmts[i]);
+		j->err = classify_statement(tree->stmts[i], j->len, j->constants, &out->stmts[i]);
 		if (!j->err)
 			out->n_stmts++;
 	}
@@ -1734,9 +1766,11 @@ static int run_on_helper(void (*fn)(struct job *), struct job *job)
 
 /* Classifies NUL-terminated @text read with standard_conforming_strings
  * @scs into @out (zeroed). */
-static int classify_text(const char *text, size_t len, bool scs, struct sql_parse *out)
+static int classify_text(const char *text, size_t len, bool scs, struct sql_parse *out,
+			 struct sql_constants *constants)
 {
-	struct job job = { .text = text, .len = len, .scs = scs, .out = out };
+	struct job job = { .text = text, .len = len, .scs = scs, .out = out,
+			   .constants = constants };
 	int err = 0;
 
 	if (len > SQL_INLINE_TEXT) {
@@ -1848,30 +1882,56 @@ static bool has_high_byte(const char *text, size_t len)
 	return false;
 }
 
+enum sql_failure sql_precheck(const char *text, size_t len, const struct sql_settings *settings)
+{
+	const char *encoding = settings ? settings->client_encoding : NULL;
+
+	if (memchr(text, '\0', len))
+		return SQL_FAIL_NUL_BYTE;
+	if (sign_runs_cost(text, len) > SQL_MAX_SIGN_COST)
+		return SQL_FAIL_TOO_COMPLEX;
+	if (!sql_encoding_is_ascii_safe(encoding) && has_high_byte(text, len))
+		return SQL_FAIL_ENCODING;
+	return SQL_FAIL_NONE;
+}
+
 int sql_parse(const char *text, size_t len, const struct sql_settings *settings,
 	      struct sql_parse *out)
 {
+	return sql_parse_constants(text, len, settings, out, NULL);
+}
+
+static int compare_i32(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+int sql_parse_constants(const char *text, size_t len, const struct sql_settings *settings,
+			struct sql_parse *out, struct sql_constants *constants)
+{
 	enum sql_scs scs = settings ? settings->standard_conforming_strings : SQL_SCS_ON;
-	const char *encoding = settings ? settings->client_encoding : NULL;
 	char *buf;
 	int err;
 
 	memset(out, 0, sizeof(*out));
 	if (len > INT_MAX)
 		return -EINVAL;	/* PostgreSQL messages stop at 1 GiB */
-	if (memchr(text, '\0', len)) {
+	switch (sql_precheck(text, len, settings)) {
+	case SQL_FAIL_NUL_BYTE:
 		err = fail(out, SQL_FAIL_NUL_BYTE, "statement text contains a NUL byte", 0);
 		goto done;
-	}
-	if (sign_runs_cost(text, len) > SQL_MAX_SIGN_COST) {
+	case SQL_FAIL_TOO_COMPLEX:
 		err = fail(out, SQL_FAIL_TOO_COMPLEX,
 			   "statement has a run of signs too long to classify", 0);
 		goto done;
-	}
-	if (!sql_encoding_is_ascii_safe(encoding) && has_high_byte(text, len)) {
+	case SQL_FAIL_ENCODING:
 		err = fail(out, SQL_FAIL_ENCODING,
 			   "client encoding can hide quotes inside characters; cannot classify", 0);
 		goto done;
+	default:
+		break;
 	}
 	buf = malloc(len + 1);
 	if (!buf)
@@ -1883,9 +1943,9 @@ int sql_parse(const char *text, size_t len, const struct sql_settings *settings,
 		struct sql_parse off;
 
 		memset(&off, 0, sizeof(off));
-		err = classify_text(buf, len, true, out);
+		err = classify_text(buf, len, true, out, constants);
 		if (!err)
-			err = classify_text(buf, len, false, &off);
+			err = classify_text(buf, len, false, &off, NULL);
 		if (!err && !same_reading(out, &off)) {
 			sql_parse_free(out);
 			err = fail(out, SQL_FAIL_AMBIGUOUS,
@@ -1894,13 +1954,21 @@ int sql_parse(const char *text, size_t len, const struct sql_settings *settings,
 		}
 		sql_parse_free(&off);
 	} else {
-		err = classify_text(buf, len, scs != SQL_SCS_OFF, out);
+		err = classify_text(buf, len, scs != SQL_SCS_OFF, out, constants);
 	}
 	free(buf);
 done:
 	if (err)
 		sql_parse_free(out);
+	if (constants && constants->n > 1)
+		qsort(constants->at, constants->n, sizeof(*constants->at), compare_i32);
 	return err;
+}
+
+void sql_constants_free(struct sql_constants *c)
+{
+	free(c->at);
+	memset(c, 0, sizeof(*c));
 }
 
 void sql_parse_free(struct sql_parse *p)

@@ -251,6 +251,33 @@ int sql_parse(const char *text, size_t len, const struct sql_settings *settings,
 void sql_parse_free(struct sql_parse *p);
 
 /*
+ * Where the parse tree holds a constant: the byte offset of every A_Const
+ * node (a literal, or a '-' folded into the literal after it), ascending.
+ * sql_cache uses it to tell texts that differ only in literals
+ * (agent/sql_shape.h).
+ */
+struct sql_constants {
+	int32_t *at;
+	size_t n, cap;
+};
+
+/*
+ * sql_parse, also appending to @constants (zeroed, or NULL for none) the
+ * offsets of the constants of the reading @out describes. Free it with
+ * sql_constants_free whatever the result.
+ */
+int sql_parse_constants(const char *text, size_t len, const struct sql_settings *settings,
+			struct sql_parse *out, struct sql_constants *constants);
+void sql_constants_free(struct sql_constants *c);
+
+/*
+ * The checks sql_parse makes before any scanning: SQL_FAIL_NUL_BYTE,
+ * SQL_FAIL_TOO_COMPLEX (a run of signs), SQL_FAIL_ENCODING, or
+ * SQL_FAIL_NONE when PostgreSQL's scanner may read the text.
+ */
+enum sql_failure sql_precheck(const char *text, size_t len, const struct sql_settings *settings);
+
+/*
  * A deep copy of @src into @dst, in a single allocation: every field equal,
  * no pointer shared. Returns 0, or -ENOMEM with @dst empty. Free @dst with
  * sql_parse_free.

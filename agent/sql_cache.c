@@ -9,10 +9,19 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "agent/sql_shape.h"
+
+/* What an entry is keyed by. */
+enum entry_kind {
+	ENTRY_TEXT,			/* the exact text */
+	ENTRY_SHAPE,			/* a shape (sql_shape.h): texts differing in literals */
+};
+
 /*
  * One remembered classification. Entries sit on a hash chain and on the
  * LRU list (head: most recently used). The result is a packed copy
- * (sql_parse_copy): one allocation, copied out again on each hit.
+ * (sql_parse_copy): one allocation, copied out again on each hit. A shape
+ * entry also keeps where each statement lies, in tokens.
  */
 struct cache_entry {
 	struct cache_entry *chain;
@@ -20,15 +29,17 @@ struct cache_entry {
 	uint64_t hash;
 	size_t bytes;			/* all this entry costs, for max_bytes */
 	struct sql_parse result;
+	struct sql_shape_span *spans;	/* ENTRY_SHAPE: result.n_stmts, after key */
 	size_t len;
+	uint8_t kind;			/* enum entry_kind */
 	uint8_t scs;			/* enum sql_scs */
 	bool ascii_safe;		/* sql_encoding_is_ascii_safe(client_encoding) */
-	char text[];			/* len bytes, not NUL-terminated */
+	_Alignas(struct sql_shape_span) uint8_t key[];	/* len bytes, then spans */
 };
 
 /* Written by the owning thread only, read by anyone (sql_cache_totals). */
 struct cache_counters {
-	_Atomic uint64_t hits, misses, bypasses, evictions, entries, bytes;
+	_Atomic uint64_t hits, shape_hits, misses, bypasses, evictions, entries, bytes;
 };
 
 struct sql_cache {
@@ -39,6 +50,8 @@ struct sql_cache {
 	struct cache_entry *newest, *oldest;
 	size_t n_entries, n_bytes;
 	struct cache_counters counters;
+	struct sql_shape shape;		/* scratch: the shape of the text at hand */
+	char *text;			/* scratch: that text, NUL-terminated */
 	struct sql_cache *reg_next, *reg_prev;	/* thread caches: the registry */
 };
 
@@ -177,26 +190,51 @@ void sql_cache_free(struct sql_cache *c)
 		return;
 	while (c->oldest)
 		evict_oldest(c);
+	sql_shape_free(&c->shape);
+	free(c->text);
 	free(c->buckets);
 	free(c);
 }
 
-static struct cache_entry *lookup(struct sql_cache *c, uint64_t hash, const char *text,
-				  size_t len, uint8_t scs, bool ascii_safe)
+/* What an entry is looked up by. */
+struct entry_key {
+	uint8_t kind;
+	uint64_t hash;
+	const void *bytes;
+	size_t len;
+	uint8_t scs;
+	bool ascii_safe;
+};
+
+static struct cache_entry *lookup(struct sql_cache *c, const struct entry_key *k)
 {
-	for (struct cache_entry *e = c->buckets[hash & c->mask]; e; e = e->chain)
-		if (e->hash == hash && e->len == len && e->scs == scs &&
-		    e->ascii_safe == ascii_safe && memcmp(e->text, text, len) == 0)
+	for (struct cache_entry *e = c->buckets[k->hash & c->mask]; e; e = e->chain)
+		if (e->hash == k->hash && e->kind == k->kind && e->len == k->len &&
+		    e->scs == k->scs && e->ascii_safe == k->ascii_safe &&
+		    memcmp(e->key, k->bytes, k->len) == 0)
 			return e;
 	return NULL;
 }
 
-/* Keeps a copy of @result under the key; on failure the cache just does
- * not remember it. */
-static void insert(struct sql_cache *c, uint64_t hash, const char *text, size_t len,
-		   uint8_t scs, bool ascii_safe, const struct sql_parse *result)
+/* Copies the entry's result out to @out; marks it most recently used. */
+static int take(struct sql_cache *c, struct cache_entry *e, struct sql_parse *out)
 {
-	struct cache_entry *e = malloc(sizeof(*e) + len);
+	if (c->newest != e) {
+		lru_unlink(c, e);
+		lru_push(c, e);
+	}
+	return sql_parse_copy(&e->result, out);
+}
+
+/* Keeps a copy of @result (and of @spans, result->n_stmts of them, for a
+ * shape) under @k; on failure the cache just does not remember it. */
+static void insert(struct sql_cache *c, const struct entry_key *k, const struct sql_parse *result,
+		   const struct sql_shape_span *spans)
+{
+	size_t key_room = (k->len + _Alignof(struct sql_shape_span) - 1) &
+			  ~(_Alignof(struct sql_shape_span) - 1);
+	size_t span_bytes = spans ? result->n_stmts * sizeof(*spans) : 0;
+	struct cache_entry *e = malloc(sizeof(*e) + key_room + span_bytes);
 
 	if (!e)
 		return;
@@ -204,11 +242,15 @@ static void insert(struct sql_cache *c, uint64_t hash, const char *text, size_t 
 		free(e);
 		return;
 	}
-	e->hash = hash;
-	e->len = len;
-	e->scs = scs;
-	e->ascii_safe = ascii_safe;
-	memcpy(e->text, text, len);
+	e->hash = k->hash;
+	e->kind = k->kind;
+	e->len = k->len;
+	e->scs = k->scs;
+	e->ascii_safe = k->ascii_safe;
+	memcpy(e->key, k->bytes, k->len);
+	e->spans = spans ? (struct sql_shape_span *)(e->key + key_room) : NULL;
+	if (spans)
+		memcpy(e->spans, spans, span_bytes);
 	e->bytes = malloc_usable_size(e) +
 		   (e->result.block ? malloc_usable_size(e->result.block) : 0);
 	if (e->bytes > c->limits.max_bytes) {
@@ -218,11 +260,85 @@ static void insert(struct sql_cache *c, uint64_t hash, const char *text, size_t 
 	while (c->n_entries && (c->n_entries + 1 > c->limits.max_entries ||
 				c->n_bytes + e->bytes > c->limits.max_bytes))
 		evict_oldest(c);
-	e->chain = c->buckets[hash & c->mask];
-	c->buckets[hash & c->mask] = e;
+	e->chain = c->buckets[k->hash & c->mask];
+	c->buckets[k->hash & c->mask] = e;
 	lru_push(c, e);
 	c->n_entries++;
 	c->n_bytes += e->bytes;
+}
+
+/* ---- the shape tier ---------------------------------------------------------- */
+
+/* @len bytes of @text, NUL-terminated, in the cache's scratch buffer. */
+static const char *scratch_text(struct sql_cache *c, const char *text, size_t len)
+{
+	if (!c->text && !(c->text = malloc(c->limits.max_text + 1)))
+		return NULL;
+	memcpy(c->text, text, len);
+	c->text[len] = '\0';
+	return c->text;
+}
+
+/*
+ * Parses @text, learning its shape when the parse proves it may stand for
+ * every text of that shape (sql_shape_learnable).
+ */
+static int parse_and_learn(struct sql_cache *c, const char *text, size_t len,
+			   const struct sql_settings *settings, const struct entry_key *k,
+			   struct sql_parse *out)
+{
+	struct sql_constants constants = { 0 };
+	struct sql_shape_span *spans = NULL;
+	int err;
+
+	err = sql_parse_constants(text, len, settings, out, &constants);
+	if (err || !out->ok)
+		goto out;
+	spans = malloc((out->n_stmts ? out->n_stmts : 1) * sizeof(*spans));
+	if (spans && sql_shape_learnable(&c->shape, out, &constants, spans))
+		insert(c, k, out, spans);
+out:
+	free(spans);
+	sql_constants_free(&constants);
+	return err;
+}
+
+/*
+ * Classifies a text the exact-text tier did not know: from an entry of
+ * its shape when there is one, else by parsing it. Returns as sql_parse.
+ */
+static int parse_by_shape(struct sql_cache *c, const char *text, size_t len,
+			  const struct sql_settings *settings, uint8_t scs, bool ascii_safe,
+			  struct sql_parse *out, bool *shape_hit)
+{
+	const char *z = scratch_text(c, text, len);
+	struct entry_key k = { .kind = ENTRY_SHAPE, .scs = scs, .ascii_safe = ascii_safe };
+	struct cache_entry *e;
+	int err;
+
+	if (!z)
+		return -ENOMEM;
+	err = sql_shape_scan(z, len, scs == SQL_SCS_ON, &c->shape);
+	if (err == -ENOMEM)
+		return err;
+	if (err || !c->shape.n_literals) {
+		counter_add(&c->counters.misses, 1);
+		return sql_parse(text, len, settings, out);
+	}
+	k.bytes = c->shape.key;
+	k.len = c->shape.key_len;
+	k.hash = hash_of(c, (const char *)k.bytes, k.len);
+	e = lookup(c, &k);
+	if (!e) {
+		counter_add(&c->counters.misses, 1);
+		return parse_and_learn(c, text, len, settings, &k, out);
+	}
+	counter_add(&c->counters.shape_hits, 1);
+	*shape_hit = true;
+	err = take(c, e, out);
+	if (!err)
+		sql_shape_place(&c->shape, e->spans, out);
+	return err;
 }
 
 int sql_cache_parse(struct sql_cache *c, const char *text, size_t len,
@@ -230,8 +346,10 @@ int sql_cache_parse(struct sql_cache *c, const char *text, size_t len,
 {
 	uint8_t scs = (uint8_t)(settings ? settings->standard_conforming_strings : SQL_SCS_ON);
 	bool ascii_safe = sql_encoding_is_ascii_safe(settings ? settings->client_encoding : NULL);
+	struct entry_key k = { .kind = ENTRY_TEXT, .bytes = text, .len = len, .scs = scs,
+			       .ascii_safe = ascii_safe };
+	bool shape_hit = false;
 	struct cache_entry *e;
-	uint64_t hash;
 	int err;
 
 	if (!c)
@@ -240,20 +358,22 @@ int sql_cache_parse(struct sql_cache *c, const char *text, size_t len,
 		counter_add(&c->counters.bypasses, 1);
 		return sql_parse(text, len, settings, out);
 	}
-	hash = hash_of(c, text, len);
-	e = lookup(c, hash, text, len, scs, ascii_safe);
+	k.hash = hash_of(c, text, len);
+	e = lookup(c, &k);
 	if (e) {
-		if (c->newest != e) {
-			lru_unlink(c, e);
-			lru_push(c, e);
-		}
 		counter_add(&c->counters.hits, 1);
-		return sql_parse_copy(&e->result, out);
+		return take(c, e, out);
 	}
-	counter_add(&c->counters.misses, 1);
-	err = sql_parse(text, len, settings, out);
-	if (!err)
-		insert(c, hash, text, len, scs, ascii_safe, out);
+	/* Text the scanner must not see, or may read two ways, skips shapes.
+	 * A text known by its shape is not kept again under its own. */
+	if (scs != SQL_SCS_UNKNOWN && sql_precheck(text, len, settings) == SQL_FAIL_NONE) {
+		err = parse_by_shape(c, text, len, settings, scs, ascii_safe, out, &shape_hit);
+	} else {
+		counter_add(&c->counters.misses, 1);
+		err = sql_parse(text, len, settings, out);
+	}
+	if (!err && !shape_hit)
+		insert(c, &k, out, NULL);
 	publish_size(c);
 	return err;
 }
@@ -264,6 +384,7 @@ void sql_cache_stats(const struct sql_cache *c, struct sql_cache_stats *out)
 	if (!c)
 		return;
 	out->hits = counter_get(&c->counters.hits);
+	out->shape_hits = counter_get(&c->counters.shape_hits);
 	out->misses = counter_get(&c->counters.misses);
 	out->bypasses = counter_get(&c->counters.bypasses);
 	out->evictions = counter_get(&c->counters.evictions);
@@ -296,6 +417,7 @@ static void registry_remove(struct sql_cache *c)
 		c->reg_next->reg_prev = c->reg_prev;
 	sql_cache_stats(c, &s);
 	retired.hits += s.hits;
+	retired.shape_hits += s.shape_hits;
 	retired.misses += s.misses;
 	retired.bypasses += s.bypasses;
 	retired.evictions += s.evictions;
@@ -358,6 +480,7 @@ void sql_cache_totals(struct sql_cache_stats *out)
 
 		sql_cache_stats(c, &s);
 		out->hits += s.hits;
+		out->shape_hits += s.shape_hits;
 		out->misses += s.misses;
 		out->bypasses += s.bypasses;
 		out->evictions += s.evictions;

@@ -2,10 +2,15 @@
  * A cache of classifications keyed by statement text: a statement seen
  * before costs a hash, a compare and a copy instead of a parse.
  *
- * The key is the exact text plus the two settings that change how it is
- * read (standard_conforming_strings, and whether the client encoding is
- * ASCII-safe): a hash match is always confirmed by comparing the whole
- * text, so two texts never share a result. What is handed out is a copy
+ * Two tiers, each keyed with the two settings that change how text is read
+ * (standard_conforming_strings, and whether the client encoding is
+ * ASCII-safe), each confirming a hash match by comparing the whole key:
+ *  - the exact text;
+ *  - its shape (sql_shape.h): the scanner's tokens without the literals'
+ *    values, learnt only from a parse that proves every literal is a mere
+ *    constant, so "... WHERE aid = 7" is classified from "... = 42" at the
+ *    cost of a scan. Statement locations are placed for the new text.
+ * What is handed out is a copy
  * the caller owns (free it with sql_parse_free), equal field by field to
  * what sql_parse gives; eviction never touches a result in use. Policy is
  * not cached: only what the parser says of the text.
@@ -39,7 +44,8 @@ struct sql_cache_limits {
 };
 
 struct sql_cache_stats {
-	uint64_t hits;
+	uint64_t hits;		/* the exact text was known */
+	uint64_t shape_hits;	/* a text of the same shape was (sql_shape.h) */
 	uint64_t misses;	/* parsed, then kept (when it fitted) */
 	uint64_t bypasses;	/* longer than max_text: parsed, not kept */
 	uint64_t evictions;

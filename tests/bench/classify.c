@@ -1,8 +1,10 @@
 /*
  * Statement classification cost: nanoseconds per statement for a fresh
- * parse (sql_parse, what every statement cost before the cache) and for a
- * cache hit (sql_cache_parse on text seen before), each including the
- * sql_parse_free the caller does afterwards.
+ * parse (sql_parse, what every statement cost before the cache), for a
+ * cache hit (sql_cache_parse on text seen before) and for a hit by shape
+ * (text not seen before, but one differing only in its literals was: what
+ * pgbench's simple protocol sends), each including the sql_parse_free the
+ * caller does afterwards.
  *
  *   bench-classify [--quick]
  *
@@ -11,6 +13,7 @@
  * twentieth with --quick): the least disturbed run on a busy machine.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +56,43 @@ static char *two_kb_statement(void)
 	return s;
 }
 
+#define VARIANTS 256
+
+static bool is_word_char(char c)
+{
+	return c == '_' || c == '$' || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+}
+
+/* @sql with every number (not a $n, not inside a name) changed by @k:
+ * same shape, new text. */
+static char *variant(const char *sql, unsigned k)
+{
+	size_t len = strlen(sql), at = 0;
+	char *out = malloc(2 * len + 16);
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len;) {
+		if (sql[i] >= '0' && sql[i] <= '9' && (i == 0 || !is_word_char(sql[i - 1]))) {
+			unsigned long v = strtoul(sql + i, NULL, 10);
+
+			while (i < len && sql[i] >= '0' && sql[i] <= '9')
+				i++;
+			at += (size_t)sprintf(out + at, "%lu", (v * 7919 + k) % 1000003);
+			continue;
+		}
+		out[at++] = sql[i++];
+	}
+	out[at] = '\0';
+	return out;
+}
+
+struct shaped {
+	struct sql_cache *cache;
+	struct bench_stmt texts[VARIANTS];
+	unsigned next;
+};
+
 typedef int classify_fn(void *ctx, const struct bench_stmt *st, struct sql_parse *out);
 
 static int classify_fresh(void *ctx, const struct bench_stmt *st, struct sql_parse *out)
@@ -65,6 +105,19 @@ static int classify_cached(void *ctx, const struct bench_stmt *st, struct sql_pa
 {
 	return sql_cache_parse(ctx, st->sql, st->len, NULL, out);
 }
+
+/* Each call another text of @st's shape. */
+static int classify_shaped(void *ctx, const struct bench_stmt *st, struct sql_parse *out)
+{
+	struct shaped *sh = ctx;
+	const struct bench_stmt *v = &sh->texts[sh->next++ % VARIANTS];
+
+	(void)st;
+	return sql_cache_parse(sh->cache, v->sql, v->len, NULL, out);
+}
+
+/* Measures hits by shape for @st; -1 when a variant could not be made. */
+static long measure_shaped(const struct bench_stmt *st, uint64_t round_ns);
 
 /* Best ns per statement over ROUNDS rounds of about @round_ns each. */
 static long measure(classify_fn *fn, void *ctx, const struct bench_stmt *st, uint64_t round_ns)
@@ -98,6 +151,28 @@ static long measure(classify_fn *fn, void *ctx, const struct bench_stmt *st, uin
 			best = ns;
 	}
 	return (long)best;
+}
+
+static long measure_shaped(const struct bench_stmt *st, uint64_t round_ns)
+{
+	struct shaped sh = { .cache = sql_cache_new(NULL) };
+	long ns = -1;
+	unsigned made = 0;
+
+	if (!sh.cache)
+		return -1;
+	for (; made < VARIANTS; made++) {
+		sh.texts[made].sql = variant(st->sql, made);
+		if (!sh.texts[made].sql)
+			goto out;
+		sh.texts[made].len = strlen(sh.texts[made].sql);
+	}
+	ns = measure(classify_shaped, &sh, st, round_ns);
+out:
+	for (unsigned i = 0; i < made; i++)
+		free(sh.texts[i].sql);
+	sql_cache_free(sh.cache);
+	return ns;
 }
 
 int main(int argc, char **argv)
@@ -138,14 +213,16 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < n; i++) {
 		long fresh = measure(classify_fresh, NULL, &stmts[i], round_ns);
 		long hit = measure(classify_cached, cache, &stmts[i], round_ns);
+		long shaped = measure_shaped(&stmts[i], round_ns);
 
-		if (fresh < 0 || hit < 0) {
+		if (fresh < 0 || hit < 0 || shaped < 0) {
 			fprintf(stderr, "classify %s: not classified\n", stmts[i].name);
 			status = 1;
 			continue;
 		}
 		printf("classify uncached %s: %ld ns/stmt\n", stmts[i].name, fresh);
 		printf("classify cached %s: %ld ns/stmt\n", stmts[i].name, hit);
+		printf("classify by shape %s: %ld ns/stmt\n", stmts[i].name, shaped);
 		fflush(stdout);
 	}
 	sql_cache_free(cache);

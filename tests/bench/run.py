@@ -364,7 +364,7 @@ def main():
 
         # Memory, on the production agent (or the file-only one).
         mem_way = "agent" if "agent" in agents else next(iter(agents), None)
-        if mem_way:
+        if mem_way and opts.idle > 0:
             time.sleep(1.0)
             idle_kib = rss_kib(agents[mem_way].pid)
             before, during = measure_idle_rss(agents[mem_way], cgroups[mem_way], pg, opts.idle)

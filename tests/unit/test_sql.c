@@ -16,6 +16,7 @@
 
 #include "agent/sql.h"
 #include "agent/sql_cache.h"
+#include "agent/sql_shape.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -1557,4 +1558,200 @@ Test(sql_cache, worker_threads_each_use_their_own_cache_without_mixing_results)
 	}
 	sql_cache_totals(&after);
 	cr_expect_eq(after.hits + after.misses - before.hits - before.misses, (uint64_t)N * 600);
+}
+
+/* ---- the shape tier --------------------------------------------------------- */
+
+/* A literal of the same token kind with another value (and length); NULL
+ * when the spelling is one this test does not rewrite. */
+static const char *other_literal(int32_t token, const char *text, size_t len)
+{
+	switch (token) {
+	case 266: /* ICONST */
+		return len == 5 && memcmp(text, "12345", 5) == 0 ? "7" : "12345";
+	case 260: /* FCONST */
+		return "2.5e3";
+	case 261: /* SCONST */
+		if (text[0] == '\'' && text[len - 1] == '\'')
+			return "'another, longer; value'";
+		if (text[0] == '$' && text[len - 1] == '$')
+			return "$$other$$";
+		return NULL;
+	case 263: /* BCONST */
+		return "b'0110'";
+	case 264: /* XCONST */
+		return "x'ABCD'";
+	default:
+		return NULL;
+	}
+}
+
+/* @sql with every literal given another value, in @out; false when it has
+ * none to rewrite or the scanner does not take it. */
+static bool vary_literals(const char *sql, bool scs, char *out, size_t cap)
+{
+	struct sql_shape shape = { 0 };
+	size_t at = 0, used = 0;
+	bool changed = false;
+
+	if (sql_shape_scan(sql, strlen(sql), scs, &shape) < 0)
+		return false;
+	for (size_t i = 0; i < shape.n_tokens; i++) {
+		const struct sql_shape_token *t = &shape.tokens[i];
+		const char *lit = other_literal(t->token, sql + t->start, (size_t)(t->end - t->start));
+
+		if (!lit)
+			continue;
+		used += (size_t)snprintf(out + used, cap - used, "%.*s%s",
+					 (int)((size_t)t->start - at), sql + at, lit);
+		at = (size_t)t->end;
+		changed = true;
+	}
+	snprintf(out + used, cap - used, "%s", sql + at);
+	sql_shape_free(&shape);
+	return changed && used < cap;
+}
+
+/* Primes a fresh cache with @first, then classifies @second: the same as
+ * a fresh parse of @second. Returns whether that came from the shape. */
+static bool check_second_like_fresh(const char *first, const char *second,
+				    const struct sql_settings *set)
+{
+	struct sql_cache *c = sql_cache_new(NULL);
+	struct sql_parse fresh, primed, got;
+	struct sql_cache_stats st;
+	int rc = sql_parse(second, strlen(second), set, &fresh);
+
+	cr_assert_not_null(c);
+	cr_assert_geq(sql_cache_parse(c, first, strlen(first), set, &primed), 0);
+	cr_assert_eq(sql_cache_parse(c, second, strlen(second), set, &got), rc, "%s", second);
+	cr_expect(same_parse(&fresh, &got), "%s\n  after %s\n  differs from a fresh parse", second,
+		  first);
+	sql_cache_stats(c, &st);
+	sql_parse_free(&fresh);
+	sql_parse_free(&primed);
+	sql_parse_free(&got);
+	sql_cache_free(c);
+	return st.shape_hits == 1;
+}
+
+Test(sql_shape, a_text_known_by_its_shape_reads_as_a_fresh_parse_of_it_for_the_whole_corpus)
+{
+	static char varied[8192];
+	size_t pairs = 0, shape_hits = 0;
+
+	for (size_t s = 0; s < sizeof(corpus_settings) / sizeof(corpus_settings[0]); s++) {
+		const struct sql_settings *set = &corpus_settings[s];
+		bool scs = set->standard_conforming_strings != SQL_SCS_OFF;
+
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) + sizeof(more_texts) /
+				   sizeof(more_texts[0]); i++) {
+			size_t n_cases = sizeof(cases) / sizeof(cases[0]);
+			const char *sql = i < n_cases ? cases[i].sql : more_texts[i - n_cases];
+
+			if (!vary_literals(sql, scs, varied, sizeof(varied)))
+				continue;
+			pairs++;
+			shape_hits += check_second_like_fresh(sql, varied, set);
+			shape_hits += check_second_like_fresh(varied, sql, set);
+		}
+	}
+	cr_log_info("%zu pairs, %zu classified by shape", pairs, shape_hits);
+	cr_expect_gt(pairs, 100);
+	cr_expect_gt(shape_hits, pairs, "the tier is used: most pairs both ways");
+}
+
+Test(sql_shape, pgbench_statements_are_classified_by_shape)
+{
+	static const char *const pairs[][2] = {
+		{ "SELECT abalance FROM pgbench_accounts WHERE aid = 34;",
+		  "SELECT abalance FROM pgbench_accounts WHERE aid = 998877;" },
+		{ "UPDATE pgbench_accounts SET abalance = abalance + 4178 WHERE aid = 12;",
+		  "UPDATE pgbench_accounts SET abalance = abalance + 3 WHERE aid = 55123;" },
+		{ "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 9, 45, "
+		  "CURRENT_TIMESTAMP);",
+		  "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (10, 1, 99876, "
+		  "4999, CURRENT_TIMESTAMP);" },
+		{ "SELECT 1; DELETE FROM t WHERE id = 5", "SELECT 12345; DELETE FROM t WHERE id = 6" },
+		{ "select 'a;b' ; ;  update t set x = 'c' where k = 1 ;",
+		  "select 'a;b;c;d' ; ;  update t set x = '' where k = 100 ;" },
+	};
+
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
+		cr_expect(check_second_like_fresh(pairs[i][0], pairs[i][1], NULL), "%s", pairs[i][1]);
+}
+
+/*
+ * Literals whose value changes the tree outside a constant: the shape of
+ * the first text must not be learnt, and the second is parsed afresh.
+ */
+Test(sql_shape, literals_that_are_more_than_constants_are_never_generalised)
+{
+	static const char *const pairs[][2] = {
+		/* the type: float4 or float8 (the fingerprints differ) */
+		{ "SELECT CAST(x AS FLOAT(10)) FROM t", "SELECT CAST(x AS FLOAT(30)) FROM t" },
+		/* the file name is part of the COPY */
+		{ "COPY t FROM '/tmp/a'", "COPY t FROM '/tmp/other'" },
+		{ "COMMENT ON TABLE t IS 'a'", "COMMENT ON TABLE t IS 'b'" },
+		{ "FETCH 5 FROM c", "FETCH 10 FROM c" },
+		/* the escape character spells the table name */
+		{ "SELECT * FROM U&\"!0075sers\" UESCAPE '#'", "SELECT * FROM U&\"!0075sers\" UESCAPE '!'" },
+		{ "SELECT U&'d!0061t' UESCAPE '!' FROM t", "SELECT U&'d!0061t' UESCAPE '#' FROM t" },
+	};
+
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
+		cr_expect_not(check_second_like_fresh(pairs[i][0], pairs[i][1], NULL), "%s",
+			      pairs[i][1]);
+}
+
+Test(sql_shape, the_escape_character_cannot_smuggle_a_table_past_the_cache)
+{
+	struct sql_cache *c = sql_cache_new(NULL);
+	const char *harmless = "SELECT * FROM U&\"!0075sers\" UESCAPE '#'";
+	const char *sneaky = "SELECT * FROM U&\"!0075sers\" UESCAPE '!'";
+	struct sql_parse p;
+
+	cr_assert_eq(sql_cache_parse(c, harmless, strlen(harmless), NULL, &p), 0);
+	cr_assert_str_eq(p.stmts[0].tables[0], "!0075sers");
+	sql_parse_free(&p);
+	cr_assert_eq(sql_cache_parse(c, sneaky, strlen(sneaky), NULL, &p), 0);
+	cr_expect_str_eq(p.stmts[0].tables[0], "users");
+	sql_parse_free(&p);
+	sql_cache_free(c);
+}
+
+Test(sql_shape, texts_known_by_shape_are_not_kept_again_and_settings_keep_tiers_apart)
+{
+	struct sql_cache *c = sql_cache_new(NULL);
+	struct sql_settings off = { .standard_conforming_strings = SQL_SCS_OFF };
+	struct sql_cache_stats st;
+	struct sql_parse p;
+	char sql[96];
+
+	for (int i = 0; i < 100; i++) {
+		snprintf(sql, sizeof(sql), "SELECT v FROM kv WHERE k = %d AND tag = 'n%d'", i, i);
+		cr_assert_eq(sql_cache_parse(c, sql, strlen(sql), NULL, &p), 0);
+		cr_assert_eq(p.stmts[0].length, (int)strlen(sql));
+		sql_parse_free(&p);
+	}
+	/* the same shape read with the setting off is another entry */
+	cr_assert_eq(sql_cache_parse(c, sql, strlen(sql), &off, &p), 0);
+	sql_parse_free(&p);
+	sql_cache_stats(c, &st);
+	cr_expect_eq(st.misses, 2);
+	cr_expect_eq(st.shape_hits, 99);
+	cr_expect_eq(st.entries, 4, "two texts, two shapes");
+	sql_cache_free(c);
+}
+
+Test(sql_fingerprint, each_statement_is_fingerprinted_as_the_text_was_read)
+{
+	struct sql_settings off = { .standard_conforming_strings = SQL_SCS_OFF };
+	const char *sql = "SELECT 'a\\'; SELECT '; DELETE FROM t";
+	struct sql_parse p;
+
+	cr_assert_eq(sql_parse(sql, strlen(sql), &off, &p), 0);
+	cr_assert(p.ok && p.n_stmts == 2);
+	cr_expect_neq(p.stmts[0].fingerprint[0], '\0', "read with the setting off, not on");
+	sql_parse_free(&p);
 }
