@@ -53,6 +53,7 @@ struct sql_shape_span {
  * @scs into @shape (zeroed, or reused after sql_shape_reset). Returns 0,
  * -ENOENT when the text has no shape (the scanner refused it, or it uses
  * Unicode escapes), or -ENOMEM. The caller has made sql_precheck's checks.
+ * Free @shape with sql_shape_free whatever the result.
  */
 int sql_shape_scan(const char *text, size_t len, bool scs, struct sql_shape *shape);
 void sql_shape_reset(struct sql_shape *shape);

@@ -1594,8 +1594,10 @@ static bool vary_literals(const char *sql, bool scs, char *out, size_t cap)
 	size_t at = 0, used = 0;
 	bool changed = false;
 
-	if (sql_shape_scan(sql, strlen(sql), scs, &shape) < 0)
+	if (sql_shape_scan(sql, strlen(sql), scs, &shape) < 0) {
+		sql_shape_free(&shape);
 		return false;
+	}
 	for (size_t i = 0; i < shape.n_tokens; i++) {
 		const struct sql_shape_token *t = &shape.tokens[i];
 		const char *lit = other_literal(t->token, sql + t->start, (size_t)(t->end - t->start));
