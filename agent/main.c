@@ -22,6 +22,7 @@
 #include "agent/policy.h"
 #include "agent/shipper.h"
 #include "agent/sql.h"
+#include "agent/sql_cache.h"
 #include "agent/worker.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -285,6 +286,25 @@ static void reload(struct agent *agent, const char *path)
 	config_free(&next);
 }
 
+/* How often the classification cache's counters are logged (info). */
+#define STATS_INTERVAL_NS (600 * (uint64_t)1000000000)
+
+/* What the classification caches of every worker have done so far. */
+static void log_cache_stats(void)
+{
+	struct sql_cache_stats st;
+	uint64_t looked_up;
+
+	sql_cache_totals(&st);
+	looked_up = st.hits + st.shape_hits + st.misses + st.bypasses;
+	log_info("classification cache: %llu lookups, %llu by text, %llu by shape, %llu parsed, "
+		 "%llu too long, %llu evicted; %llu entries, %llu KiB now",
+		 (unsigned long long)looked_up, (unsigned long long)st.hits,
+		 (unsigned long long)st.shape_hits, (unsigned long long)st.misses,
+		 (unsigned long long)st.bypasses, (unsigned long long)st.evictions,
+		 (unsigned long long)st.entries, (unsigned long long)(st.bytes / 1024));
+}
+
 /* Signals are taken synchronously here; every other thread blocks them. */
 static int serve(struct agent *agent, const sigset_t *signals, const char *config_path)
 {
@@ -293,13 +313,19 @@ static int serve(struct agent *agent, const sigset_t *signals, const char *confi
 		.tv_sec = interval_ms / 1000,
 		.tv_nsec = (interval_ms % 1000) * 1000000L,
 	};
+	uint64_t stats_due = clock_monotonic_ns() + STATS_INTERVAL_NS;
 
 	for (;;) {
 		int sig = sigtimedwait(signals, NULL, &interval);
 
 		if (sig == SIGTERM || sig == SIGINT) {
 			log_info("%s: detaching and stopping", strsignal(sig));
+			log_cache_stats();
 			return 0;
+		}
+		if (sig == SIGUSR1 || clock_monotonic_ns() >= stats_due) {
+			log_cache_stats();
+			stats_due = clock_monotonic_ns() + STATS_INTERVAL_NS;
 		}
 		if (sig == SIGHUP)
 			reload(agent, config_path);
@@ -401,6 +427,7 @@ int main(int argc, char **argv)
 	sigaddset(&signals, SIGTERM);
 	sigaddset(&signals, SIGINT);
 	sigaddset(&signals, SIGHUP);
+	sigaddset(&signals, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 

@@ -252,3 +252,35 @@ def test_sql_level_execute_is_judged_by_what_it_runs(pg, guarded, test_cgroup, r
     res = run_in_cgroup(test_cgroup, argv, input="prepare q as delete from t;\nexecute q;\n")
     assert res.stderr.count('rule "scoped-writes"') == 2, res.stderr
     assert count_rows(pg) == 2
+
+
+def test_texts_differing_only_in_literals_are_each_judged_right(pg, guarded, test_cgroup,
+                                                              run_in_cgroup):
+    """One session (one worker, one classification cache): texts that differ
+    only in literal values are classified by shape, and a literal that spells
+    a table name (UESCAPE) never borrows another text's reading."""
+    import re
+    import signal
+
+    app = marker("shape")
+    statements = [f"select a from t where a = {i}" for i in range(1, 7)] + [
+        "delete from t where a = 100", "delete from t where a = 101",
+        "select * from U&\"!0073ecrets\" UESCAPE '#'",  # "!0073ecrets": no such table
+        "select * from U&\"!0073ecrets\" UESCAPE '!'",  # "secrets"
+    ]
+    argv = psql_argv("127.0.0.1", pg.port, application_name=app, sql=statements[0])
+    argv[argv.index("ON_ERROR_STOP=1")] = "ON_ERROR_STOP=0"
+    for sql in statements[1:]:
+        argv += ["-c", sql]
+    res = run_in_cgroup(test_cgroup, argv)
+    assert 'relation "!0073ecrets" does not exist' in res.stderr, res.stderr
+    assert 'rule "no-secrets"' in res.stderr, res.stderr
+    assert count_rows(pg) == 3
+    guarded.wait_for_event(lambda e: e.get("application_name") == app
+                           and e.get("verdict") == "deny", kind="statement")
+
+    guarded.proc.send_signal(signal.SIGUSR1)
+    wait_for_log(guarded, "classification cache:")
+    line = [ln for ln in guarded.output().splitlines() if "classification cache:" in ln][-1]
+    by_shape = int(re.search(r"(\d+) by shape", line).group(1))
+    assert by_shape >= 6, line
