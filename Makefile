@@ -92,6 +92,16 @@ $(GEN)/intercept.bpf.o: bpf/intercept.bpf.c bpf/intercept.h $(GEN)/vmlinux.h | $
 $(GEN)/intercept.skel.h: $(GEN)/intercept.bpf.o | $(GEN)
 	$(BPFTOOL) gen skeleton $< name intercept_bpf > $@
 
+# Bench only: the sockmap kernel pipe (tests/bench/kpipe.c).
+$(GEN)/kpipe.bpf.o: bpf/kpipe.bpf.c $(GEN)/vmlinux.h | $(GEN)
+	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
+		-I$(GEN) -Ibpf -c $< -o $@
+
+$(GEN)/kpipe.skel.h: $(GEN)/kpipe.bpf.o | $(GEN)
+	$(BPFTOOL) gen skeleton $< name kpipe_bpf > $@
+
+$(OBJ)/tests/bench/kpipe.o: $(GEN)/kpipe.skel.h
+
 # --- protobuf --------------------------------------------------------------
 $(PROTO_H): $(PROTO_C)
 $(PROTO_C): $(PROTO_SRC) | $(GEN) $(DEPS_STAMP)

@@ -3,7 +3,8 @@
 dbward benchmark (`make bench`): direct vs PgBouncer vs a bare byte pipe vs the agent.
 
 Starts a throwaway PostgreSQL 15, PgBouncer (session mode), bench-bytepipe
-(a 2-thread epoll byte pipe, no parsing), a dbward-collector on SQLite, and
+(a 2-thread epoll byte pipe, no parsing), bench-kpipe (a sockmap pipe: the
+kernel forwards every byte, user space none), a dbward-collector on SQLite, and
 two agents, each on a test cgroup of its own, both with guardrails on:
   agent       the production setup: spool + shipping to the collector (mTLS)
   agent-file  audit.file (JSON lines) only, no spool, no collector
@@ -65,7 +66,7 @@ GROWTH = [
      "select aid, bid, abalance, filler from pgbench_accounts "
      "where aid between :a and :a + 99;\n"),
 ]
-WAYS = ("direct", "pgbouncer", "bytepipe", "agent", "agent-file")
+WAYS = ("direct", "pgbouncer", "bytepipe", "kpipe", "agent", "agent-file")
 AGENTS = ("agent", "agent-file")
 
 # Opens N connections, says "ok N", and holds them until stdin closes.
@@ -145,10 +146,11 @@ def summary(workloads, results, cpu, seen, seconds):
     """The results table: medians, ratios (or added µs), proxy CPU per transaction."""
     ways = [w for w in WAYS if any(results[n].get(w) for n in results)]
     ratio_pairs = [("agent", "direct"), ("pgbouncer", "direct"), ("bytepipe", "direct"),
-                   ("agent", "pgbouncer"), ("agent", "bytepipe"), ("agent-file", "direct")]
+                   ("kpipe", "direct"), ("agent", "pgbouncer"), ("agent", "bytepipe"),
+                   ("agent-file", "direct")]
     ratio_pairs = [(a, b) for a, b in ratio_pairs if a in ways and b in ways]
-    short = {"direct": "dir", "pgbouncer": "pgb", "bytepipe": "pipe", "agent": "agent",
-             "agent-file": "file"}
+    short = {"direct": "dir", "pgbouncer": "pgb", "bytepipe": "pipe", "kpipe": "kpipe",
+             "agent": "agent", "agent-file": "file"}
     head = f"{'workload':34s}" + "".join(f" {w:>11s}" for w in ways) + \
         "".join(f" {short[a] + '/' + short[b]:>9s}" for a, b in ratio_pairs)
     lines = [head]
@@ -219,7 +221,7 @@ def main():
     ways = [w for w in WAYS if w in ways]
     needs = [Path(E.PGBENCH), Path(PGBOUNCER), bin_dir / "dbward-agent",
              bin_dir / "dbward-collector", bin_dir / "dbward", bin_dir / "bench-bytepipe",
-             bin_dir / "bench-connect"]
+             bin_dir / "bench-connect"] + ([bin_dir / "bench-kpipe"] if "kpipe" in ways else [])
     for need in needs:
         if not need.exists():
             sys.exit(f"bench: {need} missing (make bench; scripts/install-deps.sh)")
@@ -235,7 +237,7 @@ def main():
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="dbward-bench-"))
     os.chmod(tmp, 0o755)
-    pg = bouncer = pipe = ledger = bpffs = None
+    pg = bouncer = pipe = kpipe = ledger = bpffs = None
     agents, cgroups = {}, {}
     failed = False
     try:
@@ -266,6 +268,12 @@ def main():
             pipe = BytePipe(bin_dir / "bench-bytepipe", pg.port).start()
             ports["bytepipe"], pids["bytepipe"] = pipe.port, pipe.pid
             log(f"bench-bytepipe on 127.0.0.1:{pipe.port}")
+        if "kpipe" in ways:
+            # Its CPU is kernel work in softirq and kworkers, not its own: no
+            # pid, so no "proxy CPU" figure.
+            kpipe = BytePipe(bin_dir / "bench-kpipe", pg.port).start()
+            ports["kpipe"] = kpipe.port
+            log(f"bench-kpipe on 127.0.0.1:{kpipe.port}")
 
         bpffs = E.Bpffs(tmp / "bpffs").mount()
         base = {
@@ -402,6 +410,7 @@ def main():
         steps += [
             ("collector", lambda: ledger and ledger.stop()),
             ("bytepipe", lambda: pipe and pipe.stop()),
+            ("kpipe", lambda: kpipe and kpipe.stop()),
             ("pgbouncer", lambda: bouncer and bouncer.stop()),
         ]
         steps += [(f"cgroup {c}", (lambda c=c: c.destroy())) for c in cgroups.values()]

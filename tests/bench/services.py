@@ -146,7 +146,8 @@ class PgBouncer:
 
 
 class BytePipe:
-    """bench-bytepipe: a 2-thread epoll byte pipe in front of @pg_port."""
+    """bench-bytepipe (a 2-thread epoll byte pipe) or bench-kpipe (a sockmap
+    pipe) in front of @pg_port: both take LISTEN_PORT HOST PORT and say ready."""
 
     def __init__(self, binary, pg_port):
         self.binary = Path(binary)
@@ -166,7 +167,7 @@ class BytePipe:
         line = E.readline(self.proc.stdout, 10)
         if line.strip() != "ready":
             stop_process(self.proc)
-            raise RuntimeError(f"bench-bytepipe: {line!r} {self.proc.stderr.read()}")
+            raise RuntimeError(f"{self.binary.name}: {line!r} {self.proc.stderr.read()}")
         return self
 
     def stop(self):
