@@ -8,10 +8,23 @@ those connects are redirected to the agent (and never reach bench-connect's
 own listener, which is checked); its OTHER port is not a target, so those
 connects only pass through the hooks (cgroup/connect4 finds no target,
 sockops finds no origin). Loopback only; the cgroup is removed afterwards.
+
+While the agent is attached, the kernel's own accounting of BPF run time
+(BPF_ENABLE_STATS: run_time_ns and run_cnt per program, kept only while
+the bench holds the fd it returns) gives each of the agent's programs' ns
+per run: the hook's cost without the noise of the connect around it. The
+accounting itself adds two clock reads per run, so these are upper bounds.
 """
 
+import ctypes
+import json
+import os
+import platform
 import re
+import shutil
 import statistics
+import subprocess
+from pathlib import Path
 
 import dbward_env as E
 from services import log
@@ -31,6 +44,72 @@ def _run(binary, cgroup, other, target, iterations, blocks):
     for port, loop_ns, connect_ns in LINE.findall(r.stdout):
         per_port[port].append((int(loop_ns), int(connect_ns)))
     return per_port, int(acc.group(1)), int(acc.group(2))
+
+
+SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
+BPF_ENABLE_STATS = 32
+BPF_STATS_RUN_TIME = 0
+
+
+def enable_bpf_stats():
+    """An fd that keeps BPF run-time accounting on until closed; None if refused."""
+    if SYS_BPF is None:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    attr = (ctypes.c_uint32 * 2)(BPF_STATS_RUN_TIME, 0)  # union bpf_attr: enable_stats.type
+    fd = libc.syscall(ctypes.c_long(SYS_BPF), ctypes.c_long(BPF_ENABLE_STATS), attr,
+                      ctypes.c_uint(ctypes.sizeof(attr)))
+    return fd if fd >= 0 else None
+
+
+def _bpftool(*args):
+    r = subprocess.run([shutil.which("bpftool") or "/usr/sbin/bpftool", "-j", *args],
+                       capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(r.stdout or "null")
+
+
+def prog_stats(pin_dir):
+    """{program name: (run_time_ns, run_cnt)} of the programs behind the links
+    the agent pinned in @pin_dir."""
+    out = {}
+    for link in sorted(Path(pin_dir).rglob("*")):
+        if not link.is_file():
+            continue
+        try:
+            info = _bpftool("link", "show", "pinned", str(link))
+        except subprocess.CalledProcessError:
+            continue  # a pinned map, not a link
+        if not info or "prog_id" not in info:
+            continue
+        prog = _bpftool("prog", "show", "id", str(info["prog_id"]))
+        out[prog.get("name", str(prog["id"]))] = (prog.get("run_time_ns", 0),
+                                                  prog.get("run_cnt", 0))
+    return out
+
+
+def _stats_delta(before, after):
+    return {name: (ns - before.get(name, (0, 0))[0], cnt - before.get(name, (0, 0))[1])
+            for name, (ns, cnt) in after.items()}
+
+
+def hook_runs(samples, binary, cgroup, other, target, spare, iterations, blocks, pin_dir):
+    """The agent's programs' run time for connects half to a target, half not
+    ("mixed"), then for the same number to non-targets only ("other": the
+    target port replaced by @spare, which no rule names)."""
+    total = iterations * blocks
+    for kind, second in (("mixed", target), ("other", spare)):
+        before = prog_stats(pin_dir)
+        _, acc_other, acc_second = _run(binary, cgroup, other, second, iterations, blocks)
+        want = 0 if kind == "mixed" else total
+        if acc_other != total or acc_second != want:
+            raise RuntimeError(f"connect bench (BPF run time, {kind}): accepted "
+                               f"{acc_other} and {acc_second}, expected {total} and {want}")
+        for name, (ns, cnt) in _stats_delta(before, prog_stats(pin_dir)).items():
+            samples["hook_ns"][kind] += ns
+            runs = samples["hook_runs"].setdefault(name, {"mixed": [0, 0], "other": [0, 0]})
+            runs[kind][0] += ns
+            runs[kind][1] += cnt
 
 
 def measure(bin_dir, workdir, bpffs, rounds, iterations, blocks):
@@ -54,7 +133,12 @@ def measure(bin_dir, workdir, bpffs, rounds, iterations, blocks):
         },
     }
     samples = {(s, p): [] for s in ("off", "on") for p in ("other", "target")}
+    # BPF run time, summed over the "on" rounds: {"mixed" | "other": ns, ...}
+    samples["hook_ns"] = {"mixed": 0, "other": 0}
+    samples["hook_runs"] = {}
+    spare = E.free_port()
     total = iterations * blocks
+    stats_fd = enable_bpf_stats()
     try:
         for rnd in range(rounds):
             for state in (("off", "on") if rnd % 2 == 0 else ("on", "off")):
@@ -66,6 +150,9 @@ def measure(bin_dir, workdir, bpffs, rounds, iterations, blocks):
                 try:
                     per_port, acc_other, acc_target = _run(binary, cgroup, other, target,
                                                            iterations, blocks)
+                    if agent and stats_fd is not None:
+                        hook_runs(samples, binary, cgroup, other, target, spare,
+                                  iterations, blocks, config["intercept"]["pin_dir"])
                 finally:
                     if agent is not None:
                         agent.stop()
@@ -82,7 +169,10 @@ def measure(bin_dir, workdir, bpffs, rounds, iterations, blocks):
                 log(f"connect round {rnd + 1} agent {state:3s}: other {med['other']} ns, "
                     f"target {med['target']} ns per socket+connect+close")
     finally:
+        if stats_fd is not None:
+            os.close(stats_fd)
         cgroup.destroy()
+    samples["connects"] = 2 * total * rounds  # per kind, over the "on" rounds
     return samples
 
 
@@ -100,4 +190,24 @@ def report(samples):
     n = len(samples[("off", "other")])
     lines.append(f"(over {n} blocks per figure, each the mean of one block's connects; "
                  "min: the least disturbed block)")
+    runs = samples.get("hook_runs") or {}
+    connects = samples.get("connects") or 0
+    if not runs or not connects:
+        lines.append("BPF run time: not available (BPF_ENABLE_STATS refused, or no pinned "
+                     "links found)")
+        return lines
+    # "mixed" is half targets, half not; "other" the same count, none targets.
+    other = samples["hook_ns"]["other"] / connects
+    target = 2 * samples["hook_ns"]["mixed"] / connects - other
+    lines.append(f"BPF run time per connect (kernel accounting, every program of the agent): "
+                 f"not a target {other:5.0f} ns, a target {target:5.0f} ns")
+    for name, kinds in sorted(runs.items()):
+        (m_ns, m_cnt), (o_ns, o_cnt) = kinds["mixed"], kinds["other"]
+        t_ns, t_cnt = 2 * m_ns - o_ns, 2 * m_cnt - o_cnt  # the target half, doubled
+        parts = []
+        for what, ns, cnt in (("not a target", o_ns, o_cnt), ("a target", t_ns, t_cnt)):
+            if cnt > 0:
+                parts.append(f"{what}: {cnt / connects:4.2f} runs x {ns / cnt:5.0f} ns")
+        if parts:
+            lines.append(f"  {name:18s} " + "; ".join(parts))
     return lines
