@@ -1,7 +1,8 @@
 /*
  * Appending a batch: one transaction, under the ledger's lock. New events
- * are stored with their columns and become ledger leaves in batch order
- * (every subtree they complete goes to nodes); duplicates are counted;
+ * are stored with their columns and leaf hash and become ledger leaves in
+ * batch order (every subtree of 2^STORE_NODE_MIN_LEVEL leaves or more they
+ * complete goes to nodes); duplicates are counted;
  * gaps and chain breaks are recorded as alerts; the agent's acked_seq
  * advances over everything now contiguous; a new tree head is signed.
  */
@@ -24,7 +25,7 @@
 #define SEQ_SPAN_PER_SEQ 16
 /* Rows per multi-row INSERT: fewer statements, the same rows. */
 #define EVENT_ROWS 16
-#define EVENT_PARAMS (STORE_NCOLUMNS + 3)
+#define EVENT_PARAMS (STORE_NCOLUMNS + 4)
 #define NODE_ROWS 64
 #define NODE_PARAMS 3
 
@@ -125,6 +126,7 @@ struct append {
 
 	/* Rows not yet sent: each buffer is flushed when full and at the end. */
 	struct store_row event_rows[EVENT_ROWS];
+	merkle_hash event_leaves[EVENT_ROWS];
 	struct sql_value event_params[EVENT_ROWS * EVENT_PARAMS];
 	int n_events;
 	merkle_hash node_hashes[NODE_ROWS];
@@ -296,7 +298,7 @@ static char *insert_sql(const char *head, int ncols, int rows)
 	return sql;
 }
 
-#define EVENT_INSERT "INSERT INTO events (" STORE_COLUMN_LIST ", leaf_index, raw, id)"
+#define EVENT_INSERT "INSERT INTO events (" STORE_COLUMN_LIST ", leaf_index, leaf_hash, raw, id)"
 #define NODE_INSERT "INSERT INTO nodes (level, idx, hash)"
 
 static char *event_insert_many, *event_insert_one, *node_insert_many, *node_insert_one;
@@ -350,11 +352,15 @@ static int flush_nodes(struct append *a)
 	return rc;
 }
 
+/* Subtrees below STORE_NODE_MIN_LEVEL are not stored: the leaf hashes
+ * are in the events' rows, and those subtrees are hashed from them. */
 static int node_insert(void *arg, unsigned level, uint64_t index, const merkle_hash hash)
 {
 	struct append *a = arg;
 	struct sql_value *p = &a->node_params[a->n_nodes * NODE_PARAMS];
 
+	if (level < STORE_NODE_MIN_LEVEL)
+		return 0;
 	memcpy(a->node_hashes[a->n_nodes], hash, MERKLE_HASH_LEN);
 	p[0] = sql_int(level);
 	p[1] = sql_u64(index);
@@ -364,17 +370,20 @@ static int node_insert(void *arg, unsigned level, uint64_t index, const merkle_h
 	return 0;
 }
 
-static int event_insert(struct append *a, const struct store_event_in *in)
+static int event_insert(struct append *a, const struct store_event_in *in,
+			const merkle_hash leaf)
 {
 	struct store_row *row = &a->event_rows[a->n_events];
 	struct sql_value *p = &a->event_params[a->n_events * EVENT_PARAMS];
 
 	if (store_columns_derive(in->ev, row) < 0)
 		return -ENOMEM;
+	memcpy(a->event_leaves[a->n_events], leaf, MERKLE_HASH_LEN);
 	memcpy(p, row->v, sizeof(row->v));
 	p[STORE_NCOLUMNS] = sql_u64(a->frontier.size);
-	p[STORE_NCOLUMNS + 1] = sql_blob(in->raw, in->len);
-	p[STORE_NCOLUMNS + 2] = sql_u64(a->frontier.size + 1);
+	p[STORE_NCOLUMNS + 1] = sql_blob(a->event_leaves[a->n_events], MERKLE_HASH_LEN);
+	p[STORE_NCOLUMNS + 2] = sql_blob(in->raw, in->len);
+	p[STORE_NCOLUMNS + 3] = sql_u64(a->frontier.size + 1);
 	if (++a->n_events == EVENT_ROWS)
 		return flush_events(a);
 	return 0;
@@ -387,10 +396,10 @@ static int add_event(struct append *a, size_t i)
 	merkle_hash leaf;
 	int rc;
 
-	rc = event_insert(a, in);
+	merkle_leaf_hash(in->raw, in->len, leaf);
+	rc = event_insert(a, in, leaf);
 	if (rc < 0)
 		return rc;
-	merkle_leaf_hash(in->raw, in->len, leaf);
 	rc = merkle_frontier_append(&a->frontier, leaf, node_insert, a);
 	if (rc < 0)
 		return rc;
