@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collector/batch_hash.h"
 #include "collector/store.h"
 #include "collector/store_backend.h"
 #include "collector/store_columns.h"
@@ -123,6 +124,7 @@ struct append {
 	struct agent_state agent;
 	struct seq_map seen;
 	bool *is_new;			/* per batch event */
+	struct event_hashes *hashes;	/* per batch event, taken before the lock */
 
 	/* Rows not yet sent: each buffer is flushed when full and at the end. */
 	struct store_row event_rows[EVENT_ROWS];
@@ -371,7 +373,7 @@ static int node_insert(void *arg, unsigned level, uint64_t index, const merkle_h
 }
 
 static int event_insert(struct append *a, const struct store_event_in *in,
-			const merkle_hash leaf)
+			const uint8_t *leaf)
 {
 	struct store_row *row = &a->event_rows[a->n_events];
 	struct sql_value *p = &a->event_params[a->n_events * EVENT_PARAMS];
@@ -392,21 +394,20 @@ static int event_insert(struct append *a, const struct store_event_in *in,
 static int add_event(struct append *a, size_t i)
 {
 	const struct store_event_in *in = &a->events[i];
+	const struct event_hashes *h = &a->hashes[i];
 	struct seq_entry *e;
-	merkle_hash leaf;
 	int rc;
 
-	merkle_leaf_hash(in->raw, in->len, leaf);
-	rc = event_insert(a, in, leaf);
+	rc = event_insert(a, in, h->leaf);
 	if (rc < 0)
 		return rc;
-	rc = merkle_frontier_append(&a->frontier, leaf, node_insert, a);
+	rc = merkle_frontier_append(&a->frontier, h->leaf, node_insert, a);
 	if (rc < 0)
 		return rc;
 	e = seq_put(&a->seen, in->ev->seq);
 	if (!e)
 		return -ENOMEM;
-	event_hash(in->raw, in->len, e->hash);
+	memcpy(e->hash, h->chain, EVENT_HASH_LEN);
 	e->has_hash = true;
 	a->is_new[i] = true;
 	a->accepted++;
@@ -421,18 +422,14 @@ static int alert(struct append *a, const char *kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 /* A seq stored already: the same bytes are a resend, others equivocation. */
-static int check_resend(struct append *a, const struct store_event_in *in,
-			const struct seq_entry *stored)
+static int check_resend(struct append *a, size_t i, const struct seq_entry *stored)
 {
-	uint8_t hash[EVENT_HASH_LEN];
-
 	if (!stored->has_hash)
 		return 0;
-	event_hash(in->raw, in->len, hash);
-	if (memcmp(hash, stored->hash, EVENT_HASH_LEN) == 0)
+	if (memcmp(a->hashes[i].chain, stored->hash, EVENT_HASH_LEN) == 0)
 		return 0;
 	return alert(a, "equivocation", "seq %llu resent with different bytes",
-		     (unsigned long long)in->ev->seq);
+		     (unsigned long long)a->events[i].ev->seq);
 }
 
 static int add_events(struct append *a)
@@ -444,7 +441,7 @@ static int add_events(struct append *a)
 
 		if (e) {
 			a->duplicates++;
-			rc = check_resend(a, &a->events[i], e);
+			rc = check_resend(a, i, e);
 			if (rc < 0)
 				return rc;
 			continue;
@@ -739,6 +736,7 @@ static void append_free(struct append *a)
 		store_row_release(&a->event_rows[r]);
 	free(a->seen.slots);
 	free(a->is_new);
+	free(a->hashes);
 	free(a);
 }
 
@@ -753,7 +751,8 @@ static struct append *append_new(struct store *s, const char *agent_id,
 	*a = (struct append){ .s = s, .agent_id = agent_id, .events = events, .n = n };
 	a->epoch = events[0].ev->epoch;
 	a->is_new = calloc(n, sizeof(*a->is_new));
-	if (!a->is_new || seq_map_init(&a->seen, n + 1) < 0) {
+	a->hashes = malloc(n * sizeof(*a->hashes));
+	if (!a->is_new || !a->hashes || seq_map_init(&a->seen, n + 1) < 0) {
 		append_free(a);
 		return NULL;
 	}
@@ -778,6 +777,7 @@ int store_append(struct store *s, const char *agent_id, const struct store_event
 		return -1;
 	}
 	pthread_once(&insert_sql_once, insert_sql_init);
+	batch_hash(events, n, a->hashes);
 	pthread_mutex_lock(&s->write_lock);
 	a->c = s->writer;
 	rc = append_locked(a, key, err, errlen);
