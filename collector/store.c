@@ -33,6 +33,26 @@ static int open_readers(struct store *s, const char *url, char *err, size_t errl
 	return 0;
 }
 
+static int no_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	(void)arg, (void)cols, (void)ncols;
+	return 0;
+}
+
+/* CREATE TABLE IF NOT EXISTS leaves an older database as it was. Schema 1
+ * (leaf hashes as level-0 nodes) lacks events.leaf_hash. */
+static int schema_check(struct store *s, char *err, size_t errlen)
+{
+	if (s->be->exec(s->writer, STMT_DYNAMIC, "SELECT leaf_hash FROM events LIMIT 0", NULL, 0,
+			no_row, NULL, NULL) == 0)
+		return 0;
+	snprintf(err, errlen,
+		 "the database was created by an older dbward-collector (schema 1: no "
+		 "events.leaf_hash) and cannot be used by this version: start with a new "
+		 "database (docs/collector.md, Storage)");
+	return -1;
+}
+
 int store_open(const char *url, struct store **out, char *err, size_t errlen)
 {
 	struct store *s = calloc(1, sizeof(*s));
@@ -54,6 +74,8 @@ int store_open(const char *url, struct store **out, char *err, size_t errlen)
 	}
 	/* The writer first: it creates the schema the readers expect. */
 	if (s->be->connect(url, true, &s->writer, err, errlen) < 0)
+		goto fail;
+	if (schema_check(s, err, errlen) < 0)
 		goto fail;
 	if (open_readers(s, url, err, errlen) < 0)
 		goto fail;
@@ -157,12 +179,57 @@ static int node_row(void *arg, const struct sql_value *cols, int ncols)
 	return 0;
 }
 
+#define LEAVES_MAX (1u << STORE_NODE_MIN_LEVEL)
+
+struct leaves_read {
+	uint64_t first_id;		/* the id the next row must have */
+	unsigned n;
+	merkle_hash hash[LEAVES_MAX];
+	bool bad;
+};
+
+/* Columns: id, leaf_hash. */
+static int leaf_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct leaves_read *r = arg;
+
+	(void)ncols;
+	if ((uint64_t)cols[0].i != r->first_id + r->n || r->n == LEAVES_MAX ||
+	    !sql_blob_copy(&cols[1], r->hash[r->n], MERKLE_HASH_LEN)) {
+		r->bad = true;
+		return 1;
+	}
+	r->n++;
+	return 0;
+}
+
+/* A subtree below STORE_NODE_MIN_LEVEL, from its leaves (ids are leaf + 1). */
+static int subtree_from_leaves(struct store *s, struct store_conn *c, unsigned level,
+			       uint64_t idx, merkle_hash out)
+{
+	uint64_t first = idx << level, count = 1ull << level;
+	struct sql_value p[] = { sql_u64(first), sql_u64(first + count) };
+	struct leaves_read r = { .first_id = first + 1 };
+	int rc = store_exec(s, c, STMT_LEAVES,
+			    "SELECT id, leaf_hash FROM events WHERE id > $1 AND id <= $2 ORDER BY id",
+			    p, 2, leaf_row, &r);
+
+	if (rc < 0)
+		return -EIO;
+	if (r.bad || r.n != count)
+		return -ENOENT;
+	merkle_subtree_fold(r.hash, r.n, out);
+	return 0;
+}
+
 int store_node_get(struct store *s, struct store_conn *c, unsigned level, uint64_t idx,
 		   merkle_hash out)
 {
 	struct sql_value p[] = { sql_int(level), sql_u64(idx) };
 	struct node_read r = { .out = out };
 
+	if (level < STORE_NODE_MIN_LEVEL)
+		return subtree_from_leaves(s, c, level, idx, out);
 	if (store_exec(s, c, STMT_NODE_GET, "SELECT hash FROM nodes WHERE level = $1 AND idx = $2",
 		       p, 2, node_row, &r) < 0)
 		return -EIO;

@@ -1,7 +1,8 @@
 /*
  * Appending a batch: one transaction, under the ledger's lock. New events
- * are stored with their columns and become ledger leaves in batch order
- * (every subtree they complete goes to nodes); duplicates are counted;
+ * are stored with their columns and leaf hash and become ledger leaves in
+ * batch order (every subtree of 2^STORE_NODE_MIN_LEVEL leaves or more they
+ * complete goes to nodes); duplicates are counted;
  * gaps and chain breaks are recorded as alerts; the agent's acked_seq
  * advances over everything now contiguous; a new tree head is signed.
  */
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collector/batch_hash.h"
 #include "collector/store.h"
 #include "collector/store_backend.h"
 #include "collector/store_columns.h"
@@ -24,7 +26,7 @@
 #define SEQ_SPAN_PER_SEQ 16
 /* Rows per multi-row INSERT: fewer statements, the same rows. */
 #define EVENT_ROWS 16
-#define EVENT_PARAMS (STORE_NCOLUMNS + 3)
+#define EVENT_PARAMS (STORE_NCOLUMNS + 4)
 #define NODE_ROWS 64
 #define NODE_PARAMS 3
 
@@ -122,9 +124,11 @@ struct append {
 	struct agent_state agent;
 	struct seq_map seen;
 	bool *is_new;			/* per batch event */
+	struct event_hashes *hashes;	/* per batch event, taken before the lock */
 
 	/* Rows not yet sent: each buffer is flushed when full and at the end. */
 	struct store_row event_rows[EVENT_ROWS];
+	merkle_hash event_leaves[EVENT_ROWS];
 	struct sql_value event_params[EVENT_ROWS * EVENT_PARAMS];
 	int n_events;
 	merkle_hash node_hashes[NODE_ROWS];
@@ -296,7 +300,7 @@ static char *insert_sql(const char *head, int ncols, int rows)
 	return sql;
 }
 
-#define EVENT_INSERT "INSERT INTO events (" STORE_COLUMN_LIST ", leaf_index, raw, id)"
+#define EVENT_INSERT "INSERT INTO events (" STORE_COLUMN_LIST ", leaf_index, leaf_hash, raw, id)"
 #define NODE_INSERT "INSERT INTO nodes (level, idx, hash)"
 
 static char *event_insert_many, *event_insert_one, *node_insert_many, *node_insert_one;
@@ -350,11 +354,15 @@ static int flush_nodes(struct append *a)
 	return rc;
 }
 
+/* Subtrees below STORE_NODE_MIN_LEVEL are not stored: the leaf hashes
+ * are in the events' rows, and those subtrees are hashed from them. */
 static int node_insert(void *arg, unsigned level, uint64_t index, const merkle_hash hash)
 {
 	struct append *a = arg;
 	struct sql_value *p = &a->node_params[a->n_nodes * NODE_PARAMS];
 
+	if (level < STORE_NODE_MIN_LEVEL)
+		return 0;
 	memcpy(a->node_hashes[a->n_nodes], hash, MERKLE_HASH_LEN);
 	p[0] = sql_int(level);
 	p[1] = sql_u64(index);
@@ -364,17 +372,20 @@ static int node_insert(void *arg, unsigned level, uint64_t index, const merkle_h
 	return 0;
 }
 
-static int event_insert(struct append *a, const struct store_event_in *in)
+static int event_insert(struct append *a, const struct store_event_in *in,
+			const uint8_t *leaf)
 {
 	struct store_row *row = &a->event_rows[a->n_events];
 	struct sql_value *p = &a->event_params[a->n_events * EVENT_PARAMS];
 
 	if (store_columns_derive(in->ev, row) < 0)
 		return -ENOMEM;
+	memcpy(a->event_leaves[a->n_events], leaf, MERKLE_HASH_LEN);
 	memcpy(p, row->v, sizeof(row->v));
 	p[STORE_NCOLUMNS] = sql_u64(a->frontier.size);
-	p[STORE_NCOLUMNS + 1] = sql_blob(in->raw, in->len);
-	p[STORE_NCOLUMNS + 2] = sql_u64(a->frontier.size + 1);
+	p[STORE_NCOLUMNS + 1] = sql_blob(a->event_leaves[a->n_events], MERKLE_HASH_LEN);
+	p[STORE_NCOLUMNS + 2] = sql_blob(in->raw, in->len);
+	p[STORE_NCOLUMNS + 3] = sql_u64(a->frontier.size + 1);
 	if (++a->n_events == EVENT_ROWS)
 		return flush_events(a);
 	return 0;
@@ -383,21 +394,20 @@ static int event_insert(struct append *a, const struct store_event_in *in)
 static int add_event(struct append *a, size_t i)
 {
 	const struct store_event_in *in = &a->events[i];
+	const struct event_hashes *h = &a->hashes[i];
 	struct seq_entry *e;
-	merkle_hash leaf;
 	int rc;
 
-	rc = event_insert(a, in);
+	rc = event_insert(a, in, h->leaf);
 	if (rc < 0)
 		return rc;
-	merkle_leaf_hash(in->raw, in->len, leaf);
-	rc = merkle_frontier_append(&a->frontier, leaf, node_insert, a);
+	rc = merkle_frontier_append(&a->frontier, h->leaf, node_insert, a);
 	if (rc < 0)
 		return rc;
 	e = seq_put(&a->seen, in->ev->seq);
 	if (!e)
 		return -ENOMEM;
-	event_hash(in->raw, in->len, e->hash);
+	memcpy(e->hash, h->chain, EVENT_HASH_LEN);
 	e->has_hash = true;
 	a->is_new[i] = true;
 	a->accepted++;
@@ -412,18 +422,14 @@ static int alert(struct append *a, const char *kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 /* A seq stored already: the same bytes are a resend, others equivocation. */
-static int check_resend(struct append *a, const struct store_event_in *in,
-			const struct seq_entry *stored)
+static int check_resend(struct append *a, size_t i, const struct seq_entry *stored)
 {
-	uint8_t hash[EVENT_HASH_LEN];
-
 	if (!stored->has_hash)
 		return 0;
-	event_hash(in->raw, in->len, hash);
-	if (memcmp(hash, stored->hash, EVENT_HASH_LEN) == 0)
+	if (memcmp(a->hashes[i].chain, stored->hash, EVENT_HASH_LEN) == 0)
 		return 0;
 	return alert(a, "equivocation", "seq %llu resent with different bytes",
-		     (unsigned long long)in->ev->seq);
+		     (unsigned long long)a->events[i].ev->seq);
 }
 
 static int add_events(struct append *a)
@@ -435,7 +441,7 @@ static int add_events(struct append *a)
 
 		if (e) {
 			a->duplicates++;
-			rc = check_resend(a, &a->events[i], e);
+			rc = check_resend(a, i, e);
 			if (rc < 0)
 				return rc;
 			continue;
@@ -730,6 +736,7 @@ static void append_free(struct append *a)
 		store_row_release(&a->event_rows[r]);
 	free(a->seen.slots);
 	free(a->is_new);
+	free(a->hashes);
 	free(a);
 }
 
@@ -744,7 +751,8 @@ static struct append *append_new(struct store *s, const char *agent_id,
 	*a = (struct append){ .s = s, .agent_id = agent_id, .events = events, .n = n };
 	a->epoch = events[0].ev->epoch;
 	a->is_new = calloc(n, sizeof(*a->is_new));
-	if (!a->is_new || seq_map_init(&a->seen, n + 1) < 0) {
+	a->hashes = malloc(n * sizeof(*a->hashes));
+	if (!a->is_new || !a->hashes || seq_map_init(&a->seen, n + 1) < 0) {
 		append_free(a);
 		return NULL;
 	}
@@ -769,6 +777,7 @@ int store_append(struct store *s, const char *agent_id, const struct store_event
 		return -1;
 	}
 	pthread_once(&insert_sql_once, insert_sql_init);
+	batch_hash(events, n, a->hashes);
 	pthread_mutex_lock(&s->write_lock);
 	a->c = s->writer;
 	rc = append_locked(a, key, err, errlen);

@@ -21,6 +21,9 @@
 #define STORE_MAX_PARAMS 512
 #define STORE_MAX_COLUMNS 32
 #define STORE_READERS 4
+/* nodes holds subtrees of 2^this leaves and more; the smaller ones are
+ * hashed from the events' leaf_hash when read (store_node_get). */
+#define STORE_NODE_MIN_LEVEL 4
 
 enum sql_type {
 	SQL_NULL,
@@ -81,6 +84,7 @@ enum store_stmt {
 	STMT_NODE_INSERT,
 	STMT_NODE_INSERT_MANY,
 	STMT_NODE_GET,
+	STMT_LEAVES,
 	STMT_ALERT_INSERT,
 	STMT_ALERTS,
 	STMT_AGENTS,
@@ -89,6 +93,7 @@ enum store_stmt {
 	STMT_HEADS_AFTER,
 	STMT_VERIFY_EVENTS_FIRST,
 	STMT_VERIFY_EVENTS_NEXT,
+	STMT_VERIFY_LEAVES,
 	STMT_VERIFY_NODES,
 	STMT_VERIFY_LEVELS,
 	STMT_VERIFY_AGENTS,
@@ -161,7 +166,8 @@ int store_exec(struct store *s, struct store_conn *c, enum store_stmt id, const 
 #define SQL_EVENT_COLUMNS "id, leaf_index, agent_id, epoch, seq, ts, raw"
 #define SQL_EVENT_BY_ID "SELECT " SQL_EVENT_COLUMNS " FROM events WHERE id = $1"
 
-/* A stored perfect-subtree hash: 0, -ENOENT or -EIO. */
+/* A perfect subtree's hash: from nodes at STORE_NODE_MIN_LEVEL and above,
+ * from the leaf hashes of its events below. 0, -ENOENT or -EIO. */
 int store_node_get(struct store *s, struct store_conn *c, unsigned level, uint64_t idx,
 		   merkle_hash out);
 

@@ -6,8 +6,12 @@
  * Integers are 64-bit; uint64 values (epoch, seq, ts) are stored bit for
  * bit. An event's id is its leaf index + 1, assigned under the ledger's
  * lock: dense, in arrival order, the same on every replica (a sequence
- * would leave holes at each rolled-back append). nodes holds every perfect subtree hash of the ledger (level 0: leaf
- * hashes); ledger is one row, the tree's size and right edge.
+ * would leave holes at each rolled-back append). An event's leaf hash is in
+ * its own row (leaf_hash); nodes holds the perfect subtrees of 16 leaves and
+ * more (STORE_NODE_MIN_LEVEL: the levels below are hashed from leaf_hash
+ * when a proof needs them); ledger is one row, the tree's size and right
+ * edge. A schema-1 database (leaf hashes as level-0 nodes) is refused when
+ * opened (store.c).
  */
 #ifndef DBWARD_COLLECTOR_STORE_SCHEMA_H
 #define DBWARD_COLLECTOR_STORE_SCHEMA_H
@@ -25,6 +29,7 @@
 	"  id INTEGER PRIMARY KEY,\n"                                                   \
 	"  agent_id TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,\n"     \
 	"  ts INTEGER NOT NULL, leaf_index INTEGER NOT NULL,\n"                         \
+	"  leaf_hash BLOB NOT NULL,\n"                                                  \
 	"  kind TEXT, session_id TEXT, pid INTEGER, comm TEXT, user_name TEXT,\n"       \
 	"  pod_uid TEXT, pod_name TEXT, pod_namespace TEXT, db_user TEXT,\n"            \
 	"  database TEXT, verdict TEXT, statement_kind TEXT, sql TEXT,\n"               \
@@ -61,6 +66,7 @@
 	"  id BIGINT PRIMARY KEY,\n"                                                    \
 	"  agent_id TEXT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,\n"       \
 	"  ts BIGINT NOT NULL, leaf_index BIGINT NOT NULL,\n"                           \
+	"  leaf_hash BYTEA NOT NULL,\n"                                                 \
 	"  kind TEXT, session_id TEXT, pid BIGINT, comm TEXT, user_name TEXT,\n"        \
 	"  pod_uid TEXT, pod_name TEXT, pod_namespace TEXT, db_user TEXT,\n"            \
 	"  database TEXT, verdict TEXT, statement_kind TEXT, sql TEXT,\n"               \

@@ -1,6 +1,7 @@
 /*
  * The SQLite backend: a file in WAL mode, synchronous=FULL (a commit is on
- * disk when it returns), 16 KiB pages. Each connection keeps its prepared
+ * disk when it returns), 16 KiB pages, checkpoints on a thread of their own
+ * (store_checkpoint.h). Each connection keeps its prepared
  * statements; the store gives each connection to one thread at a time.
  */
 #include <errno.h>
@@ -10,12 +11,14 @@
 #include <string.h>
 
 #include "collector/store_backend.h"
+#include "collector/store_checkpoint.h"
 #include "collector/store_schema.h"
 
 #define SQLITE_BUSY_MS 10000
 
 struct store_conn {
 	sqlite3 *db;
+	struct checkpointer *checkpointer;	/* the writer's */
 	sqlite3_stmt *stmts[STMT_COUNT];
 	char err[STORE_ERR_LEN];
 };
@@ -68,6 +71,7 @@ static void sqlite_disconnect(struct store_conn *c)
 {
 	if (!c)
 		return;
+	checkpointer_stop(c->checkpointer);
 	for (int i = 0; i < STMT_COUNT; i++)
 		sqlite3_finalize(c->stmts[i]);
 	sqlite3_close(c->db);
@@ -93,6 +97,9 @@ static int sqlite_connect(const char *url, bool writer, struct store_conn **out,
 		snprintf(err, errlen, "%s: %s", url_path(url), c->err);
 		goto fail;
 	}
+	if (writer &&
+	    checkpointer_start(url_path(url), c->db, &c->checkpointer, err, errlen) < 0)
+		goto fail;
 	*out = c;
 	return 0;
 fail:

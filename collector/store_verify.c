@@ -4,12 +4,13 @@
  *   1. the ledger row and the newest signed tree head agree; the head's
  *      root is the root of the stored nodes; its signature verifies;
  *   2. each event, walked in (agent, epoch, seq) order: its columns are
- *      what its bytes say; its leaf hash is the stored level-0 node; its
- *      seq follows the previous one and its prev_hash is that one's hash;
- *      each agent row matches the events stored for it;
+ *      what its bytes say; its stored leaf hash is the hash of its bytes;
+ *      its seq follows the previous one and its prev_hash is that one's
+ *      hash; each agent row matches the events stored for it;
  *   3. every leaf of the tree has its event (none deleted);
- *   4. every stored node is the hash of its two children, and each level
- *      holds exactly the nodes a tree of this size has;
+ *   4. every node of the lowest stored level is the hash of its events'
+ *      leaf hashes, every node above it the hash of its two children, and
+ *      each level holds exactly the nodes a tree of this size has;
  *   5. every older tree head is consistent with the newest.
  */
 #include <errno.h>
@@ -81,6 +82,7 @@ struct verify {
 	unsigned page_rows;
 
 	struct node_cache_entry *cache;
+	struct block *block;
 };
 
 __attribute__((format(printf, 6, 7))) static void report(struct verify *v, uint64_t event_id,
@@ -332,7 +334,7 @@ static void check_columns(struct verify *v, const struct event_name *name,
 }
 
 static void check_leaf(struct verify *v, const struct event_name *name, int64_t leaf,
-		       const struct sql_value *raw, const struct sql_value *node)
+		       const struct sql_value *raw, const struct sql_value *stored)
 {
 	merkle_hash hash;
 
@@ -348,13 +350,12 @@ static void check_leaf(struct verify *v, const struct event_name *name, int64_t 
 		report_event(v, name, "leaf index %lld belongs to another event too",
 			     (long long)leaf);
 	v->leaf_seen[leaf / 8] |= (uint8_t)(1u << (leaf % 8));
-	if (node->type != SQL_BLOB || node->len != MERKLE_HASH_LEN) {
-		report_event(v, name, "its leaf (node 0/%lld) is missing from the ledger",
-			     (long long)leaf);
+	if (stored->type != SQL_BLOB || stored->len != MERKLE_HASH_LEN) {
+		report_event(v, name, "column leaf_hash is not a hash: the ledger was altered");
 		return;
 	}
 	merkle_leaf_hash(raw->p, raw->len, hash);
-	if (memcmp(hash, node->p, MERKLE_HASH_LEN) != 0)
+	if (memcmp(hash, stored->p, MERKLE_HASH_LEN) != 0)
 		report_event(v, name, "leaf hash differs: event bytes altered");
 }
 
@@ -425,7 +426,7 @@ static int check_chain(struct verify *v, const struct event_name *name, const ch
 	return 0;
 }
 
-/* Columns: id, leaf_index, raw, node hash, then STORE_COLUMN_LIST. */
+/* Columns: id, leaf_index, raw, leaf_hash, then STORE_COLUMN_LIST. */
 static int event_row(void *arg, const struct sql_value *cols, int ncols)
 {
 	struct verify *v = arg;
@@ -466,9 +467,8 @@ static int event_row(void *arg, const struct sql_value *cols, int ncols)
 	return v->stopped;
 }
 
-#define VERIFY_EVENTS_SELECT                                                            \
-	"SELECT id, leaf_index, raw, hash, " STORE_COLUMN_LIST " FROM events "          \
-	"LEFT JOIN nodes ON level = 0 AND idx = leaf_index "
+#define VERIFY_EVENTS_SELECT \
+	"SELECT id, leaf_index, raw, leaf_hash, " STORE_COLUMN_LIST " FROM events "
 
 static int walk_events(struct verify *v)
 {
@@ -548,6 +548,80 @@ static int check_leaves(struct verify *v)
 
 /* --- 4. nodes ----------------------------------------------------------- */
 
+#define BLOCK_LEAVES (1u << STORE_NODE_MIN_LEVEL)
+
+/* The leaves of one node of the lowest stored level, walked in id order. */
+struct block {
+	uint64_t idx;			/* the node's index at STORE_NODE_MIN_LEVEL */
+	unsigned n;			/* leaves seen in order, from its first */
+	bool broken;			/* a leaf missing or malformed: reported */
+	merkle_hash leaf[BLOCK_LEAVES];
+};
+
+static void block_check(struct verify *v, struct block *b)
+{
+	uint64_t first = b->idx * BLOCK_LEAVES;
+	merkle_hash want, got;
+
+	if (b->broken || b->n != BLOCK_LEAVES || first + BLOCK_LEAVES > v->tree_size)
+		return;
+	/* Missing: counted by check_levels. */
+	if (store_node_get(v->s, v->c, STORE_NODE_MIN_LEVEL, b->idx, want) < 0)
+		return;
+	merkle_subtree_fold(b->leaf, BLOCK_LEAVES, got);
+	if (memcmp(want, got, MERKLE_HASH_LEN) != 0)
+		report_store(v, "ledger node %u/%llu differs from the leaf hashes of events "
+				"%llu..%llu: the ledger was altered",
+			     STORE_NODE_MIN_LEVEL, (unsigned long long)b->idx,
+			     (unsigned long long)first + 1,
+			     (unsigned long long)first + BLOCK_LEAVES);
+}
+
+/* Columns: id, leaf_hash. */
+static int block_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct verify *v = arg;
+	struct block *b = v->block;
+	uint64_t leaf = (uint64_t)cols[0].i - 1;
+
+	(void)ncols;
+	v->page_rows++;
+	v->key_a = cols[0].i;
+	if (leaf / BLOCK_LEAVES != b->idx) {
+		block_check(v, b);
+		*b = (struct block){ .idx = leaf / BLOCK_LEAVES };
+	}
+	if (leaf % BLOCK_LEAVES != b->n || !sql_blob_copy(&cols[1], b->leaf[b->n], MERKLE_HASH_LEN))
+		b->broken = true;
+	else
+		b->n++;
+	return v->stopped;
+}
+
+/* Each stored node of the lowest level against its events' leaf hashes. */
+static int walk_blocks(struct verify *v)
+{
+	struct sql_value p[2];
+	int rc = 0;
+
+	v->block = calloc(1, sizeof(*v->block));
+	if (!v->block)
+		return -ENOMEM;
+	v->key_a = 0;
+	v->page_rows = PAGE_ROWS;
+	while (v->page_rows == PAGE_ROWS && !v->stopped && rc == 0) {
+		v->page_rows = 0;
+		p[0] = sql_int(v->key_a);
+		p[1] = sql_int(PAGE_ROWS);
+		rc = run(v, STMT_VERIFY_LEAVES,
+			 "SELECT id, leaf_hash FROM events WHERE id > $1 ORDER BY id LIMIT $2", p, 2,
+			 block_row, v);
+	}
+	if (rc == 0 && !v->stopped)
+		block_check(v, v->block);
+	return rc < 0 ? -EIO : 0;
+}
+
 /* Columns: level, idx, hash, left child's hash, right child's hash. */
 static int node_row(void *arg, const struct sql_value *cols, int ncols)
 {
@@ -577,8 +651,9 @@ static int walk_nodes(struct verify *v)
 {
 	struct sql_value p[3];
 
-	v->key_a = 0;
-	v->key_b = INT64_MAX;	/* (0, max): every node above the leaves */
+	/* (min, max): every node above the lowest stored level. */
+	v->key_a = STORE_NODE_MIN_LEVEL;
+	v->key_b = INT64_MAX;
 	v->page_rows = PAGE_ROWS;
 	while (v->page_rows == PAGE_ROWS && !v->stopped) {
 		v->page_rows = 0;
@@ -608,12 +683,16 @@ static int level_row(void *arg, const struct sql_value *cols, int ncols)
 	struct verify *v = lc->v;
 	int64_t level = cols[0].i;
 	uint64_t count = (uint64_t)cols[1].i, max = (uint64_t)cols[2].i;
-	uint64_t want = level >= 0 && level < 64 ? v->tree_size >> level : 0;
+	uint64_t want = level >= STORE_NODE_MIN_LEVEL && level < 64 ? v->tree_size >> level : 0;
 
 	(void)ncols;
 	if (level >= 0 && level < 64)
 		lc->levels_seen |= 1ull << level;
-	if (count != want || (count && max != count - 1))
+	if (level < STORE_NODE_MIN_LEVEL && count)
+		report_store(v, "ledger level %lld holds %llu nodes; levels below %u are not "
+				"stored",
+			     (long long)level, (unsigned long long)count, STORE_NODE_MIN_LEVEL);
+	else if (count != want || (count && max != count - 1))
 		report_store(v, "ledger level %lld holds %llu nodes; a tree of %llu leaves has %llu",
 			     (long long)level, (unsigned long long)count,
 			     (unsigned long long)v->tree_size, (unsigned long long)want);
@@ -629,7 +708,9 @@ static int check_levels(struct verify *v)
 		"GROUP BY level ORDER BY level",
 		NULL, 0, level_row, &lc) < 0)
 		return -EIO;
-	for (unsigned level = 0; level < 64 && (v->tree_size >> level) && !v->stopped; level++)
+	for (unsigned level = STORE_NODE_MIN_LEVEL; level < 64 && (v->tree_size >> level) &&
+					     !v->stopped;
+	     level++)
 		if (!(lc.levels_seen & (1ull << level)))
 			report_store(v, "ledger level %u holds no nodes; a tree of %llu leaves has "
 					"%llu",
@@ -712,6 +793,8 @@ static int verify_all(struct verify *v)
 	if (rc == 0)
 		rc = check_leaves(v);
 	if (rc == 0)
+		rc = walk_blocks(v);
+	if (rc == 0)
 		rc = walk_nodes(v);
 	if (rc == 0)
 		rc = check_levels(v);
@@ -730,6 +813,7 @@ static void verify_release(struct verify *v)
 	free(v->page_agent);
 	free(v->leaf_seen);
 	free(v->cache);
+	free(v->block);
 }
 
 int store_verify(struct store *s, const struct verify_key *key, store_problem_fn *fn, void *arg,

@@ -76,6 +76,14 @@ void merkle_empty_root(merkle_hash out)
 	sha256_two("", 0, NULL, 0, out);
 }
 
+void merkle_subtree_fold(merkle_hash *h, size_t n, merkle_hash out)
+{
+	for (; n > 1; n /= 2)
+		for (size_t i = 0; i < n / 2; i++)
+			merkle_node_hash(h[2 * i], h[2 * i + 1], h[i]);
+	memcpy(out, h[0], MERKLE_HASH_LEN);
+}
+
 /* --- tree shape ------------------------------------------------------------- */
 
 /* log2 of the largest power of two strictly below @n (n >= 2). */

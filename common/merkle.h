@@ -5,9 +5,10 @@
  *
  * Node addresses: (level, index) is the root of the perfect subtree over
  * leaves [index << level, (index + 1) << level). Level 0 are leaf hashes.
- * A store keeps every perfect subtree's hash as it completes (about 2 per
- * leaf); from those, any root and any inclusion or consistency proof of
- * any tree size up to the current one is O(log n) lookups.
+ * A store keeps perfect subtrees' hashes as they complete (the collector:
+ * those of 16 leaves and more, plus every leaf hash); from those, any root
+ * and any inclusion or consistency proof of any tree size up to the
+ * current one is O(log n) lookups.
  */
 #ifndef DBWARD_COMMON_MERKLE_H
 #define DBWARD_COMMON_MERKLE_H
@@ -24,6 +25,9 @@ typedef uint8_t merkle_hash[MERKLE_HASH_LEN];
 void merkle_leaf_hash(const void *data, size_t len, merkle_hash out);
 void merkle_node_hash(const merkle_hash left, const merkle_hash right, merkle_hash out);
 void merkle_empty_root(merkle_hash out);
+/* The root of the perfect subtree over @n (a power of two) hashes of one
+ * level, left to right; @h is overwritten. */
+void merkle_subtree_fold(merkle_hash *h, size_t n, merkle_hash out);
 
 /*
  * The right edge of a growing tree: the roots of its perfect subtrees,

@@ -181,3 +181,97 @@ void wire_event_free(Dbward__V1__Event *ev)
 	if (ev)
 		dbward__v1__event__free_unpacked(ev, &budget_freer);
 }
+
+/* --- the same, from an arena ------------------------------------------------ */
+
+#define ARENA_CHUNK (256u << 10)
+
+struct wire_chunk {
+	struct wire_chunk *next;
+	size_t size;			/* bytes of data[] */
+	_Alignas(16) uint8_t data[];
+};
+
+static uint8_t *arena_take(struct wire_arena *a, size_t size)
+{
+	struct wire_chunk *c = a->chunks;
+
+	if (!c || c->size - a->used < size) {
+		size_t want = size > ARENA_CHUNK ? size : ARENA_CHUNK;
+
+		if (!(c = malloc(sizeof(*c) + want)))
+			return NULL;
+		c->size = want;
+		c->next = a->chunks;
+		a->chunks = c;
+		a->used = 0;
+	}
+	a->used += size;
+	return c->data + a->used - size;
+}
+
+/* Charged as budget_alloc charges, so both accept the same events. */
+static void *arena_alloc(void *data, size_t size)
+{
+	struct wire_arena *a = data;
+	size_t cost = size + BUDGET_OVERHEAD, rounded;
+	uint8_t *p;
+
+	if (size > SIZE_MAX - BUDGET_OVERHEAD || cost > a->left) {
+		a->spent = 1;
+		return NULL;
+	}
+	rounded = (size + BUDGET_HEADER + 15) & ~(size_t)15;
+	if (!(p = arena_take(a, rounded))) {
+		a->spent = 1;
+		return NULL;
+	}
+	memcpy(p, &size, sizeof(size));
+	a->left -= cost;
+	return p + BUDGET_HEADER;
+}
+
+/* The memory stays in the arena; the budget comes back, as with malloc. */
+static void arena_free(void *data, void *ptr)
+{
+	struct wire_arena *a = data;
+	size_t size;
+
+	if (!ptr)
+		return;
+	memcpy(&size, (uint8_t *)ptr - BUDGET_HEADER, sizeof(size));
+	a->left += size + BUDGET_OVERHEAD;
+}
+
+void wire_arena_init(struct wire_arena *a)
+{
+	memset(a, 0, sizeof(*a));
+}
+
+int wire_event_unpack_in(struct wire_arena *a, const uint8_t *data, size_t len,
+			 Dbward__V1__Event **out)
+{
+	ProtobufCAllocator alloc = { arena_alloc, arena_free, a };
+
+	a->spent = 0;
+	a->left = BUDGET_SLACK;
+	if (len <= (SIZE_MAX - BUDGET_SLACK) / BUDGET_FACTOR)
+		a->left += len * BUDGET_FACTOR;
+	else
+		a->left = SIZE_MAX;
+	*out = dbward__v1__event__unpack(&alloc, len, data);
+	if (*out)
+		return 0;
+	return a->spent ? -ENOMEM : -EBADMSG;
+}
+
+void wire_arena_release(struct wire_arena *a)
+{
+	while (a->chunks) {
+		struct wire_chunk *c = a->chunks;
+
+		a->chunks = c->next;
+		free(c);
+	}
+	a->used = 0;
+}

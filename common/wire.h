@@ -51,4 +51,23 @@ int wire_decompress(const void *in, size_t len, size_t max, uint8_t **out, size_
 int wire_event_unpack(const uint8_t *data, size_t len, Dbward__V1__Event **out);
 void wire_event_free(Dbward__V1__Event *ev);
 
+/*
+ * The same, for many events freed together (a batch): their memory comes
+ * from an arena, in large chunks, and goes back all at once with
+ * wire_arena_release: no malloc and free per string and sub-message. The
+ * budget and its accounting are wire_event_unpack's, per event. Events
+ * unpacked here must never reach wire_event_free.
+ */
+struct wire_arena {
+	struct wire_chunk *chunks;	/* newest first */
+	size_t used;			/* of the newest chunk */
+	size_t left;			/* the event being unpacked: its budget */
+	int spent;			/* an allocation was refused */
+};
+
+void wire_arena_init(struct wire_arena *a);
+int wire_event_unpack_in(struct wire_arena *a, const uint8_t *data, size_t len,
+			 Dbward__V1__Event **out);
+void wire_arena_release(struct wire_arena *a);
+
 #endif

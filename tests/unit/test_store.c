@@ -869,13 +869,15 @@ STORE_TEST(receipts_verify_against_the_newest_head)
 	signing_public(fx.key, pub);
 	append_plain(&ch, 7);
 	append_plain(&ch, 6);
-	for (uint64_t id = 1; id <= 13; id++) {
+	/* Past 2^STORE_NODE_MIN_LEVEL: proofs mix stored nodes and leaf hashes. */
+	append_plain(&ch, 27);
+	for (uint64_t id = 1; id <= 40; id++) {
 		struct receipt r;
 
 		cr_assert_eq(store_receipt(fx.s, id, &r), 0);
 		cr_assert_eq(r.event_id, id);
 		cr_assert_eq(r.leaf_index, id - 1);
-		cr_assert_eq(r.head.size, 13);
+		cr_assert_eq(r.head.size, 40);
 		memcpy(r.public_key, pub, sizeof(pub));
 		cr_assert_eq(receipt_verify(&r, fx.vk, err, sizeof(err)), 0, "event %llu: %s",
 			     (unsigned long long)id, err);
@@ -886,7 +888,7 @@ STORE_TEST(receipts_verify_against_the_newest_head)
 	{
 		struct receipt r;
 
-		cr_assert_eq(store_receipt(fx.s, 14, &r), -ENOENT);
+		cr_assert_eq(store_receipt(fx.s, 41, &r), -ENOENT);
 	}
 }
 
@@ -946,30 +948,101 @@ STORE_TEST(verify_finds_a_deleted_event)
 	cr_assert(has_problem(&pr, 11, "seq 10 missing before this event"));
 }
 
-STORE_TEST(verify_finds_a_changed_leaf_node)
+STORE_TEST(verify_finds_a_changed_leaf_hash)
 {
 	struct problems pr;
 
 	append_twelve();
-	tamper("UPDATE nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 10",
-	       "UPDATE nodes SET hash = decode(repeat('00', 32), 'hex') "
-	       "WHERE level = 0 AND idx = 10");
+	tamper("UPDATE events SET leaf_hash = zeroblob(32) WHERE id = 11",
+	       "UPDATE events SET leaf_hash = decode(repeat('00', 32), 'hex') WHERE id = 11");
 	cr_assert_gt(verify(&pr), 0);
 	cr_assert(has_problem(&pr, 11, "leaf hash differs"));
-	cr_assert(has_problem(&pr, 0, "ledger node 1/5 differs from its children"));
+	/* Below 16 leaves no node is stored: the root is hashed from the leaves. */
+	cr_assert(has_problem(&pr, 0, "root (size 12) differs from the stored nodes"));
+}
+
+/* 64 events of one agent: stored nodes 4/0..4/3, 5/0, 5/1 and 6/0. */
+static void append_sixty_four(void)
+{
+	struct chain ch = { .agent = "agent-v", .epoch = 1 };
+	struct problems pr;
+
+	append_plain(&ch, 30);
+	append_plain(&ch, 34);
+	cr_assert_eq(verify(&pr), 0);
+}
+
+STORE_TEST(verify_finds_a_leaf_hash_rewritten_with_its_bytes)
+{
+	struct problems pr;
+
+	append_sixty_four();
+	/* The row agrees with itself; the node above its leaf does not. */
+	tamper("UPDATE events SET leaf_hash = zeroblob(32), raw = x'00' WHERE id = 20",
+	       "UPDATE events SET leaf_hash = decode(repeat('00', 32), 'hex'), raw = '\\x00' "
+	       "WHERE id = 20");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 0, "ledger node 4/1 differs from the leaf hashes of events "
+				      "17..32"));
 }
 
 STORE_TEST(verify_finds_a_changed_inner_node)
 {
 	struct problems pr;
 
-	append_twelve();
-	tamper("UPDATE nodes SET hash = zeroblob(32) WHERE level = 2 AND idx = 1",
+	append_sixty_four();
+	tamper("UPDATE nodes SET hash = zeroblob(32) WHERE level = 4 AND idx = 1",
 	       "UPDATE nodes SET hash = decode(repeat('00', 32), 'hex') "
-	       "WHERE level = 2 AND idx = 1");
+	       "WHERE level = 4 AND idx = 1");
 	cr_assert_gt(verify(&pr), 0);
-	cr_assert(has_problem(&pr, 0, "ledger node 2/1 differs from its children"));
-	cr_assert(has_problem(&pr, 0, "ledger node 3/0 differs from its children"));
+	cr_assert(has_problem(&pr, 0, "ledger node 4/1 differs from the leaf hashes"));
+	cr_assert(has_problem(&pr, 0, "ledger node 5/0 differs from its children"));
+	tamper("UPDATE nodes SET hash = zeroblob(32) WHERE level = 5 AND idx = 1",
+	       "UPDATE nodes SET hash = decode(repeat('00', 32), 'hex') "
+	       "WHERE level = 5 AND idx = 1");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 0, "ledger node 6/0 differs from its children"));
+}
+
+STORE_TEST(verify_finds_a_deleted_node)
+{
+	struct problems pr;
+
+	append_sixty_four();
+	tamper_both("DELETE FROM nodes WHERE level = 4 AND idx = 2");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 0, "ledger level 4 holds 3 nodes"));
+}
+
+STORE_TEST(a_schema_1_database_is_refused)
+{
+	struct store *s = NULL;
+	char err[STORE_ERR_LEN] = "";
+
+	store_close(fx.s);
+	fx.s = NULL;
+	/* Schema 1 kept leaf hashes in nodes, not in events. */
+	if (fx.pg) {
+		PGconn *pg = PQconnectdb(fx.url);
+		PGresult *res = PQexec(pg, "ALTER TABLE events DROP COLUMN leaf_hash");
+
+		cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+		PQclear(res);
+		PQfinish(pg);
+	} else {
+		char path[600];
+		sqlite3 *db;
+
+		snprintf(path, sizeof(path), "%s/audit.db", fx.dir);
+		cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+		cr_assert_eq(sqlite3_exec(db, "ALTER TABLE events DROP COLUMN leaf_hash", NULL, NULL,
+					  NULL),
+			     SQLITE_OK);
+		sqlite3_close(db);
+	}
+	cr_assert_eq(store_open(fx.url, &s, err, sizeof(err)), -1);
+	cr_assert_null(s);
+	cr_assert(strstr(err, "created by an older dbward-collector"), "%s", err);
 }
 
 STORE_TEST(verify_finds_a_forged_tree_head)

@@ -1,0 +1,37 @@
+#include "collector/batch_hash.h"
+
+#include <pthread.h>
+
+struct hash_range {
+	const struct store_event_in *events;
+	struct event_hashes *out;
+	size_t n;
+};
+
+static void *hash_range(void *arg)
+{
+	const struct hash_range *r = arg;
+
+	for (size_t i = 0; i < r->n; i++) {
+		merkle_leaf_hash(r->events[i].raw, r->events[i].len, r->out[i].leaf);
+		event_hash(r->events[i].raw, r->events[i].len, r->out[i].chain);
+	}
+	return NULL;
+}
+
+void batch_hash(const struct store_event_in *events, size_t n, struct event_hashes *out)
+{
+	size_t half = n / 2;
+	struct hash_range first = { events, out, half };
+	struct hash_range second = { events + half, out + half, n - half };
+	pthread_t helper;
+
+	/* No thread: hash it all here (the result is the same). */
+	if (n < BATCH_HASH_SPLIT || pthread_create(&helper, NULL, hash_range, &second) != 0) {
+		first.n = n;
+		hash_range(&first);
+		return;
+	}
+	hash_range(&first);
+	pthread_join(helper, NULL);
+}
