@@ -111,6 +111,15 @@ struct spool_cursor {
 	uint64_t seg_first;	/* first seq of the open segment */
 	int fd;			/* -1: none open */
 	off_t offset;		/* of next_seq's record in it */
+	/* Whole records of the open segment end at or below this (its size
+	 * when last looked at under the lock): read up to it without the
+	 * lock. */
+	uint64_t seg_known;
+	/* Read-ahead: bytes of the segment from ra_at, so that a batch of
+	 * small records costs one pread, not two per record. */
+	uint8_t *ra;
+	size_t ra_len, ra_cap;
+	off_t ra_at;
 };
 
 struct spool_buf {
@@ -118,6 +127,9 @@ struct spool_buf {
 	size_t len;
 	size_t cap;
 };
+
+/* A cursor starts as { .fd = -1 } (the rest zero) and ends with
+ * spool_cursor_close(), which frees its read-ahead buffer. */
 
 /* Points @c at @seq (acked_seq + 1 to start). Returns 0, -ENOENT when no
  * segment holds it any more, or -errno. */

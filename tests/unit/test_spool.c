@@ -816,6 +816,67 @@ Test(audit, an_event_recorded_survives_kill_9_of_the_process)
 	spool_close(s);
 }
 
+/* Reads what is there now through @c; returns how many, checking seqs from *@next. */
+static uint64_t read_more(struct spool *s, struct spool_cursor *c, uint64_t *next)
+{
+	struct spool_buf buf = { 0 };
+	char err[SPOOL_ERR_LEN] = "";
+	uint64_t n = 0;
+	size_t len;
+	int rc;
+
+	while ((rc = spool_read(s, c, &buf, &len, err, sizeof(err))) == 1) {
+		cr_assert_eq(spool_event_seq(buf.data, len), *next, "got %lu, want %lu",
+			     (unsigned long)spool_event_seq(buf.data, len), (unsigned long)*next);
+		(*next)++;
+		n++;
+		buf.len = 0;
+	}
+	cr_assert_eq(rc, 0, "read stopped at seq %lu: %s", (unsigned long)*next, err);
+	spool_buf_release(&buf);
+	return n;
+}
+
+/* The reader reads ahead and skips the lock below what it saw written:
+ * records appended after it caught up, records larger than its read-ahead
+ * and a segment rotation must all still come through, in order. */
+Test(spool, reader_keeps_up_with_appends_big_records_and_rotation)
+{
+	struct spool *s = open_spool(64u << 20);
+	struct spool_cursor c = { .fd = -1 };
+	char *big = malloc(300u << 10);
+	uint64_t next = 1, seq = 1;
+
+	cr_assert_not_null(big);
+	memset(big, 'x', (300u << 10) - 1);
+	big[(300u << 10) - 1] = '\0';
+	cr_assert_eq(spool_cursor_seek(s, &c, 1), 0);
+	cr_assert_eq(read_more(s, &c, &next), 0);
+	append_n(s, seq, 100, "select 1");
+	seq += 100;
+	cr_assert_eq(read_more(s, &c, &next), 100);
+	append_n(s, seq, 3, "select 2");
+	seq += 3;
+	append_n(s, seq, 1, big);
+	seq += 1;
+	append_n(s, seq, 5, "select 3");
+	seq += 5;
+	cr_assert_eq(read_more(s, &c, &next), 9);
+	/* Past SPOOL_SEGMENT_BYTES: the next append opens a new segment. */
+	while (seq < 200) {
+		append_n(s, seq, 1, big);
+		seq++;
+		if (seq % 7 == 0)
+			read_more(s, &c, &next);
+	}
+	read_more(s, &c, &next);
+	cr_assert_eq(next, seq);
+	cr_assert_eq(read_all(s, 1), seq - 1);
+	spool_cursor_close(&c);
+	free(big);
+	spool_close(s);
+}
+
 Test(spool, event_seq_is_read_without_decoding_the_event)
 {
 	uint8_t *rec = NULL;
