@@ -925,6 +925,61 @@ out:
 	return err;
 }
 
+int spool_append_run(struct spool *s, uint64_t seq, uint8_t *recs, size_t len, size_t n)
+{
+	struct spool_segment *newest;
+	int err = 0;
+
+	/* Checksums outside the lock; each length was put there by the caller. */
+	for (size_t off = 0, i = 0; i < n; i++) {
+		uint32_t rec_len;
+
+		if (len - off < SPOOL_HEADER_LEN)
+			return -EINVAL;
+		rec_len = get_le32(recs + off);
+		if (rec_len < EVENT_MIN_LEN || rec_len > SPOOL_RECORD_MAX ||
+		    len - off - SPOOL_HEADER_LEN < rec_len)
+			return -EINVAL;
+		put_le32(recs + off + 4, checksum(recs + off + SPOOL_HEADER_LEN, rec_len));
+		off += SPOOL_HEADER_LEN + rec_len;
+		if (i + 1 == n && off != len)
+			return -EINVAL;
+	}
+	if (!n)
+		return len ? -EINVAL : 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->broken || seq != s->last_seq + 1) {
+		err = s->broken ? -EIO : -EINVAL;
+		goto out;
+	}
+	if (s->bytes + len > s->max_bytes) {
+		err = -ENOSPC;
+		goto out;
+	}
+	newest = s->n_segs ? &s->segs[s->n_segs - 1] : NULL;
+	if (!newest || newest->first_seq != s->active_first ||
+	    newest->size + len > SPOOL_SEGMENT_BYTES) {
+		err = -EXDEV;	/* a new segment: one record at a time */
+		goto out;
+	}
+	if ((err = write_all(s->active_fd, recs, len)) < 0) {
+		err = full_errno(err);
+		if (ftruncate(s->active_fd, (off_t)newest->size) < 0) {
+			log_error("audit: spool %s: undoing a failed write: %s; no more "
+				  "appends until restart", s->dir, strerror(errno));
+			s->broken = true;
+		}
+		goto out;
+	}
+	newest->size += len;
+	s->bytes += len;
+	s->last_seq = seq + n - 1;
+out:
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
 /* --- durability ------------------------------------------------------------ */
 
 struct sync_item {
