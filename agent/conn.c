@@ -27,6 +27,9 @@
 #define CONN_DRAIN_MAX (64u << 20)
 /* How long the client may take to close after our error. */
 #define CONN_CLOSING_NS (5ull * 1000000000ull)
+/* Staged events past this are committed at once, not at the end of the
+ * turn, so that a burst of big statements holds no more memory than that. */
+#define CONN_BATCH_MAX (1u << 20)
 
 enum conn_state {
 	CONN_READ_STARTUP,	/* reading the client's first packet */
@@ -93,6 +96,9 @@ static void set_state(struct conn *c, enum conn_state next)
 
 /* --- ending a connection ---------------------------------------------- */
 
+static void commit_early(struct conn *c);
+static void refuse_unrecorded(struct conn *c);
+
 /*
  * Keeps @it (NULL: out of memory) for the loop's next commit. While the
  * connection lives it owns the event: the commit tells it how the event
@@ -107,15 +113,18 @@ static void staged(struct conn *c, struct audit_item *it, bool may_wait)
 			c->audit_err = -ENOMEM;
 		return;
 	}
-	if (c->state == CONN_CLOSED)
-		return;		/* its last events: nobody waits for them */
-	it->owner = c;
-	it->mark = c->down.approved;
-	it->may_wait = may_wait;
-	if (!c->uncommitted++) {
-		c->next_staged = c->w->staged;
-		c->w->staged = c;
+	/* A closed connection's last events: nobody waits for them. */
+	if (c->state != CONN_CLOSED) {
+		it->owner = c;
+		it->mark = c->down.approved;
+		it->may_wait = may_wait;
+		if (!c->uncommitted++) {
+			c->next_staged = c->w->staged;
+			c->w->staged = c;
+		}
 	}
+	if (c->w->audit.len > CONN_BATCH_MAX)
+		commit_early(c);
 }
 
 static void emit_open_once(struct conn *c)
@@ -647,8 +656,8 @@ static int relay(struct conn *c, struct endpoint *src, struct endpoint *dst, str
 			conn_finish(c, "out of memory");
 			return -1;
 		}
-		if (err < 0 && c->audit_err) {
-			conn_reject(c, AUDIT_FULL_SQLSTATE, audit_failure(c));
+		if (c->audit_refuse || (err < 0 && c->audit_err)) {
+			refuse_unrecorded(c);
 			return -1;
 		}
 		if (err < 0) {
@@ -818,7 +827,7 @@ static bool start_session(struct conn *c)
 		c->sess.cancel_request = true;
 	emit_open_once(c);
 	if (c->audit_err) {
-		conn_reject(c, AUDIT_FULL_SQLSTATE, audit_failure(c));
+		refuse_unrecorded(c);
 		return true;
 	}
 	set_state(c, CONN_SESSION);
@@ -1052,6 +1061,9 @@ static bool step_closing(struct conn *c)
 static void conn_pump(struct conn *c)
 {
 	c->now_ns = clock_monotonic_ns();
+	/* Its event is not in the spool: the answer must not go. */
+	if (c->audit_refuse && c->state != CONN_CLOSED)
+		refuse_unrecorded(c);
 	for (int round = 0; round < CONN_PUMP_BUDGET; round++) {
 		bool progress = false;
 
@@ -1230,35 +1242,65 @@ static void refuse_unrecorded(struct conn *c)
 {
 	struct pg_frame *d = &c->down;
 
-	c->audit_refuse = false;
-	if (d->buf && c->audit_mark < d->approved) {
+	if (c->audit_refuse && d->buf && c->audit_mark < d->approved) {
 		d->approved = c->audit_mark;
 		d->pass_left = 0;
 	}
+	c->audit_refuse = false;
 	conn_reject(c, AUDIT_FULL_SQLSTATE, audit_failure(c));
 }
 
-void conn_commit(struct worker *w)
+/* Records the batch and tells each connection how its events fared.
+ * Returns the connections that waited (by next_staged), to resume. */
+static struct conn *commit_batch(struct worker *w)
 {
 	struct audit_batch *b = &w->audit;
 	struct conn *list = w->staged;
 
-	if (!b->n)
-		return;
 	audit_commit(w->agent->audit, b);
 	for (size_t i = 0; i < b->n; i++)
 		deliver(&b->items[i]);
 	audit_batch_clear(b);
 	w->staged = NULL;
+	for (struct conn *c = list; c; c = c->next_staged)
+		c->uncommitted = 0;
+	return list;
+}
+
+void conn_commit(struct worker *w)
+{
+	struct conn *list;
+
+	if (!w->audit.n)
+		return;
 	/* Each goes on now: what it stages next waits for the next commit. */
+	list = commit_batch(w);
 	while (list) {
 		struct conn *c = list;
 
 		list = c->next_staged;
-		c->uncommitted = 0;
-		if (c->audit_refuse)
-			refuse_unrecorded(c);
 		conn_pump(c);
+	}
+}
+
+/*
+ * From inside @c's scan (or its end): the batch is recorded now. @c hears
+ * of a failure when its scan ends (relay); the others go on, or are
+ * refused, in the next round (conn_pump).
+ */
+static void commit_early(struct conn *c)
+{
+	struct conn *list = commit_batch(c->w);
+
+	while (list) {
+		struct conn *x = list;
+
+		list = x->next_staged;
+		if (x != c && !x->in_ready) {
+			x->in_ready = true;
+			x->next_ready = x->w->ready;
+			x->w->ready = x;
+		}
 	}
 }
 
