@@ -406,9 +406,9 @@ void audit_retry(struct audit *a)
 	pthread_mutex_unlock(&a->lock);
 }
 
-static int reserve_rec(struct audit *a, size_t len)
+/* Room for @need bytes at a->rec. */
+static int reserve_rec(struct audit *a, size_t need)
 {
-	size_t need = SPOOL_HEADER_LEN + len;
 	size_t cap;
 	uint8_t *rec;
 
@@ -463,64 +463,271 @@ static int store(struct audit *a, uint64_t seq, size_t len)
 	return AUDIT_WAITING;
 }
 
+/* --- staging and committing ---------------------------------------------- */
+
+/* A batch bigger than this after a commit is freed, not kept. */
+#define BATCH_KEEP_BYTES (1u << 20)
+
+static int batch_reserve(struct audit_batch *b, size_t more)
+{
+	size_t cap;
+	uint8_t *data;
+
+	if (b->n == b->cap_items) {
+		size_t n = b->cap_items ? b->cap_items * 2 : 16;
+		struct audit_item *items = realloc(b->items, n * sizeof(*items));
+
+		if (!items)
+			return -ENOMEM;
+		b->items = items;
+		b->cap_items = n;
+	}
+	if (b->cap - b->len >= more)
+		return 0;
+	cap = b->cap ? b->cap : 16384;
+	while (cap - b->len < more)
+		cap *= 2;
+	if (!(data = realloc(b->data, cap)))
+		return -ENOMEM;
+	b->data = data;
+	b->cap = cap;
+	return 0;
+}
+
+struct audit_item *audit_stage(struct audit_batch *b, const uint8_t *head, size_t head_len,
+			       const Dbward__V1__Event *ev)
+{
+	size_t body = dbward__v1__event__get_packed_size(ev);
+	struct audit_item *it;
+
+	if (batch_reserve(b, head_len + body) < 0)
+		return NULL;
+	it = &b->items[b->n++];
+	*it = (struct audit_item){ .off = b->len, .len = head_len + body,
+				   .ts = clock_realtime_ns() };
+	if (head_len)
+		memcpy(b->data + b->len, head, head_len);
+	dbward__v1__event__pack(ev, b->data + b->len + head_len);
+	b->len += it->len;
+	return it;
+}
+
+void audit_batch_clear(struct audit_batch *b)
+{
+	b->n = 0;
+	b->len = 0;
+	if (b->cap > BATCH_KEEP_BYTES) {
+		free(b->data);
+		b->data = NULL;
+		b->cap = 0;
+	}
+}
+
+void audit_batch_release(struct audit_batch *b)
+{
+	free(b->data);
+	free(b->items);
+	memset(b, 0, sizeof(*b));
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/*
+ * Lays out the record of @it as event @seq at a->rec + @at: a header
+ * holding the payload's length, then the envelope (chained to
+ * a->prev_hash), then the bytes staged. Returns the payload's length, or
+ * -EMSGSIZE / -ENOMEM. The chain does not move.
+ */
+static long build_record(struct audit *a, const struct audit_batch *b, const struct audit_item *it,
+			 size_t at, uint64_t seq)
+{
+	Dbward__V1__Event env = DBWARD__V1__EVENT__INIT;
+	size_t env_len, len;
+	uint8_t *p;
+
+	env.agent_id = a->agent_id;
+	env.epoch = a->epoch;
+	env.seq = seq;
+	env.ts = it->ts;
+	env.prev_hash.data = a->prev_hash;
+	env.prev_hash.len = sizeof(a->prev_hash);
+	env_len = dbward__v1__event__get_packed_size(&env);
+	len = env_len + it->len;
+	if (len > SPOOL_RECORD_MAX)
+		return -EMSGSIZE;
+	if (reserve_rec(a, at + SPOOL_HEADER_LEN + len) < 0)
+		return -ENOMEM;
+	p = a->rec + at;
+	put_le32(p, (uint32_t)len);
+	put_le32(p + 4, 0);
+	dbward__v1__event__pack(&env, p + SPOOL_HEADER_LEN);
+	memcpy(p + SPOOL_HEADER_LEN + env_len, b->data + it->off, it->len);
+	return (long)len;
+}
+
+/*
+ * The common case: nothing waits, and every event goes to the spool in
+ * one write. Returns 0, or -1 having recorded nothing (the chain as it
+ * was): then they go one by one. Caller holds a->lock.
+ */
+static int commit_run(struct audit *a, struct audit_batch *b)
+{
+	uint8_t prev[EVENT_HASH_LEN];
+	uint64_t seq = a->next_seq;
+	size_t at = 0;
+
+	memcpy(prev, a->prev_hash, sizeof(prev));
+	for (size_t i = 0; i < b->n; i++) {
+		long len = build_record(a, b, &b->items[i], at, seq + i);
+
+		if (len < 0)
+			goto undo;
+		event_hash(a->rec + at + SPOOL_HEADER_LEN, (size_t)len, a->prev_hash);
+		at += SPOOL_HEADER_LEN + (size_t)len;
+	}
+	if (spool_append_run(a->spool, seq, a->rec, at, b->n) < 0)
+		goto undo;
+	a->next_seq = seq + b->n;
+	at = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		size_t len = get_le32(a->rec + at);
+
+		b->items[i].seq = seq + i;
+		b->items[i].result = 0;
+		/* Spooled: in seq order, the file may have it. */
+		if (a->sink)
+			sink_offer(a->sink, a->rec + at + SPOOL_HEADER_LEN, len);
+		at += SPOOL_HEADER_LEN + len;
+	}
+	return 0;
+undo:
+	memcpy(a->prev_hash, prev, sizeof(prev));
+	return -1;
+}
+
+/* One event, spooled or waiting in memory. Caller holds a->lock. */
+static void commit_one(struct audit *a, const struct audit_batch *b, struct audit_item *it)
+{
+	uint64_t seq = a->next_seq;
+	long len = build_record(a, b, it, 0, seq);
+	int err;
+
+	if (len < 0) {
+		it->result = (int)len;
+		return;
+	}
+	err = store(a, seq, (size_t)len);
+	it->result = err;
+	if (err < 0 && err != -ENOBUFS)
+		return;
+	/* Recorded: the chain moves on. */
+	event_hash(a->rec + SPOOL_HEADER_LEN, (size_t)len, a->prev_hash);
+	a->next_seq = seq + 1;
+	it->seq = seq;
+	/* A mirror of the spool: never waits. Waiting events reach the file
+	 * from drain_waiting(), once spooled. */
+	if (a->sink && !err)
+		sink_offer(a->sink, a->rec + SPOOL_HEADER_LEN, (size_t)len);
+}
+
+/* Without a spool the file is the only record: each line is pushed in
+ * turn, after the lock. */
+static void commit_file_only(struct audit *a, struct audit_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		struct audit_item *it = &b->items[i];
+		uint8_t *line = NULL;
+		uint64_t seq;
+		long len;
+
+		pthread_mutex_lock(&a->lock);
+		seq = a->next_seq;
+		len = build_record(a, b, it, 0, seq);
+		if (len >= 0) {
+			event_hash(a->rec + SPOOL_HEADER_LEN, (size_t)len, a->prev_hash);
+			a->next_seq = seq + 1;
+			if (a->sink && !(line = malloc((size_t)len)))
+				log_error("audit: out of memory: an event is missing from the audit "
+					  "file");
+			else if (line)
+				memcpy(line, a->rec + SPOOL_HEADER_LEN, (size_t)len);
+		}
+		pthread_mutex_unlock(&a->lock);
+		it->result = len < 0 ? (int)len : 0;
+		if (len < 0)
+			continue;
+		it->seq = seq;
+		if (a->sink)
+			sink_push_wait(a->sink, seq, line, (size_t)len);
+		free(line);
+	}
+}
+
+void audit_commit(struct audit *a, struct audit_batch *b)
+{
+	if (!b->n)
+		return;
+	if (!a) {
+		for (size_t i = 0; i < b->n; i++)
+			b->items[i].result = 0;
+		return;
+	}
+	if (!a->spool) {
+		commit_file_only(a, b);
+	} else {
+		pthread_mutex_lock(&a->lock);
+		if (a->waiting || commit_run(a, b) < 0)
+			for (size_t i = 0; i < b->n; i++)
+				commit_one(a, b, &b->items[i]);
+		pthread_mutex_unlock(&a->lock);
+	}
+	for (size_t i = 0; i < b->n; i++)
+		if (b->items[i].result < 0 && b->items[i].result != -ENOBUFS)
+			log_error("audit: an event could not be recorded (%s); its connection is "
+				  "closed", strerror(-b->items[i].result));
+}
+
 int audit_record(struct audit *a, Dbward__V1__Event *ev)
 {
-	uint8_t *line = NULL;
-	size_t len = 0;
-	uint64_t seq;
-	bool file_turn = false;
-	int err = 0;
+	struct audit_batch b = { 0 };
+	struct audit_item *it;
+	uint64_t ts = ev->ts;
+	int err;
 
 	if (!a)
 		return 0;
-	pthread_mutex_lock(&a->lock);
-	seq = a->next_seq;
-	ev->agent_id = a->agent_id;
-	ev->epoch = a->epoch;
-	ev->seq = seq;
-	if (!ev->ts)
-		ev->ts = clock_realtime_ns();
-	ev->prev_hash.data = a->prev_hash;
-	ev->prev_hash.len = sizeof(a->prev_hash);
-	len = dbward__v1__event__get_packed_size(ev);
-	if (len > SPOOL_RECORD_MAX) {
-		err = -EMSGSIZE;
-		goto out;
-	}
-	if ((err = reserve_rec(a, len)) < 0)
-		goto out;
-	dbward__v1__event__pack(ev, a->rec + SPOOL_HEADER_LEN);
-	if (a->spool && (err = store(a, seq, len)) < 0 && err != -ENOBUFS)
-		goto out;
-	/* Recorded: the chain moves on. */
-	event_hash(a->rec + SPOOL_HEADER_LEN, len, a->prev_hash);
-	a->next_seq = seq + 1;
-	if (a->sink && a->spool && !err) {
-		/* A mirror of the spool: never waits. Waiting events reach
-		 * the file from drain_waiting(), once spooled. */
-		sink_offer(a->sink, a->rec + SPOOL_HEADER_LEN, len);
-	} else if (a->sink && !a->spool) {
-		/* The only record: pushed in turn, after the lock. */
-		file_turn = true;
-		if ((line = malloc(len)))
-			memcpy(line, a->rec + SPOOL_HEADER_LEN, len);
-		else
-			log_error("audit: out of memory: an event is missing from the audit file");
-	}
-out:
-	pthread_mutex_unlock(&a->lock);
-	if (file_turn) {
-		sink_push_wait(a->sink, seq, line, len);
-		free(line);
-	}
-	if (err < 0 && err != -ENOBUFS)
-		log_error("audit: an event of session %s could not be recorded (%s); its connection "
-			  "is closed", ev->session && ev->session->session_id ? ev->session->session_id
-									      : "?",
-			  strerror(-err));
 	ev->agent_id = NULL;
+	ev->epoch = ev->seq = ev->ts = 0;
 	ev->prev_hash.data = NULL;
 	ev->prev_hash.len = 0;
+	if (!(it = audit_stage(&b, NULL, 0, ev))) {
+		log_error("audit: out of memory: an event of session %s could not be recorded; its "
+			  "connection is closed", ev->session && ev->session->session_id
+						  ? ev->session->session_id : "?");
+		audit_batch_release(&b);
+		return -ENOMEM;
+	}
+	if (ts)
+		it->ts = ts;
+	audit_commit(a, &b);
+	err = it->result;
+	ev->ts = it->ts;
+	if (err >= 0 || err == -ENOBUFS) {
+		ev->epoch = a->epoch;
+		ev->seq = it->seq;
+	}
+	audit_batch_release(&b);
 	return err;
 }
 

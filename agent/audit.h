@@ -1,11 +1,13 @@
 /*
- * The agent's audit pipeline. Every event goes through audit_record(),
- * which numbers it (seq, from 1, no gaps), chains it (prev_hash: SHA-256
- * of the previous event's bytes), serializes it once, and, before it
- * returns, appends those bytes to the disk spool: an event recorded before
- * the client gets its answer survives the agent being killed. The same
- * bytes then go to the JSON-lines file sink, written by a thread of its
- * own (the sink may lose its last lines on kill -9; the spool may not).
+ * The agent's audit pipeline. Every event is staged (audit_stage():
+ * serialized without its envelope, no lock) and committed
+ * (audit_commit(): numbered, seq from 1 with no gaps, chained, prev_hash
+ * being the SHA-256 of the previous event's bytes, and appended to the
+ * disk spool, a batch with one write(2)); audit_record() does both for one
+ * event. An event committed before the client gets its answer survives the
+ * agent being killed. The same bytes then go to the JSON-lines file sink,
+ * written by a thread of its own (the sink may lose its last lines on
+ * kill -9; the spool may not).
  *
  * Without a spool, events go to the file sink only: nothing is durable,
  * and the epoch is new at each start.
@@ -72,6 +74,44 @@ int audit_open(const struct audit_opts *opts, struct audit **out, char *err, siz
  * (logged; close the connection).
  */
 int audit_record(struct audit *a, Dbward__V1__Event *ev);
+
+/*
+ * Events staged by one thread and recorded together: each is serialized
+ * as it happens, without its envelope (agent_id, epoch, seq, ts,
+ * prev_hash: fields 1-5, which protobuf puts first), and audit_commit()
+ * numbers, chains and appends them all under one lock with one write(2).
+ * The bytes are exactly those audit_record() would have stored.
+ */
+struct audit_item {
+	size_t off, len;		/* in data: the event past its envelope */
+	uint64_t ts;
+	void *owner;			/* the caller's, untouched */
+	size_t mark;			/* the caller's, untouched */
+	bool may_wait;			/* the caller's, untouched */
+	int result;			/* by audit_commit(): what audit_record() says */
+	uint64_t seq;			/* by audit_commit(), when numbered */
+};
+
+struct audit_batch {
+	uint8_t *data;
+	size_t len, cap;
+	struct audit_item *items;
+	size_t n, cap_items;
+};
+
+/*
+ * Stages @ev, whose envelope fields must be unset (ts 0: now), behind
+ * @head (@head_len bytes of serialized Event fields between 6 and those
+ * of @ev, e.g. a session packed once; may be NULL). Returns the item
+ * (valid until the next audit_stage()), or NULL when out of memory.
+ */
+struct audit_item *audit_stage(struct audit_batch *b, const uint8_t *head, size_t head_len,
+			       const Dbward__V1__Event *ev);
+/* Records every staged event, in order; each item's result is what
+ * audit_record() would have returned. The items stay until cleared. */
+void audit_commit(struct audit *a, struct audit_batch *b);
+void audit_batch_clear(struct audit_batch *b);
+void audit_batch_release(struct audit_batch *b);
 
 /* False while the spool is full: refuse new statements and connections. */
 bool audit_accepting(const struct audit *a);

@@ -27,6 +27,9 @@
 #define CONN_DRAIN_MAX (64u << 20)
 /* How long the client may take to close after our error. */
 #define CONN_CLOSING_NS (5ull * 1000000000ull)
+/* Staged events past this are committed at once, not at the end of the
+ * turn, so that a burst of big statements holds no more memory than that. */
+#define CONN_BATCH_MAX (1u << 20)
 
 enum conn_state {
 	CONN_READ_STARTUP,	/* reading the client's first packet */
@@ -67,6 +70,12 @@ struct conn {
 	uint8_t standin[512];		/* a denied statement's stand-in Query */
 	uint64_t now_ns;		/* this pump round's clock */
 	int audit_err;			/* an event of this connection was not stored */
+	size_t audit_mark;		/* ... and the server's bytes before it */
+	bool audit_refuse;		/* ... found by the last commit: refuse now */
+	/* Events staged in w->audit, not yet committed: until they are,
+	 * nothing more of this connection is sent either way. */
+	unsigned uncommitted;
+	struct conn *next_staged;	/* w->staged */
 	bool refused_full;		/* the denied batch was refused: spool full */
 	bool unrecorded;		/* refused while the spool was full: no events */
 	bool open_emitted;
@@ -87,16 +96,64 @@ static void set_state(struct conn *c, enum conn_state next)
 
 /* --- ending a connection ---------------------------------------------- */
 
+static void commit_early(struct conn *c);
+static void refuse_unrecorded(struct conn *c);
+
+/*
+ * Keeps @it (NULL: out of memory) for the loop's next commit. While the
+ * connection lives it owns the event: the commit tells it how the event
+ * fared, and until then it sends nothing, so an answer never leaves
+ * before its event is in the spool. @mark: how much of the server's
+ * bytes may still go to the client if the event is not stored.
+ */
+static void staged(struct conn *c, struct audit_item *it, bool may_wait)
+{
+	if (!it) {
+		if (!c->audit_err)
+			c->audit_err = -ENOMEM;
+		return;
+	}
+	/* A closed connection's last events: nobody waits for them. */
+	if (c->state != CONN_CLOSED) {
+		it->owner = c;
+		it->mark = c->down.approved;
+		it->may_wait = may_wait;
+		if (!c->uncommitted++) {
+			c->next_staged = c->w->staged;
+			c->w->staged = c;
+		}
+	}
+	if (c->w->audit.len > CONN_BATCH_MAX)
+		commit_early(c);
+}
+
 static void emit_open_once(struct conn *c)
 {
-	int err;
+	struct audit_batch *b = &c->w->audit;
 
 	if (c->open_emitted)
 		return;
 	c->open_emitted = true;
-	err = session_emit_open(c->w->agent->audit, &c->sess);
-	if (err < 0 && !c->audit_err)
-		c->audit_err = err;
+	if (c->w->agent->audit)
+		staged(c, session_stage_open(b, &c->sess), false);
+}
+
+/* A closed connection's staged events are committed without it. */
+static void disown_staged(struct conn *c)
+{
+	struct audit_batch *b = &c->w->audit;
+	struct conn **p = &c->w->staged;
+
+	if (!c->uncommitted)
+		return;
+	for (size_t i = 0; i < b->n; i++)
+		if (b->items[i].owner == c)
+			b->items[i].owner = NULL;
+	while (*p && *p != c)
+		p = &(*p)->next_staged;
+	if (*p)
+		*p = c->next_staged;
+	c->uncommitted = 0;
 }
 
 /* Why a connection whose event could not be stored is closed. */
@@ -144,6 +201,7 @@ static void conn_finish(struct conn *c, const char *error)
 	if (c->sess.error)
 		conn_log(LOG_LEVEL_INFO, c, "connection ends: %s", c->sess.error);
 	set_state(c, CONN_CLOSED);
+	disown_staged(c);
 	/* While the spool is full, a connection that never had a session
 	 * leaves no events, only a count: nothing can make memory grow. */
 	if (!c->open_emitted && !c->unrecorded && !audit_accepting(w->agent->audit)) {
@@ -153,7 +211,8 @@ static void conn_finish(struct conn *c, const char *error)
 	if (!c->unrecorded) {
 		emit_open_once(c);
 		track_abandon(&c->track, clock_monotonic_ns());
-		session_emit_close(w->agent->audit, &c->sess);
+		if (w->agent->audit)
+			staged(c, session_stage_close(&w->audit, &c->sess), false);
 	}
 
 	close_endpoint(w, &c->server);
@@ -315,7 +374,7 @@ static ssize_t flush_to(struct conn *c, struct endpoint *dst, struct pg_frame *f
 	const char *why = NULL;
 	ssize_t n;
 
-	if (!f->approved || !dst->can_write)
+	if (!f->approved || !dst->can_write || c->uncommitted)
 		return 0;
 	n = ep_send(dst, f->buf->data + f->buf->start, f->approved, &why);
 	if (n == IO_BLOCKED)
@@ -560,14 +619,12 @@ static enum pg_frame_verdict backend_message(void *ctx, uint8_t *msg, size_t hav
 static void report_statement(void *ctx, const struct track_result *r)
 {
 	struct conn *c = ctx;
-	int err = session_emit_statement(c->w->agent->audit, &c->sess, r);
 
 	/* Only in memory (full spool): the answer of a statement that ran
 	 * must not reach the client; a refusal, which ran nothing, may. */
-	if (err == AUDIT_WAITING && r->verdict == TRACK_DENY)
-		err = 0;
-	if (err && !c->audit_err)
-		c->audit_err = err;
+	if (c->w->agent->audit)
+		staged(c, session_stage_statement(&c->w->audit, &c->sess, r),
+		       r->verdict == TRACK_DENY);
 }
 
 static const struct pg_frame_ops frontend_ops = {
@@ -599,8 +656,8 @@ static int relay(struct conn *c, struct endpoint *src, struct endpoint *dst, str
 			conn_finish(c, "out of memory");
 			return -1;
 		}
-		if (err < 0 && c->audit_err) {
-			conn_reject(c, AUDIT_FULL_SQLSTATE, audit_failure(c));
+		if (c->audit_refuse || (err < 0 && c->audit_err)) {
+			refuse_unrecorded(c);
 			return -1;
 		}
 		if (err < 0) {
@@ -770,7 +827,7 @@ static bool start_session(struct conn *c)
 		c->sess.cancel_request = true;
 	emit_open_once(c);
 	if (c->audit_err) {
-		conn_reject(c, AUDIT_FULL_SQLSTATE, audit_failure(c));
+		refuse_unrecorded(c);
 		return true;
 	}
 	set_state(c, CONN_SESSION);
@@ -1004,6 +1061,9 @@ static bool step_closing(struct conn *c)
 static void conn_pump(struct conn *c)
 {
 	c->now_ns = clock_monotonic_ns();
+	/* Its event is not in the spool: the answer must not go. */
+	if (c->audit_refuse && c->state != CONN_CLOSED)
+		refuse_unrecorded(c);
 	for (int round = 0; round < CONN_PUMP_BUDGET; round++) {
 		bool progress = false;
 
@@ -1155,6 +1215,93 @@ void conn_close_all(struct worker *w, const char *why)
 {
 	while (w->conns)
 		conn_finish(w->conns, why);
+}
+
+/* How the commit went for one staged event. */
+static void deliver(const struct audit_item *it)
+{
+	struct conn *c = it->owner;
+	int err = it->result;
+
+	if (!c)
+		return;
+	if (err == AUDIT_WAITING && it->may_wait)
+		err = 0;
+	if (err && !c->audit_err) {
+		c->audit_err = err;
+		c->audit_mark = it->mark;
+		c->audit_refuse = true;
+	}
+}
+
+/*
+ * The statement's answer never reaches the client when its event is not
+ * in the spool: what the server sent before it does, then the error.
+ */
+static void refuse_unrecorded(struct conn *c)
+{
+	struct pg_frame *d = &c->down;
+
+	if (c->audit_refuse && d->buf && c->audit_mark < d->approved) {
+		d->approved = c->audit_mark;
+		d->pass_left = 0;
+	}
+	c->audit_refuse = false;
+	conn_reject(c, AUDIT_FULL_SQLSTATE, audit_failure(c));
+}
+
+/* Records the batch and tells each connection how its events fared.
+ * Returns the connections that waited (by next_staged), to resume. */
+static struct conn *commit_batch(struct worker *w)
+{
+	struct audit_batch *b = &w->audit;
+	struct conn *list = w->staged;
+
+	audit_commit(w->agent->audit, b);
+	for (size_t i = 0; i < b->n; i++)
+		deliver(&b->items[i]);
+	audit_batch_clear(b);
+	w->staged = NULL;
+	for (struct conn *c = list; c; c = c->next_staged)
+		c->uncommitted = 0;
+	return list;
+}
+
+void conn_commit(struct worker *w)
+{
+	struct conn *list;
+
+	if (!w->audit.n)
+		return;
+	/* Each goes on now: what it stages next waits for the next commit. */
+	list = commit_batch(w);
+	while (list) {
+		struct conn *c = list;
+
+		list = c->next_staged;
+		conn_pump(c);
+	}
+}
+
+/*
+ * From inside @c's scan (or its end): the batch is recorded now. @c hears
+ * of a failure when its scan ends (relay); the others go on, or are
+ * refused, in the next round (conn_pump).
+ */
+static void commit_early(struct conn *c)
+{
+	struct conn *list = commit_batch(c->w);
+
+	while (list) {
+		struct conn *x = list;
+
+		list = x->next_staged;
+		if (x != c && !x->in_ready) {
+			x->in_ready = true;
+			x->next_ready = x->w->ready;
+			x->w->ready = x;
+		}
+	}
 }
 
 void conn_free_doomed(struct worker *w)

@@ -31,6 +31,9 @@ void conn_run_ready(struct worker *w);
 void conn_sweep(struct worker *w, uint64_t now_ns);
 /* Closes every connection of the loop (shutdown). */
 void conn_close_all(struct worker *w, const char *why);
+/* Records the audit events the loop's connections staged this round (one
+ * lock, one spool write), then lets those connections send on. */
+void conn_commit(struct worker *w);
 /* Frees the connections closed during this round. */
 void conn_free_doomed(struct worker *w);
 

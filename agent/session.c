@@ -43,7 +43,10 @@ void session_release(struct session *s)
 	free(s->db_user);
 	free(s->database);
 	free(s->application_name);
+	free(s->packed);
 	s->db_user = s->database = s->application_name = NULL;
+	s->packed = NULL;
+	s->packed_len = 0;
 }
 
 /* protobuf-c reads strings as char *; it never writes through them. */
@@ -102,40 +105,56 @@ static void fill_session(struct session_view *v, const struct session *s)
 	v->session.encrypted = s->encrypted;
 }
 
-int session_emit_open(struct audit *audit, const struct session *s)
+/* The session as serialized Event field 6, packed once. 0 or -ENOMEM. */
+static int session_packed(struct session *s)
+{
+	Dbward__V1__Event head = DBWARD__V1__EVENT__INIT;
+	struct session_view v;
+	size_t len;
+
+	if (s->packed)
+		return 0;
+	fill_session(&v, s);
+	head.session = &v.session;
+	len = dbward__v1__event__get_packed_size(&head);
+	if (!(s->packed = malloc(len)))
+		return -ENOMEM;
+	s->packed_len = dbward__v1__event__pack(&head, s->packed);
+	return 0;
+}
+
+static struct audit_item *stage(struct audit_batch *b, struct session *s,
+				const Dbward__V1__Event *ev)
+{
+	if (session_packed(s) < 0)
+		return NULL;
+	return audit_stage(b, s->packed, s->packed_len, ev);
+}
+
+struct audit_item *session_stage_open(struct audit_batch *b, struct session *s)
 {
 	Dbward__V1__Event ev = DBWARD__V1__EVENT__INIT;
 	Dbward__V1__ConnectionOpen open = DBWARD__V1__CONNECTION_OPEN__INIT;
-	struct session_view v;
 
-	if (!audit)
-		return 0;
-	fill_session(&v, s);
 	open.cancel_request = s->cancel_request;
-	ev.session = &v.session;
 	ev.body_case = DBWARD__V1__EVENT__BODY_CONNECTION_OPEN;
 	ev.connection_open = &open;
-	return audit_record(audit, &ev);
+	return stage(b, s, &ev);
 }
 
-int session_emit_close(struct audit *audit, const struct session *s)
+struct audit_item *session_stage_close(struct audit_batch *b, struct session *s)
 {
 	Dbward__V1__Event ev = DBWARD__V1__EVENT__INIT;
 	Dbward__V1__ConnectionClose close = DBWARD__V1__CONNECTION_CLOSE__INIT;
-	struct session_view v;
 
-	if (!audit)
-		return 0;
-	fill_session(&v, s);
 	close.client_bytes = s->client_bytes;
 	close.server_bytes = s->server_bytes;
 	close.duration_us = (clock_monotonic_ns() - s->start_ns) / 1000;
 	close.error = str(s->error);
 	close.cancel_request = s->cancel_request;
-	ev.session = &v.session;
 	ev.body_case = DBWARD__V1__EVENT__BODY_CONNECTION_CLOSE;
 	ev.connection_close = &close;
-	return audit_record(audit, &ev);
+	return stage(b, s, &ev);
 }
 
 /* Longest prefix of @p (at most @max bytes) that does not split a UTF-8
@@ -175,19 +194,15 @@ static char *statement_sql(const struct track_result *r, char *small, size_t sma
 	return *heap ? *heap : small;
 }
 
-int session_emit_statement(struct audit *audit, const struct session *s,
-			   const struct track_result *r)
+struct audit_item *session_stage_statement(struct audit_batch *b, struct session *s,
+					   const struct track_result *r)
 {
 	const struct sql_statement *st = track_result_statement(r);
 	Dbward__V1__Event ev = DBWARD__V1__EVENT__INIT;
 	Dbward__V1__Statement body = DBWARD__V1__STATEMENT__INIT;
-	struct session_view v;
+	struct audit_item *it;
 	char small[1024], *heap;
-	int err;
 
-	if (!audit)
-		return 0;
-	fill_session(&v, s);
 	body.sql = statement_sql(r, small, sizeof(small), &heap);
 	body.fingerprint = str_empty_as_unset(st ? st->fingerprint : NULL);
 	body.statement_kind = str(st ? sql_kind_name(st->kind) : NULL);
@@ -209,10 +224,9 @@ int session_emit_statement(struct audit *audit, const struct session *s,
 	body.finished = r->finished;
 	if (r->text && !r->text->parse.ok)
 		body.parse_error = str(r->text->parse.error);
-	ev.session = &v.session;
 	ev.body_case = DBWARD__V1__EVENT__BODY_STATEMENT;
 	ev.statement = &body;
-	err = audit_record(audit, &ev);
+	it = stage(b, s, &ev);
 	free(heap);
-	return err;
+	return it;
 }

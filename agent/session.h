@@ -31,22 +31,29 @@ struct session {
 	uint64_t client_bytes;		/* sent by the client */
 	uint64_t server_bytes;		/* sent by the server */
 	const char *error;		/* why the agent ended it; static text */
+	/* The Session every event carries, as serialized Event field 6:
+	 * packed at the first event, so the fields above that it holds
+	 * must not change after that (they do not: all are known once the
+	 * startup packet is read). Owned. */
+	uint8_t *packed;
+	size_t packed_len;
 };
 
 /* A fresh id: per-boot random prefix and a counter, never repeated. */
 void session_new_id(char out[SESSION_ID_LEN + 1]);
 void session_release(struct session *s);
 
-struct audit;
+struct audit_batch;
+struct audit_item;
 struct track_result;
 /*
- * Builds a connection_open / connection_close / statement event pointing
- * at @s's strings and hands it to audit_record(): 0, or audit_record()'s
- * error, on which the caller closes the connection. NULL @audit: nothing.
+ * Stage a connection_open / connection_close / statement event of @s into
+ * @b (audit_stage(): recorded by the next audit_commit()). The strings are
+ * copied as serialized. Returns the item, or NULL when out of memory.
  */
-int session_emit_open(struct audit *audit, const struct session *s);
-int session_emit_close(struct audit *audit, const struct session *s);
-int session_emit_statement(struct audit *audit, const struct session *s,
-			   const struct track_result *r);
+struct audit_item *session_stage_open(struct audit_batch *b, struct session *s);
+struct audit_item *session_stage_close(struct audit_batch *b, struct session *s);
+struct audit_item *session_stage_statement(struct audit_batch *b, struct session *s,
+					   const struct track_result *r);
 
 #endif

@@ -26,6 +26,8 @@
 #define ACKED_SLOT 512
 /* The smallest payload an Event can be: agent_id, epoch, seq, prev_hash. */
 #define EVENT_MIN_LEN 4
+/* The shipper's reads: one pread fills this much of a segment. */
+#define SPOOL_READ_AHEAD (256u << 10)
 
 _Static_assert(EVENT_HASH_LEN == SPOOL_HASH_LEN, "one hash length");
 
@@ -923,6 +925,61 @@ out:
 	return err;
 }
 
+int spool_append_run(struct spool *s, uint64_t seq, uint8_t *recs, size_t len, size_t n)
+{
+	struct spool_segment *newest;
+	int err = 0;
+
+	/* Checksums outside the lock; each length was put there by the caller. */
+	for (size_t off = 0, i = 0; i < n; i++) {
+		uint32_t rec_len;
+
+		if (len - off < SPOOL_HEADER_LEN)
+			return -EINVAL;
+		rec_len = get_le32(recs + off);
+		if (rec_len < EVENT_MIN_LEN || rec_len > SPOOL_RECORD_MAX ||
+		    len - off - SPOOL_HEADER_LEN < rec_len)
+			return -EINVAL;
+		put_le32(recs + off + 4, checksum(recs + off + SPOOL_HEADER_LEN, rec_len));
+		off += SPOOL_HEADER_LEN + rec_len;
+		if (i + 1 == n && off != len)
+			return -EINVAL;
+	}
+	if (!n)
+		return len ? -EINVAL : 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->broken || seq != s->last_seq + 1) {
+		err = s->broken ? -EIO : -EINVAL;
+		goto out;
+	}
+	if (s->bytes + len > s->max_bytes) {
+		err = -ENOSPC;
+		goto out;
+	}
+	newest = s->n_segs ? &s->segs[s->n_segs - 1] : NULL;
+	if (!newest || newest->first_seq != s->active_first ||
+	    newest->size + len > SPOOL_SEGMENT_BYTES) {
+		err = -EXDEV;	/* a new segment: one record at a time */
+		goto out;
+	}
+	if ((err = write_all(s->active_fd, recs, len)) < 0) {
+		err = full_errno(err);
+		if (ftruncate(s->active_fd, (off_t)newest->size) < 0) {
+			log_error("audit: spool %s: undoing a failed write: %s; no more "
+				  "appends until restart", s->dir, strerror(errno));
+			s->broken = true;
+		}
+		goto out;
+	}
+	newest->size += len;
+	s->bytes += len;
+	s->last_seq = seq + n - 1;
+out:
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
 /* --- durability ------------------------------------------------------------ */
 
 struct sync_item {
@@ -1078,13 +1135,25 @@ static ssize_t find_segment(const struct spool *s, uint64_t seq)
 	return (ssize_t)lo;
 }
 
-void spool_cursor_close(struct spool_cursor *c)
+/* Closes the cursor's segment; its read-ahead buffer stays for reuse. */
+static void cursor_drop(struct spool_cursor *c)
 {
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
 	c->seg_first = 0;
+	c->seg_known = 0;
 	c->offset = 0;
+	c->ra_len = 0;
+	c->ra_at = 0;
+}
+
+void spool_cursor_close(struct spool_cursor *c)
+{
+	cursor_drop(c);
+	free(c->ra);
+	c->ra = NULL;
+	c->ra_cap = 0;
 }
 
 void spool_cursor_drop_stale(struct spool *s, struct spool_cursor *c)
@@ -1097,12 +1166,12 @@ void spool_cursor_drop_stale(struct spool *s, struct spool_cursor *c)
 	gone = !s->n_segs || c->seg_first < s->segs[0].first_seq;
 	pthread_mutex_unlock(&s->lock);
 	if (gone)
-		spool_cursor_close(c);
+		cursor_drop(c);
 }
 
 int spool_cursor_seek(struct spool *s, struct spool_cursor *c, uint64_t seq)
 {
-	spool_cursor_close(c);
+	cursor_drop(c);
 	c->next_seq = seq;
 	pthread_mutex_lock(&s->lock);
 	if (seq <= s->last_seq && find_segment(s, seq) < 0) {
@@ -1133,7 +1202,7 @@ static int cursor_position(struct spool *s, struct spool_cursor *c, uint64_t fir
 	char name[SEG_NAME_DIGITS + sizeof(SEG_SUFFIX)];
 	off_t off = 0;
 
-	spool_cursor_close(c);
+	cursor_drop(c);
 	seg_name(name, first);
 	c->fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC);
 	if (c->fd < 0)
@@ -1173,15 +1242,15 @@ static int buf_reserve(struct spool_buf *b, size_t more)
 	return 0;
 }
 
-int spool_read(struct spool *s, struct spool_cursor *c, struct spool_buf *buf, size_t *len,
-	       char *err, size_t errlen)
+/*
+ * Under the lock: the segment holding c->next_seq and how far its whole
+ * records go now; opens it when it is not the cursor's. Returns 1, 0 when
+ * that record is not written yet, -ENOENT or -errno.
+ */
+static int cursor_refresh(struct spool *s, struct spool_cursor *c, char *err, size_t errlen)
 {
-	char name[SEG_NAME_DIGITS + sizeof(SEG_SUFFIX)];
-	uint8_t head[SPOOL_HEADER_LEN];
 	uint64_t first, seg_size;
 	ssize_t i;
-	uint32_t n;
-	const char *why;
 	int res;
 
 	pthread_mutex_lock(&s->lock);
@@ -1201,21 +1270,83 @@ int spool_read(struct spool *s, struct spool_cursor *c, struct spool_buf *buf, s
 	if ((c->fd < 0 || c->seg_first != first) &&
 	    (res = cursor_position(s, c, first, seg_size, err, errlen)) < 0)
 		return res;
-	seg_name(name, first);
-	if ((uint64_t)c->offset + SPOOL_HEADER_LEN > seg_size ||
-	    read_full(c->fd, head, sizeof(head), c->offset) < 0)
-		return corrupt(err, errlen, s, "%s: ends before seq %" PRIu64, name, c->next_seq);
-	n = get_le32(head);
-	if (n < EVENT_MIN_LEN || n > SPOOL_RECORD_MAX ||
-	    (uint64_t)c->offset + SPOOL_HEADER_LEN + n > seg_size)
-		return corrupt(err, errlen, s, "%s: record seq %" PRIu64 " at offset %lld: impossible "
-			       "record length", name, c->next_seq, (long long)c->offset);
+	c->seg_known = seg_size;
+	return 1;
+}
+
+/*
+ * Points *@p at @len (at most SPOOL_READ_AHEAD) bytes of the open segment
+ * at @off, all below c->seg_known, through the read-ahead buffer: one
+ * pread fills it with as much of the segment as is known to be written.
+ */
+static int read_ahead(struct spool_cursor *c, off_t off, size_t len, const uint8_t **p)
+{
+	size_t want;
+	int res;
+
+	if (c->ra_len && off >= c->ra_at && (uint64_t)(off - c->ra_at) + len <= c->ra_len) {
+		*p = c->ra + (off - c->ra_at);
+		return 0;
+	}
+	if (!c->ra && !(c->ra = malloc(SPOOL_READ_AHEAD)))
+		return -ENOMEM;
+	c->ra_cap = SPOOL_READ_AHEAD;
+	want = c->seg_known - (uint64_t)off < c->ra_cap ? (size_t)(c->seg_known - (uint64_t)off)
+							: c->ra_cap;
+	c->ra_len = 0;
+	if ((res = read_full(c->fd, c->ra, want, off)) < 0)
+		return res;
+	c->ra_at = off;
+	c->ra_len = want;
+	*p = c->ra;
+	return 0;
+}
+
+/* Appends the @n payload bytes at @off to @buf. */
+static int read_payload(struct spool_cursor *c, off_t off, size_t n, struct spool_buf *buf)
+{
+	const uint8_t *p;
+	int res;
+
 	if (buf_reserve(buf, n) < 0)
 		return -ENOMEM;
-	if ((res = read_full(c->fd, buf->data + buf->len, n, c->offset + SPOOL_HEADER_LEN)) < 0)
+	if (n > SPOOL_READ_AHEAD)
+		return read_full(c->fd, buf->data + buf->len, n, off);
+	if ((res = read_ahead(c, off, n, &p)) < 0)
+		return res;
+	memcpy(buf->data + buf->len, p, n);
+	return 0;
+}
+
+int spool_read(struct spool *s, struct spool_cursor *c, struct spool_buf *buf, size_t *len,
+	       char *err, size_t errlen)
+{
+	char name[SEG_NAME_DIGITS + sizeof(SEG_SUFFIX)];
+	const uint8_t *head;
+	const char *why;
+	uint32_t n, crc;
+	int res;
+
+	/* Below what was seen written, records are read without the lock. */
+	if ((c->fd < 0 || (uint64_t)c->offset >= c->seg_known) &&
+	    (res = cursor_refresh(s, c, err, errlen)) <= 0)
+		return res;
+	seg_name(name, c->seg_first);
+	if ((uint64_t)c->offset + SPOOL_HEADER_LEN > c->seg_known ||
+	    (res = read_ahead(c, c->offset, SPOOL_HEADER_LEN, &head)) == -ENODATA)
+		return corrupt(err, errlen, s, "%s: ends before seq %" PRIu64, name, c->next_seq);
+	if (res < 0)
+		return res;
+	n = get_le32(head);
+	crc = get_le32(head + 4);	/* before the read-ahead buffer moves */
+	if (n < EVENT_MIN_LEN || n > SPOOL_RECORD_MAX ||
+	    (uint64_t)c->offset + SPOOL_HEADER_LEN + n > c->seg_known)
+		return corrupt(err, errlen, s, "%s: record seq %" PRIu64 " at offset %lld: impossible "
+			       "record length", name, c->next_seq, (long long)c->offset);
+	if ((res = read_payload(c, c->offset + SPOOL_HEADER_LEN, n, buf)) < 0)
 		return res == -ENODATA ? corrupt(err, errlen, s, "%s: cut short", name) : res;
 	why = NULL;
-	if (checksum(buf->data + buf->len, n) != get_le32(head + 4))
+	if (checksum(buf->data + buf->len, n) != crc)
 		why = "checksum mismatch";
 	else if (spool_event_seq(buf->data + buf->len, n) != c->next_seq)
 		why = "record out of sequence";

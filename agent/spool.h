@@ -17,8 +17,8 @@
  * holds SPOOL_SEGMENT_BYTES, and a new one is created with its first
  * record. An ack deletes every segment all of whose events it covers.
  *
- * Durability. spool_append() is one write(2): once it returns the record
- * is in the page cache and survives the agent being killed. spool_sync()
+ * Durability. spool_append() (and spool_append_run(), for several records)
+ * is one write(2): once it returns the record is in the page cache and survives the agent being killed. spool_sync()
  * (fdatasync) makes it survive a power cut; the shipper calls it before it
  * sends any record, and on a timer. The ack slot is fdatasynced before a
  * segment is deleted; it is overwritten in place, so it needs no free space.
@@ -88,6 +88,18 @@ const char *spool_dir(const struct spool *s);
  */
 int spool_append(struct spool *s, uint64_t seq, uint8_t *rec, size_t len);
 
+/*
+ * Appends @n records, events @seq (the last seq + 1) on, laid out back to
+ * back in the @len bytes at @recs: each a SPOOL_HEADER_LEN header whose
+ * first four bytes hold the payload's length (little-endian; the checksum
+ * is filled in here), then the payload. One write(2), all or nothing:
+ * returns 0, or on failure leaves nothing of them in the file and returns
+ * -ENOSPC (not all of them fit), -EXDEV (they would need a new segment),
+ * -EINVAL or another -errno; spool_append() one record at a time then
+ * says which fit.
+ */
+int spool_append_run(struct spool *s, uint64_t seq, uint8_t *recs, size_t len, size_t n);
+
 /* Makes every record appended so far durable (fdatasync, plus the
  * directory when a segment was created). Returns 0 or -errno. */
 int spool_sync(struct spool *s);
@@ -111,6 +123,15 @@ struct spool_cursor {
 	uint64_t seg_first;	/* first seq of the open segment */
 	int fd;			/* -1: none open */
 	off_t offset;		/* of next_seq's record in it */
+	/* Whole records of the open segment end at or below this (its size
+	 * when last looked at under the lock): read up to it without the
+	 * lock. */
+	uint64_t seg_known;
+	/* Read-ahead: bytes of the segment from ra_at, so that a batch of
+	 * small records costs one pread, not two per record. */
+	uint8_t *ra;
+	size_t ra_len, ra_cap;
+	off_t ra_at;
 };
 
 struct spool_buf {
@@ -118,6 +139,9 @@ struct spool_buf {
 	size_t len;
 	size_t cap;
 };
+
+/* A cursor starts as { .fd = -1 } (the rest zero) and ends with
+ * spool_cursor_close(), which frees its read-ahead buffer. */
 
 /* Points @c at @seq (acked_seq + 1 to start). Returns 0, -ENOENT when no
  * segment holds it any more, or -errno. */

@@ -183,7 +183,8 @@ static void *worker_main(void *arg)
 	struct epoll_event events[WORKER_MAX_EVENTS];
 
 	while (!__atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE)) {
-		int n = epoll_wait(w->epfd, events, WORKER_MAX_EVENTS, w->ready ? 0 : (int)w->tick_ms);
+		int n = epoll_wait(w->epfd, events, WORKER_MAX_EVENTS,
+				   w->ready || w->audit.n ? 0 : (int)w->tick_ms);
 		uint64_t now = clock_monotonic_ns();
 
 		__atomic_store_n(&w->last_tick_ns, now, __ATOMIC_RELEASE);
@@ -198,12 +199,14 @@ static void *worker_main(void *arg)
 			conn_sweep(w, now);
 		}
 		conn_run_ready(w);
+		conn_commit(w);
 		conn_free_doomed(w);
 		/* Nothing of this turn is held past here: a swapped policy may go. */
 		__atomic_add_fetch(&w->turns, 1, __ATOMIC_RELEASE);
 	}
 	conn_close_all(w, "agent shutting down");
 	conn_run_ready(w);
+	conn_commit(w);
 	conn_free_doomed(w);
 	return NULL;
 }
@@ -246,5 +249,6 @@ void worker_destroy(struct worker *w)
 	if (w->epfd >= 0)
 		close(w->epfd);
 	w->wake.fd = w->epfd = -1;
+	audit_batch_release(&w->audit);
 	iobuf_pool_release_all(&w->bufs);
 }

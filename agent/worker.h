@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "agent/agent.h"
+#include "agent/audit.h"
 #include "common/iobuf.h"
 
 enum endpoint_kind {
@@ -63,6 +64,8 @@ struct worker {
 	struct conn *conns;		/* every live connection */
 	struct conn *ready;		/* work left over after a pump budget */
 	struct conn *doomed;		/* closed this round, freed after it */
+	struct audit_batch audit;	/* events staged this round */
+	struct conn *staged;		/* connections waiting for their commit */
 };
 
 /* Opens the loop's epoll set and listening sockets. */

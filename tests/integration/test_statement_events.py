@@ -156,6 +156,22 @@ def test_failed_statement_reports_its_sqlstate(pg, agent, test_cgroup):
                                           "select 'fine'"]
 
 
+def test_a_burst_of_big_statements_is_recorded_whole_and_in_order(pg, agent, test_cgroup):
+    # Their answers arrive together: the loop's staged events pass its
+    # batch limit (1 MiB) and are committed before the turn ends. Every one
+    # is recorded, in order, and every answer reaches the client.
+    n, size = 12, 400_000
+    texts = [f"select {i}, length('{'x' * size}')" for i in range(n)]
+    burst = b"".join(P.query_message(t) for t in texts)
+    res, events = session(agent, test_cgroup, pg, [{"raw_hex": burst.hex()}], timeout=30)
+    done = [m for m in res["messages"] if m["type"] == "C"]
+    assert len(done) == n, res["messages"][-5:]
+    events = statements_of(agent, res["pid"], at_least=n)
+    assert [e["sql"] for e in events] == texts
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    assert all(e["rows"] == 1 and e["sqlstate"] is None for e in events)
+
+
 def test_duration_and_bytes_are_those_of_the_statement(pg, agent, test_cgroup):
     _, events = session(agent, test_cgroup, pg, [
         "select pg_sleep(0.2)", "select repeat('x', 100000)"])

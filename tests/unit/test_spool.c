@@ -650,6 +650,122 @@ Test(audit, past_the_memory_cap_events_are_kept_and_the_caller_told_to_close)
 	audit_close(a);		/* logs the loss at exit: the spool is still full */
 }
 
+/* Stages a statement event of @sql behind a session packed once, as the
+ * event loops do. */
+static struct audit_item *stage_statement(struct audit_batch *b, const char *sql)
+{
+	Dbward__V1__Event head = DBWARD__V1__EVENT__INIT, ev = DBWARD__V1__EVENT__INIT;
+	Dbward__V1__Session session = DBWARD__V1__SESSION__INIT;
+	Dbward__V1__Statement st = DBWARD__V1__STATEMENT__INIT;
+	uint8_t packed[256];
+	struct audit_item *it;
+
+	session.session_id = "0123456789abcdef0123456789abcdef";
+	session.client = "127.0.0.1:5000";
+	head.session = &session;
+	cr_assert_lt(dbward__v1__event__get_packed_size(&head), sizeof(packed));
+	st.sql = (char *)sql;
+	st.rows = -1;
+	st.verdict = "allow";
+	ev.body_case = DBWARD__V1__EVENT__BODY_STATEMENT;
+	ev.statement = &st;
+	it = audit_stage(b, packed, dbward__v1__event__pack(&head, packed), &ev);
+	cr_assert_not_null(it);
+	return it;
+}
+
+/* Envelope + session + body, serialized apart and put together, are the
+ * bytes protobuf-c gives the whole event: what the collector re-derives. */
+Test(audit, a_staged_event_is_stored_as_the_whole_event_would_be_serialized)
+{
+	struct audit *a = open_audit(1 << 20);
+	struct audit_batch b = { 0 };
+	struct spool_cursor c = { .fd = -1 };
+	struct spool_buf buf = { 0 };
+	char err[SPOOL_ERR_LEN] = "";
+	size_t len;
+
+	stage_statement(&b, "select 1");
+	stage_statement(&b, "select 2");
+	audit_commit(a, &b);
+	cr_assert_eq(b.items[0].result, 0);
+	cr_assert_eq(b.items[1].result, 0);
+	cr_assert_eq(b.items[0].seq, 1);
+	cr_assert_eq(b.items[1].seq, 2);
+	cr_assert_eq(spool_cursor_seek(audit_spool(a), &c, 1), 0);
+	for (int i = 0; i < 2; i++) {
+		Dbward__V1__Event *ev;
+		uint8_t *again;
+
+		buf.len = 0;
+		cr_assert_eq(spool_read(audit_spool(a), &c, &buf, &len, err, sizeof(err)), 1, "%s", err);
+		ev = dbward__v1__event__unpack(NULL, len, buf.data);
+		cr_assert_not_null(ev);
+		cr_assert_str_eq(ev->session->client, "127.0.0.1:5000");
+		cr_assert_str_eq(ev->statement->sql, i ? "select 2" : "select 1");
+		cr_assert_neq(ev->ts, 0);
+		cr_assert_eq(dbward__v1__event__get_packed_size(ev), len);
+		again = malloc(len);
+		dbward__v1__event__pack(ev, again);
+		cr_assert(memcmp(again, buf.data, len) == 0, "event %d: not canonical", i + 1);
+		free(again);
+		dbward__v1__event__free_unpacked(ev, NULL);
+	}
+	spool_cursor_close(&c);
+	spool_buf_release(&buf);
+	audit_batch_release(&b);
+	audit_close(a);
+	{
+		struct spool *s = open_spool(1 << 20);
+		struct spool_info info;
+
+		spool_get_info(s, &info);
+		cr_assert_eq(assert_chain(s, info.epoch), 2);
+		spool_close(s);
+	}
+}
+
+/* A commit is one write while it fits; across a new segment, or into a
+ * spool that fills up half way, events go one by one: every one is
+ * numbered in order, the ones past the room wait in memory, none is lost. */
+Test(audit, a_batch_crosses_segments_and_a_full_spool_in_order)
+{
+	static char big[200u << 10];
+	struct audit *a = open_audit(20u << 20);
+	struct audit_batch b = { 0 };
+	struct spool_info info;
+	uint64_t seq = 0, waiting = 0;
+
+	memset(big, 'z', sizeof(big) - 1);
+	/* 8 MiB segments: some commits straddle a new one. */
+	for (int round = 0; round < 40; round++) {
+		for (int i = 0; i < 7; i++)
+			stage_statement(&b, i % 3 ? "select 1" : big);
+		audit_commit(a, &b);
+		for (size_t i = 0; i < b.n; i++) {
+			cr_assert_eq(b.items[i].seq, ++seq);
+			cr_assert(b.items[i].result == 0 || b.items[i].result == AUDIT_WAITING,
+				  "seq %lu: %d", (unsigned long)seq, b.items[i].result);
+			if (b.items[i].result == AUDIT_WAITING)
+				waiting++;
+			else
+				cr_assert_eq(waiting, 0, "a spooled event after a waiting one");
+		}
+		audit_batch_clear(&b);
+	}
+	cr_assert_gt(waiting, 0, "the spool never filled");
+	cr_assert_not(audit_accepting(a));
+	spool_get_info(audit_spool(a), &info);
+	cr_assert_eq(info.last_seq, seq - waiting);
+	ack_up_to(audit_spool(a), info.last_seq);
+	audit_retry(a);
+	cr_assert(audit_accepting(a));
+	spool_get_info(audit_spool(a), &info);
+	cr_assert_eq(info.last_seq, seq);
+	audit_batch_release(&b);
+	audit_close(a);
+}
+
 
 /* The seqs of the JSON lines in @path, in file order; returns how many. */
 static size_t file_seqs(const char *path, uint64_t *out, size_t max)
@@ -813,6 +929,67 @@ Test(audit, an_event_recorded_survives_kill_9_of_the_process)
 	cr_assert_geq(info.last_seq, reported, "seq %lu was reported recorded, the spool ends at %lu",
 		      (unsigned long)reported, (unsigned long)info.last_seq);
 	cr_assert_eq(assert_chain(s, info.epoch), info.last_seq);
+	spool_close(s);
+}
+
+/* Reads what is there now through @c; returns how many, checking seqs from *@next. */
+static uint64_t read_more(struct spool *s, struct spool_cursor *c, uint64_t *next)
+{
+	struct spool_buf buf = { 0 };
+	char err[SPOOL_ERR_LEN] = "";
+	uint64_t n = 0;
+	size_t len;
+	int rc;
+
+	while ((rc = spool_read(s, c, &buf, &len, err, sizeof(err))) == 1) {
+		cr_assert_eq(spool_event_seq(buf.data, len), *next, "got %lu, want %lu",
+			     (unsigned long)spool_event_seq(buf.data, len), (unsigned long)*next);
+		(*next)++;
+		n++;
+		buf.len = 0;
+	}
+	cr_assert_eq(rc, 0, "read stopped at seq %lu: %s", (unsigned long)*next, err);
+	spool_buf_release(&buf);
+	return n;
+}
+
+/* The reader reads ahead and skips the lock below what it saw written:
+ * records appended after it caught up, records larger than its read-ahead
+ * and a segment rotation must all still come through, in order. */
+Test(spool, reader_keeps_up_with_appends_big_records_and_rotation)
+{
+	struct spool *s = open_spool(64u << 20);
+	struct spool_cursor c = { .fd = -1 };
+	char *big = malloc(300u << 10);
+	uint64_t next = 1, seq = 1;
+
+	cr_assert_not_null(big);
+	memset(big, 'x', (300u << 10) - 1);
+	big[(300u << 10) - 1] = '\0';
+	cr_assert_eq(spool_cursor_seek(s, &c, 1), 0);
+	cr_assert_eq(read_more(s, &c, &next), 0);
+	append_n(s, seq, 100, "select 1");
+	seq += 100;
+	cr_assert_eq(read_more(s, &c, &next), 100);
+	append_n(s, seq, 3, "select 2");
+	seq += 3;
+	append_n(s, seq, 1, big);
+	seq += 1;
+	append_n(s, seq, 5, "select 3");
+	seq += 5;
+	cr_assert_eq(read_more(s, &c, &next), 9);
+	/* Past SPOOL_SEGMENT_BYTES: the next append opens a new segment. */
+	while (seq < 200) {
+		append_n(s, seq, 1, big);
+		seq++;
+		if (seq % 7 == 0)
+			read_more(s, &c, &next);
+	}
+	read_more(s, &c, &next);
+	cr_assert_eq(next, seq);
+	cr_assert_eq(read_all(s, 1), seq - 1);
+	spool_cursor_close(&c);
+	free(big);
 	spool_close(s);
 }
 
