@@ -530,19 +530,6 @@ void audit_batch_release(struct audit_batch *b)
 	memset(b, 0, sizeof(*b));
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /*
  * Lays out the record of @it as event @seq at a->rec + @at: a header
  * holding the payload's length, then the envelope (chained to
@@ -569,8 +556,8 @@ static long build_record(struct audit *a, const struct audit_batch *b, const str
 	if (reserve_rec(a, at + SPOOL_HEADER_LEN + len) < 0)
 		return -ENOMEM;
 	p = a->rec + at;
-	put_le32(p, (uint32_t)len);
-	put_le32(p + 4, 0);
+	spool_put_le32(p, (uint32_t)len);
+	spool_put_le32(p + 4, 0);
 	dbward__v1__event__pack(&env, p + SPOOL_HEADER_LEN);
 	memcpy(p + SPOOL_HEADER_LEN + env_len, b->data + it->off, it->len);
 	return (long)len;
@@ -601,7 +588,7 @@ static int commit_run(struct audit *a, struct audit_batch *b)
 	a->next_seq = seq + b->n;
 	at = 0;
 	for (size_t i = 0; i < b->n; i++) {
-		size_t len = get_le32(a->rec + at);
+		size_t len = spool_get_le32(a->rec + at);
 
 		b->items[i].seq = seq + i;
 		b->items[i].result = 0;

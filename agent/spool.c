@@ -76,19 +76,6 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 	return -1;
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static uint32_t checksum(const uint8_t *p, size_t len)
 {
 	return (uint32_t)crc32(crc32(0, Z_NULL, 0), p, (uInt)len);
@@ -162,7 +149,7 @@ static size_t check_record(const uint8_t *p, size_t avail, uint64_t want_seq, co
 		*why = "short record header";
 		return 0;
 	}
-	len = get_le32(p);
+	len = spool_get_le32(p);
 	if (len < EVENT_MIN_LEN || len > SPOOL_RECORD_MAX) {
 		*why = "impossible record length";
 		return 0;
@@ -171,7 +158,7 @@ static size_t check_record(const uint8_t *p, size_t avail, uint64_t want_seq, co
 		*why = "record cut short";
 		return 0;
 	}
-	if (checksum(p + SPOOL_HEADER_LEN, len) != get_le32(p + 4)) {
+	if (checksum(p + SPOOL_HEADER_LEN, len) != spool_get_le32(p + 4)) {
 		*why = "checksum mismatch";
 		return 0;
 	}
@@ -678,7 +665,7 @@ static int scan_newest(struct spool *s, char *err, size_t errlen)
 				  "stop before it", s->dir, name, want, off, why);
 			off = next;
 			want = spool_event_seq(buf + next + SPOOL_HEADER_LEN,
-					       get_le32(buf + next));
+					       spool_get_le32(buf + next));
 			continue;
 		}
 		/* A write cut short by a crash: nothing valid behind it. */
@@ -858,6 +845,28 @@ static int full_errno(int err)
 }
 
 /*
+ * Appends @len bytes to the active segment (@newest). A failed write is
+ * cut off again, so the segment ends on a whole record; if even that
+ * fails, the spool takes no more appends. Caller holds s->lock.
+ */
+static int write_active(struct spool *s, struct spool_segment *newest, const uint8_t *bytes,
+			size_t len)
+{
+	int err = write_all(s->active_fd, bytes, len);
+
+	if (err < 0) {
+		if (ftruncate(s->active_fd, (off_t)newest->size) < 0) {
+			log_error("audit: spool %s: undoing a failed write: %s; no more "
+				  "appends until restart", s->dir, strerror(errno));
+			s->broken = true;
+		}
+		return full_errno(err);
+	}
+	newest->size += len;
+	return 0;
+}
+
+/*
  * The lock is held across the write: an ack may delete the newest segment
  * once all of it is acknowledged, and must not do so under a write.
  * Readers and acks only ever take it briefly, so a write costs them little.
@@ -871,8 +880,8 @@ int spool_append(struct spool *s, uint64_t seq, uint8_t *rec, size_t len)
 
 	if (len < EVENT_MIN_LEN || len > SPOOL_RECORD_MAX)
 		return -EINVAL;
-	put_le32(rec, (uint32_t)len);
-	put_le32(rec + 4, checksum(rec + SPOOL_HEADER_LEN, len));
+	spool_put_le32(rec, (uint32_t)len);
+	spool_put_le32(rec + 4, checksum(rec + SPOOL_HEADER_LEN, len));
 
 	pthread_mutex_lock(&s->lock);
 	if (s->broken || seq != s->last_seq + 1) {
@@ -907,16 +916,8 @@ int spool_append(struct spool *s, uint64_t seq, uint8_t *rec, size_t len)
 		s->segs[s->n_segs++] = (struct spool_segment){ .first_seq = seq, .size = total };
 		s->dir_dirty = true;
 	} else {
-		if ((err = write_all(s->active_fd, rec, total)) < 0) {
-			err = full_errno(err);
-			if (ftruncate(s->active_fd, (off_t)newest->size) < 0) {
-				log_error("audit: spool %s: undoing a failed write: %s; no more "
-					  "appends until restart", s->dir, strerror(errno));
-				s->broken = true;
-			}
+		if ((err = write_active(s, newest, rec, total)) < 0)
 			goto out;
-		}
-		newest->size += total;
 	}
 	s->bytes += total;
 	s->last_seq = seq;
@@ -936,11 +937,11 @@ int spool_append_run(struct spool *s, uint64_t seq, uint8_t *recs, size_t len, s
 
 		if (len - off < SPOOL_HEADER_LEN)
 			return -EINVAL;
-		rec_len = get_le32(recs + off);
+		rec_len = spool_get_le32(recs + off);
 		if (rec_len < EVENT_MIN_LEN || rec_len > SPOOL_RECORD_MAX ||
 		    len - off - SPOOL_HEADER_LEN < rec_len)
 			return -EINVAL;
-		put_le32(recs + off + 4, checksum(recs + off + SPOOL_HEADER_LEN, rec_len));
+		spool_put_le32(recs + off + 4, checksum(recs + off + SPOOL_HEADER_LEN, rec_len));
 		off += SPOOL_HEADER_LEN + rec_len;
 		if (i + 1 == n && off != len)
 			return -EINVAL;
@@ -963,16 +964,8 @@ int spool_append_run(struct spool *s, uint64_t seq, uint8_t *recs, size_t len, s
 		err = -EXDEV;	/* a new segment: one record at a time */
 		goto out;
 	}
-	if ((err = write_all(s->active_fd, recs, len)) < 0) {
-		err = full_errno(err);
-		if (ftruncate(s->active_fd, (off_t)newest->size) < 0) {
-			log_error("audit: spool %s: undoing a failed write: %s; no more "
-				  "appends until restart", s->dir, strerror(errno));
-			s->broken = true;
-		}
+	if ((err = write_active(s, newest, recs, len)) < 0)
 		goto out;
-	}
-	newest->size += len;
 	s->bytes += len;
 	s->last_seq = seq + n - 1;
 out:
@@ -1215,7 +1208,7 @@ static int cursor_position(struct spool *s, struct spool_cursor *c, uint64_t fir
 		if ((uint64_t)off + SPOOL_HEADER_LEN > seg_size ||
 		    read_full(c->fd, head, sizeof(head), off) < 0)
 			return corrupt(err, errlen, s, "%s: ends before seq %" PRIu64, name, seq);
-		len = get_le32(head);
+		len = spool_get_le32(head);
 		if (len < EVENT_MIN_LEN || len > SPOOL_RECORD_MAX)
 			return corrupt(err, errlen, s, "%s: record seq %" PRIu64 " at offset %lld: "
 				       "impossible record length", name, seq, (long long)off);
@@ -1337,8 +1330,8 @@ int spool_read(struct spool *s, struct spool_cursor *c, struct spool_buf *buf, s
 		return corrupt(err, errlen, s, "%s: ends before seq %" PRIu64, name, c->next_seq);
 	if (res < 0)
 		return res;
-	n = get_le32(head);
-	crc = get_le32(head + 4);	/* before the read-ahead buffer moves */
+	n = spool_get_le32(head);
+	crc = spool_get_le32(head + 4);	/* before the read-ahead buffer moves */
 	if (n < EVENT_MIN_LEN || n > SPOOL_RECORD_MAX ||
 	    (uint64_t)c->offset + SPOOL_HEADER_LEN + n > c->seg_known)
 		return corrupt(err, errlen, s, "%s: record seq %" PRIu64 " at offset %lld: impossible "

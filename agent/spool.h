@@ -44,6 +44,20 @@
 #include <sys/types.h>
 
 #define SPOOL_HEADER_LEN 8
+
+/* The header's two fields (length, then crc32 of the event), little-endian. */
+static inline void spool_put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static inline uint32_t spool_get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 #define SPOOL_HASH_LEN 32
 #define SPOOL_SEGMENT_BYTES (8u << 20)
 /* Largest payload accepted; a larger length read back is corruption. */
