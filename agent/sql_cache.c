@@ -52,6 +52,9 @@ struct sql_cache {
 	struct cache_counters counters;
 	struct sql_shape shape;		/* scratch: the shape of the text at hand */
 	char *text;			/* scratch: that text, NUL-terminated */
+	/* Hashes of texts lately known by their shape (direct-mapped, lossy):
+	 * one seen twice is kept under its own bytes too. */
+	uint64_t *seen;
 	struct sql_cache *reg_next, *reg_prev;	/* thread caches: the registry */
 };
 
@@ -128,6 +131,12 @@ struct sql_cache *sql_cache_new(const struct sql_cache_limits *limits)
 		return NULL;
 	}
 	c->mask = n_buckets - 1;
+	c->seen = calloc(n_buckets, sizeof(*c->seen));
+	if (!c->seen) {
+		free(c->buckets);
+		free(c);
+		return NULL;
+	}
 	if (getrandom(&c->seed, sizeof(c->seed), GRND_NONBLOCK) != sizeof(c->seed))
 		c->seed = (uint64_t)(uintptr_t)c ^ 0x2545f4914f6cdd1dull;
 	return c;
@@ -192,6 +201,7 @@ void sql_cache_free(struct sql_cache *c)
 		evict_oldest(c);
 	sql_shape_free(&c->shape);
 	free(c->text);
+	free(c->seen);
 	free(c->buckets);
 	free(c);
 }
@@ -268,6 +278,17 @@ static void insert(struct sql_cache *c, const struct entry_key *k, const struct 
 }
 
 /* ---- the shape tier ---------------------------------------------------------- */
+
+/* Whether a text of hash @hash was known by its shape before; notes it. */
+static bool seen_before(struct sql_cache *c, uint64_t hash)
+{
+	uint64_t *slot = &c->seen[hash & c->mask];
+
+	if (*slot == hash)
+		return true;
+	*slot = hash;
+	return false;
+}
 
 /* @len bytes of @text, NUL-terminated, in the cache's scratch buffer. */
 static const char *scratch_text(struct sql_cache *c, const char *text, size_t len)
@@ -365,14 +386,16 @@ int sql_cache_parse(struct sql_cache *c, const char *text, size_t len,
 		return take(c, e, out);
 	}
 	/* Text the scanner must not see, or may read two ways, skips shapes.
-	 * A text known by its shape is not kept again under its own. */
+	 * A text known by its shape is kept under its own bytes only once it
+	 * repeats: unique texts (new literals each time) do not churn the
+	 * cache, and a repeated one costs a lookup from its third time. */
 	if (scs != SQL_SCS_UNKNOWN && sql_precheck(text, len, settings) == SQL_FAIL_NONE) {
 		err = parse_by_shape(c, text, len, settings, scs, ascii_safe, out, &shape_hit);
 	} else {
 		counter_add(&c->counters.misses, 1);
 		err = sql_parse(text, len, settings, out);
 	}
-	if (!err && !shape_hit)
+	if (!err && (!shape_hit || seen_before(c, k.hash)))
 		insert(c, &k, out, NULL);
 	publish_size(c);
 	return err;

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include <pg_query.h>
+#include <pg_query/pg_query.pb-c.h>
 
 #include "agent/sql.h"
 #include "agent/sql_cache.h"
@@ -1567,19 +1568,19 @@ Test(sql_cache, worker_threads_each_use_their_own_cache_without_mixing_results)
 static const char *other_literal(int32_t token, const char *text, size_t len)
 {
 	switch (token) {
-	case 266: /* ICONST */
+	case PG_QUERY__TOKEN__ICONST:
 		return len == 5 && memcmp(text, "12345", 5) == 0 ? "7" : "12345";
-	case 260: /* FCONST */
+	case PG_QUERY__TOKEN__FCONST:
 		return "2.5e3";
-	case 261: /* SCONST */
+	case PG_QUERY__TOKEN__SCONST:
 		if (text[0] == '\'' && text[len - 1] == '\'')
 			return "'another, longer; value'";
 		if (text[0] == '$' && text[len - 1] == '$')
 			return "$$other$$";
 		return NULL;
-	case 263: /* BCONST */
+	case PG_QUERY__TOKEN__BCONST:
 		return "b'0110'";
-	case 264: /* XCONST */
+	case PG_QUERY__TOKEN__XCONST:
 		return "x'ABCD'";
 	default:
 		return NULL;
@@ -1602,16 +1603,22 @@ static bool vary_literals(const char *sql, bool scs, char *out, size_t cap)
 		const struct sql_shape_token *t = &shape.tokens[i];
 		const char *lit = other_literal(t->token, sql + t->start, (size_t)(t->end - t->start));
 
+		int n;
+
 		if (!lit)
 			continue;
-		used += (size_t)snprintf(out + used, cap - used, "%.*s%s",
-					 (int)((size_t)t->start - at), sql + at, lit);
+		n = snprintf(out + used, cap - used, "%.*s%s", (int)((size_t)t->start - at),
+			     sql + at, lit);
+		if (n < 0 || (size_t)n >= cap - used) {
+			sql_shape_free(&shape);
+			return false;
+		}
+		used += (size_t)n;
 		at = (size_t)t->end;
 		changed = true;
 	}
-	snprintf(out + used, cap - used, "%s", sql + at);
 	sql_shape_free(&shape);
-	return changed && used < cap;
+	return changed && snprintf(out + used, cap - used, "%s", sql + at) < (int)(cap - used);
 }
 
 /* Primes a fresh cache with @first, then classifies @second: the same as
@@ -1756,4 +1763,26 @@ Test(sql_fingerprint, each_statement_is_fingerprinted_as_the_text_was_read)
 	cr_assert(p.ok && p.n_stmts == 2);
 	cr_expect_neq(p.stmts[0].fingerprint[0], '\0', "read with the setting off, not on");
 	sql_parse_free(&p);
+}
+
+Test(sql_shape, a_text_that_repeats_is_kept_under_its_own_bytes_from_its_second_time)
+{
+	struct sql_cache *c = sql_cache_new(NULL);
+	const char *learn = "SELECT v FROM kv WHERE status = 'new'";
+	const char *again = "SELECT v FROM kv WHERE status = 'active'";
+	struct sql_cache_stats st;
+	struct sql_parse p;
+
+	cr_assert_eq(sql_cache_parse(c, learn, strlen(learn), NULL, &p), 0);
+	sql_parse_free(&p);
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(sql_cache_parse(c, again, strlen(again), NULL, &p), 0);
+		cr_assert_str_eq(p.stmts[0].tables[0], "kv");
+		sql_parse_free(&p);
+	}
+	sql_cache_stats(c, &st);
+	cr_expect_eq(st.misses, 1);
+	cr_expect_eq(st.shape_hits, 2, "its first and second time");
+	cr_expect_eq(st.hits, 2, "its third and fourth time");
+	sql_cache_free(c);
 }
