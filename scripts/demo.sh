@@ -10,6 +10,8 @@
 #      the same psql outside the cgroup: untouched
 #   6. the audit trail from the collector (`dbward events`), the ledger
 #      verified, and an offline receipt for the denied DROP
+#   6b. 200 statements differing only in literals: classified by shape,
+#      one parse (the agent's cache counters, on SIGUSR1)
 #   7. kill -9 of the agent: fail closed; a new agent takes over, and the
 #      trail stays whole (`dbward verify`)
 set -euo pipefail
@@ -200,6 +202,17 @@ DROP_ID=$("$DBWARD" events --verdict deny --search 'DROP TABLE' --json |
 "$DBWARD" receipt "$DROP_ID" -o "$WORK/receipt.json" --key "$WORK/ledger.key.pub"
 echo "A receipt for the denied DROP (event $DROP_ID), checked offline with the ledger's public key:"
 "$DBWARD" verify-receipt "$WORK/receipt.json" --key "$WORK/ledger.key.pub" | sed 's/^/  /'
+
+step "6b. Classification by shape: new literals, one parse"
+# pgbench's simple protocol and ORMs that inline values send a new text
+# for every statement; texts that differ only in literals share one parse.
+for i in $(seq 1 200); do echo "SELECT total FROM orders WHERE id = $i;"; done >"$WORK/lookups.sql"
+in_cgroup psql -q -X -o /dev/null "host=127.0.0.1 port=$PGPORT user=app dbname=orders application_name=demo-shapes" \
+	-f "$WORK/lookups.sql"
+kill -USR1 "$AGENT_PID"
+for _ in $(seq 50); do grep -q 'classification cache:' "$WORK/agent.log" && break; sleep 0.1; done
+echo "200 statements, each a new text; the agent's counters (SIGUSR1):"
+grep 'classification cache:' "$WORK/agent.log" | tail -n 1 | sed 's/^/  /'
 
 step "7. kill -9 the agent: intercepted connections now fail closed"
 kill -KILL "$AGENT_PID"
