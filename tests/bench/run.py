@@ -205,6 +205,8 @@ def main():
                     help="rounds of the connect hook bench (0: skip it)")
     ap.add_argument("--connect-iterations", type=int, default=2000)
     ap.add_argument("--connect-blocks", type=int, default=5)
+    ap.add_argument("--agent-workers", type=int, default=0,
+                    help="the agents' `workers` (default 0: one per core)")
     ap.add_argument("--keep-running", type=float, default=0,
                     help="after the rounds, keep everything up this many seconds (profiling)")
     opts = ap.parse_args()
@@ -281,6 +283,8 @@ def main():
             "log_level": "warn",
             "rules": RULES,
         }
+        if opts.agent_workers:
+            base["workers"] = opts.agent_workers
         counters = {}
         for way in AGENTS:
             if way not in ways:
