@@ -174,14 +174,16 @@ static size_t utf8_cut(const char *p, size_t len, size_t max)
 /*
  * The statement's own text as a C string. It is a span of a NUL-terminated
  * text: used in place when it ends that text, copied otherwise (into
- * @small, or *@heap which the caller frees).
+ * @small, or *@heap which the caller frees). *@cut says whether it had to
+ * be shortened (SESSION_SQL_MAX, or no memory for the whole of it).
  */
 static char *statement_sql(const struct track_result *r, char *small, size_t small_len,
-			   char **heap)
+			   char **heap, protobuf_c_boolean *cut)
 {
 	size_t n;
 
 	*heap = NULL;
+	*cut = false;
 	if (!r->sql)
 		return str(NULL);
 	n = utf8_cut(r->sql, r->sql_len, SESSION_SQL_MAX);
@@ -189,6 +191,7 @@ static char *statement_sql(const struct track_result *r, char *small, size_t sma
 		return (char *)r->sql;
 	if (n >= small_len && !(*heap = malloc(n + 1)))
 		n = utf8_cut(r->sql, n, small_len - 1);		/* better cut than lost */
+	*cut = n < r->sql_len;
 	memcpy(*heap ? *heap : small, r->sql, n);
 	(*heap ? *heap : small)[n] = '\0';
 	return *heap ? *heap : small;
@@ -203,7 +206,7 @@ struct audit_item *session_stage_statement(struct audit_batch *b, struct session
 	struct audit_item *it;
 	char small[1024], *heap;
 
-	body.sql = statement_sql(r, small, sizeof(small), &heap);
+	body.sql = statement_sql(r, small, sizeof(small), &heap, &body.sql_truncated);
 	body.fingerprint = str_empty_as_unset(st ? st->fingerprint : NULL);
 	body.statement_kind = str(st ? sql_kind_name(st->kind) : NULL);
 	if (st) {

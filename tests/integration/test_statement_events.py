@@ -172,6 +172,22 @@ def test_a_burst_of_big_statements_is_recorded_whole_and_in_order(pg, agent, tes
     assert all(e["rows"] == 1 and e["sqlstate"] is None for e in events)
 
 
+def test_a_statement_over_4_mib_is_recorded_cut_and_says_so(pg, agent, test_cgroup):
+    # The event keeps the first 4 MiB of the text (so that every event fits
+    # a spool record and a batch) and sql_truncated tells the reader.
+    size = 5 << 20
+    text = f"select length('{'y' * size}')"
+    res, events = session(agent, test_cgroup, pg, ["select 'short'", text], timeout=60)
+    assert [m for m in res["messages"] if m["type"] == "C"], res["messages"][-3:]
+    events = statements_of(agent, res["pid"], at_least=2)
+    short, big = events[0], events[1]
+    assert short["sql_truncated"] is False
+    assert big["sql_truncated"] is True
+    assert len(big["sql"]) == 4 << 20 and text.startswith(big["sql"])
+    assert big["client_bytes"] > size, big["client_bytes"]
+    assert big["rows"] == 1 and big["sqlstate"] is None
+
+
 def test_duration_and_bytes_are_those_of_the_statement(pg, agent, test_cgroup):
     _, events = session(agent, test_cgroup, pg, [
         "select pg_sleep(0.2)", "select repeat('x', 100000)"])
