@@ -510,6 +510,26 @@ static enum track_verdict judge(struct conn *c, const char **rule)
 	return TRACK_ALLOW;
 }
 
+/*
+ * A FunctionCall (fast path) names a function by OID with binary
+ * arguments: nothing the classifier can read, so it is judged as
+ * unreadable text is. With rules or a deny default it is refused, unless
+ * policy.unparsable is `forward` (large objects through the fast path).
+ */
+static enum track_verdict judge_function_call(struct conn *c, const char **rule)
+{
+	const struct policy *policy = __atomic_load_n(&c->w->agent->policy, __ATOMIC_ACQUIRE);
+
+	*rule = NULL;
+	if (!policy ||
+	    (!policy_rule_count(policy) && policy_settings(policy)->default_action == POLICY_ALLOW) ||
+	    policy_settings(policy)->unparsable == POLICY_UNPARSABLE_FORWARD)
+		return TRACK_ALLOW;
+	*rule = "policy.unparsable";
+	conn_log(LOG_LEVEL_INFO, c, "denied by policy.unparsable: a FunctionCall (fast path)");
+	return TRACK_DENY;
+}
+
 #define SPOOL_FULL_RULE "spool_full"
 
 /* Puts the stand-in Query for a denied statement in place of @msg. */
@@ -564,6 +584,8 @@ static enum pg_frame_verdict frontend_message(void *ctx, uint8_t *msg, size_t ha
 		rule = SPOOL_FULL_RULE;
 	} else if (msg[0] == 'Q' || msg[0] == 'P') {
 		verdict = judge(c, &rule);
+	} else if (msg[0] == 'F') {
+		verdict = judge_function_call(c, &rule);
 	} else {
 		return PG_FRAME_FORWARD;	/* judged at its Parse */
 	}

@@ -209,6 +209,10 @@ struct audit_item *session_stage_statement(struct audit_batch *b, struct session
 	body.sql = statement_sql(r, small, sizeof(small), &heap, &body.sql_truncated);
 	body.fingerprint = str_empty_as_unset(st ? st->fingerprint : NULL);
 	body.statement_kind = str(st ? sql_kind_name(st->kind) : NULL);
+	if (r->function_call) {
+		body.statement_kind = "function_call";
+		body.function_oid = r->function_oid;
+	}
 	if (st) {
 		body.tables = st->tables;
 		body.n_tables = st->n_tables;

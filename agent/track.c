@@ -29,6 +29,8 @@ struct track_pending {
 	uint64_t client_bytes;
 	uint64_t server_bytes;
 	int64_t data_rows;
+	uint32_t function_oid;		/* OP_FUNCTION: the function called */
+	bool reported;			/* OP_FUNCTION: its event is out */
 	enum track_verdict verdict;
 	char *rule;			/* owned: a reload may free the policy's */
 };
@@ -291,6 +293,8 @@ static void report(struct track *t, struct track_pending *p, size_t index, int64
 		.text = p->text,
 		.index = index,
 		.extended = p->op != OP_QUERY,
+		.function_call = p->op == OP_FUNCTION,
+		.function_oid = p->function_oid,
 		.finished = finished,
 		.verdict = p->verdict,
 		.rule = p->rule,
@@ -435,6 +439,31 @@ static int on_close(struct track *t, struct pg_reader *r, uint64_t now_ns)
 	return push(t, OP_CLOSE, NULL, now_ns, 0) ? 0 : -1;
 }
 
+/* FunctionCall (fast path): a function by OID, with binary arguments. */
+static int on_function_call(struct track *t, struct pg_reader *r, uint64_t now_ns, size_t total)
+{
+	struct track_pending *p = push(t, OP_FUNCTION, NULL, now_ns, total);
+
+	if (!p)
+		return -1;
+	p->function_oid = pg_read_u32(r);
+	if (r->bad) {
+		t->error = "malformed FunctionCall from the client";
+		return -1;
+	}
+	return 0;
+}
+
+/* Its answer (FunctionCallResponse or an error): reported once. */
+static void function_done(struct track *t, struct track_pending *p, const char *sqlstate,
+			  uint64_t now_ns)
+{
+	if (p->reported)
+		return;
+	p->reported = true;
+	report(t, p, 0, -1, sqlstate, now_ns, true);
+}
+
 int track_frontend(struct track *t, const uint8_t *msg, size_t have, size_t total, uint64_t now_ns)
 {
 	struct pg_reader r;
@@ -460,7 +489,7 @@ int track_frontend(struct track *t, const uint8_t *msg, size_t have, size_t tota
 	case 'S':
 		return push(t, OP_SYNC, NULL, now_ns, 0) ? 0 : -1;
 	case 'F':
-		return push(t, OP_FUNCTION, NULL, now_ns, total) ? 0 : -1;
+		return on_function_call(t, &r, now_ns, total);
 	default:	/* CopyData and friends belong to the statement running */
 		if (head(t))
 			head(t)->client_bytes += total;
@@ -504,6 +533,8 @@ static void on_error(struct track *t, struct track_pending *p, const char *sqlst
 		p->next_stmt = query_statements(p);
 		return;
 	case OP_FUNCTION:
+		function_done(t, p, sqlstate, now_ns);
+		return;		/* its Z follows */
 	case OP_SYNC:
 		return;		/* its Z follows */
 	case OP_PARSE:
@@ -588,6 +619,10 @@ int track_backend(struct track *t, const uint8_t *msg, size_t have, size_t total
 	case 'D':
 		if (p)
 			p->data_rows++;
+		return 0;
+	case 'V':	/* FunctionCallResponse */
+		if (p && p->op == OP_FUNCTION)
+			function_done(t, p, NULL, now_ns);
 		return 0;
 	case 'S':
 		return on_parameter_status(t, body, body_len);

@@ -50,6 +50,8 @@ struct track_result {
 	const char *sql;		/* this statement's own text ... */
 	size_t sql_len;			/* ... not NUL-terminated */
 	bool extended;			/* Parse/Bind/Execute, not a Query */
+	bool function_call;		/* a FunctionCall (fast path): no text */
+	uint32_t function_oid;		/* ... of the function with this OID */
 	bool finished;			/* false: the session ended first */
 	enum track_verdict verdict;
 	const char *rule;		/* the deciding (or audit) rule; NULL: default */

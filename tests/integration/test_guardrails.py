@@ -284,3 +284,36 @@ def test_texts_differing_only_in_literals_are_each_judged_right(pg, guarded, tes
     line = [ln for ln in guarded.output().splitlines() if "classification cache:" in ln][-1]
     by_shape = int(re.search(r"(\d+) by shape", line).group(1))
     assert by_shape >= 6, line
+
+
+INT4PL = 177  # int4pl(int4, int4): a built-in's OID is fixed per major version
+
+
+@pytest.mark.parametrize("unparsable, allowed", [("deny", False), ("forward", True)])
+def test_fast_path_function_call_is_judged_as_unreadable_and_recorded(
+        pg, agent_factory, test_cgroup, unparsable, allowed):
+    """A FunctionCall names a function by OID: the classifier cannot read it,
+    so with rules in force it is refused unless policy.unparsable is forward
+    (libpq's and JDBC's large objects use it). Either way it is recorded."""
+    from dbward_env import startup, wire_client
+    agent = agent_factory(rules=RULES, policy={"unparsable": unparsable})
+    app = marker("fastpath")
+    res = wire_client(test_cgroup, {
+        "host": "127.0.0.1", "port": pg.port, "startup": startup(app),
+        "queries": [raw(P.function_call_message(INT4PL, [2, 3])), "select 1"]})
+    types = [m["type"] for m in res["messages"]]
+    if allowed:
+        assert "V" in types and not P.errors(res), res["messages"]
+    else:
+        errors = P.errors(res)
+        assert "V" not in types, res["messages"]
+        assert len(errors) == 1 and errors[0].get("C") == "42501", errors
+        assert "policy.unparsable" in errors[0].get("M", ""), errors
+    assert P.rows(res)[-1] == ["1"], "the session goes on"
+    event = agent.wait_for_event(lambda e: e.get("application_name") == app
+                                 and e.get("statement_kind") == "function_call",
+                                 kind="statement")
+    assert event["function_oid"] == INT4PL
+    assert event["verdict"] == ("allow" if allowed else "deny")
+    assert event["sqlstate"] == (None if allowed else "42501")
+    assert event["sql"] is None
