@@ -15,6 +15,8 @@ struct seen {
 	bool extended[MAX_SEEN];
 	bool finished[MAX_SEEN];
 	uint64_t client_bytes[MAX_SEEN];
+	bool function_call[MAX_SEEN];
+	uint32_t function_oid[MAX_SEEN];
 	size_t n;
 };
 
@@ -29,6 +31,8 @@ static void record(void *ctx, const struct track_result *r)
 	s->extended[s->n] = r->extended;
 	s->finished[s->n] = r->finished;
 	s->client_bytes[s->n] = r->client_bytes;
+	s->function_call[s->n] = r->function_call;
+	s->function_oid[s->n] = r->function_oid;
 	s->n++;
 }
 
@@ -297,4 +301,43 @@ Test(track, refuses_malformed_client_messages, .init = setup, .fini = teardown)
 	cr_assert_eq(track_frontend(&trk, msg, total, total, 0), -1);
 	total = build(msg, 'C', "Xname\0", 6);
 	cr_assert_eq(track_frontend(&trk, msg, total, total, 0), -1);
+}
+
+/* FunctionCall: OID 177, no argument formats, two text arguments, text result. */
+static const uint8_t function_call_body[] = {
+	0, 0, 0, 177, 0, 0, 0, 2, 0, 0, 0, 1, '2', 0, 0, 0, 1, '3', 0, 0,
+};
+
+Test(track, a_function_call_reports_once_with_its_oid_on_success_or_error, .init = setup,
+     .fini = teardown)
+{
+	client('F', function_call_body, sizeof(function_call_body));
+	server('V', BODY("\0\0\0\1" "5"));
+	READY();
+	client('F', function_call_body, sizeof(function_call_body));
+	ERR("42883");
+	READY();
+	Q("select 1");
+	TAG("SELECT 1");
+	READY();
+	cr_assert_eq(seen.n, 3);
+	for (int i = 0; i < 2; i++) {
+		cr_expect(seen.function_call[i]);
+		cr_expect_eq(seen.function_oid[i], 177);
+		cr_expect_eq(seen.rows[i], -1);
+		cr_expect_str_eq(seen.sql[i], "");
+	}
+	cr_expect_str_eq(seen.sqlstate[0], "");
+	cr_expect_str_eq(seen.sqlstate[1], "42883");
+	cr_expect_not(seen.function_call[2]);
+	cr_assert_eq(trk.count, 0);
+}
+
+Test(track, refuses_a_function_call_too_short_for_its_oid, .init = setup, .fini = teardown)
+{
+	uint8_t msg[16];
+	size_t total = build(msg, 'F', BODY("\0\0"));
+
+	cr_assert_eq(track_frontend(&trk, msg, total, total, 1000), -1);
+	cr_assert_str_eq(trk.error, "malformed FunctionCall from the client");
 }
