@@ -488,8 +488,7 @@ static enum track_verdict judge(struct conn *c, const char **rule)
 	*rule = NULL;
 	/* No rules and allow by default: nothing to judge, not even text the
 	 * classifier cannot read (the server's own syntax error is better). */
-	if (!policy || !text ||
-	    (!policy_rule_count(policy) && policy_settings(policy)->default_action == POLICY_ALLOW))
+	if (!text || policy_judges_nothing(policy))
 		return TRACK_ALLOW;
 	policy_decide(policy, &c->subject, &text->parse, &d);
 	if (d.action != POLICY_DENY)
@@ -521,8 +520,7 @@ static enum track_verdict judge_function_call(struct conn *c, const char **rule)
 	const struct policy *policy = __atomic_load_n(&c->w->agent->policy, __ATOMIC_ACQUIRE);
 
 	*rule = NULL;
-	if (!policy ||
-	    (!policy_rule_count(policy) && policy_settings(policy)->default_action == POLICY_ALLOW) ||
+	if (policy_judges_nothing(policy) ||
 	    policy_settings(policy)->unparsable == POLICY_UNPARSABLE_FORWARD)
 		return TRACK_ALLOW;
 	*rule = "policy.unparsable";

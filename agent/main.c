@@ -152,9 +152,14 @@ static int test_sql(const struct agent_config *cfg, const char *sql, char *as)
 		fprintf(stderr, "out of memory\n");
 		return 1;
 	}
-	policy_decide(cfg->policy, &who, &parse, &d);
 	if (!parse.ok)
 		printf("unparsable: %s\n", parse.error ? parse.error : "?");
+	if (policy_judges_nothing(cfg->policy)) {
+		printf("allow: no rules and default_action allow: nothing is judged\n");
+		sql_parse_free(&parse);
+		return 0;
+	}
+	policy_decide(cfg->policy, &who, &parse, &d);
 	if (d.action == POLICY_DENY) {
 		if (d.rule)
 			printf("deny: rule %s (statement %zu)\n", d.rule, d.statement + 1);

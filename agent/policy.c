@@ -318,6 +318,11 @@ static const struct rule *decide_statement(const struct policy *p, const struct 
 	return NULL;
 }
 
+bool policy_judges_nothing(const struct policy *p)
+{
+	return !p || (!policy_rule_count(p) && p->settings.default_action == POLICY_ALLOW);
+}
+
 void policy_decide(const struct policy *p, const struct policy_subject *who,
 		   const struct sql_parse *sql, struct policy_decision *out)
 {

@@ -110,6 +110,12 @@ void policy_set_settings(struct policy *p, const struct policy_settings *setting
 const struct policy_settings *policy_settings(const struct policy *p);
 
 size_t policy_rule_count(const struct policy *p);
+/*
+ * No rules and `default_action: allow` (or no policy at all): the agent
+ * judges nothing, not even text the classifier cannot read, and only
+ * records (the client then gets the server's own errors).
+ */
+bool policy_judges_nothing(const struct policy *p);
 void policy_free(struct policy *p);
 
 /*

@@ -152,10 +152,15 @@ def test_extended_protocol_denial_at_parse_keeps_the_session_usable(pg, guarded,
 
 def test_unparsable_text_gets_the_servers_own_error_without_rules(pg, agent_factory, test_cgroup,
                                                                  run_in_cgroup):
-    agent_factory()
+    import subprocess
+    from dbward_env import agent_binary
+    agent = agent_factory()
     res = psql(pg, test_cgroup, run_in_cgroup, "selec 1", marker("typo"))
     assert res.returncode != 0
     assert "syntax error" in res.stderr, res.stderr
+    said = subprocess.run([str(agent_binary()), "--config", str(agent.config_path),
+                           "--test-sql", "selec 1"], capture_output=True, text=True, timeout=30)
+    assert said.returncode == 0 and "nothing is judged" in said.stdout, said.stdout
 
 
 def wait_for_log(agent, text, timeout=10):
