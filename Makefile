@@ -103,8 +103,9 @@ $(GEN)/kpipe.skel.h: $(GEN)/kpipe.bpf.o | $(GEN)
 $(OBJ)/tests/bench/kpipe.o: $(GEN)/kpipe.skel.h
 
 # --- protobuf --------------------------------------------------------------
-$(PROTO_H): $(PROTO_C)
-$(PROTO_C): $(PROTO_SRC) | $(GEN) $(DEPS_STAMP)
+# One run writes both files: a grouped target, so that make knows the
+# header is new too and rebuilds everything that includes it.
+$(PROTO_C) $(PROTO_H) &: $(PROTO_SRC) | $(GEN) $(DEPS_STAMP)
 	protoc-c --c_out=$(GEN) -Iproto $<
 
 $(PROTO_OBJ): $(PROTO_C)
