@@ -134,8 +134,10 @@ static void emit_open_once(struct conn *c)
 	if (c->open_emitted)
 		return;
 	c->open_emitted = true;
+	/* An open may wait in memory (full spool): what the connection then
+	 * tries to run is refused; a CancelRequest still goes through. */
 	if (c->w->agent->audit)
-		staged(c, session_stage_open(b, &c->sess), false);
+		staged(c, session_stage_open(b, &c->sess), true);
 }
 
 /* A closed connection's staged events are committed without it. */
@@ -1247,11 +1249,15 @@ static void deliver(const struct audit_item *it)
 		return;
 	if (err == AUDIT_WAITING && it->may_wait)
 		err = 0;
-	if (err && !c->audit_err) {
+	if (!err)
+		return;
+	/* The earliest answer whose event is not stored is where the client's
+	 * bytes stop, whatever failed before (staging out of memory, say). */
+	if (!c->audit_err)
 		c->audit_err = err;
+	if (!c->audit_refuse || it->mark < c->audit_mark)
 		c->audit_mark = it->mark;
-		c->audit_refuse = true;
-	}
+	c->audit_refuse = true;
 }
 
 /*

@@ -274,6 +274,21 @@ def _refused_then_ready(messages, first):
     assert not any(t in types for t in ("D", "C", "V", "2")), "nothing ran: " + str(messages)
 
 
+# A CancelRequest for a backend that does not exist; prints what came back.
+CANCEL_SRC = r"""
+import json, socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(struct.pack("!IIII", 16, 80877102, 12345, 67890))
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print(json.dumps({"reply": data.decode("latin-1")}))
+"""
+
+
 def test_full_spool_refuses_statements_loses_nothing_and_recovers(
         pg, pki, collector_factory, agent_factory, test_cgroup, run_in_cgroup, spawn_in_cgroup,
         small_disk, tmp_path):
@@ -308,6 +323,12 @@ def test_full_spool_refuses_statements_loses_nothing_and_recovers(
     else:
         assert "spool full" in out["refusal"]["message"]
     wait_until(lambda: "spool full" in agent.output(), 10, what="the agent's spool-full log")
+
+    # A CancelRequest still goes through (it only stops work): the server
+    # closes it without a word, where a refusal would be FATAL 53100.
+    cancel = run_in_cgroup(test_cgroup, [PYTHON, "-c", CANCEL_SRC, str(pg.port)], timeout=30)
+    assert cancel.returncode == 0, cancel.stderr
+    assert json.loads(cancel.stdout) == {"reply": ""}, cancel.stdout
 
     # Reusing a prepared statement or a bound portal is refused too, and
     # the protocol goes on: ErrorResponse, then ReadyForQuery.
