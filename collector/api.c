@@ -322,15 +322,46 @@ static int alerts_item(void *arg, const struct store_alert *a)
 	jsonbuf_u64(jb, "epoch", a->epoch);
 	jsonbuf_str(jb, "kind", a->kind);
 	jsonbuf_str(jb, "detail", a->detail);
+	w->count++;
+	w->last_id = a->id;
 	return doc_item(&w->doc, jb);
 }
 
-static void api_alerts(const struct api *api, struct api_reply *reply)
+/* Alerts page like events (after, limit) and take no other filter. */
+static bool only_paging(const struct store_filter *f)
 {
-	struct list_walk w;
+	return !f->since_ns && !f->until_ns && !f->agent_id && f->pid < 0 &&
+	       !f->comm && !f->user && !f->pod && !f->db_user && !f->database && !f->verdict &&
+	       !f->kind && !f->session_id && !f->text;
+}
 
+static void api_alerts(const struct api *api, const struct query *q, struct api_reply *reply)
+{
+	struct store_filter f;
+	struct list_walk w;
+	char err[QUERY_ERR_LEN];
+	uint64_t total = 0;
+	int rc;
+
+	if (query_filter(q, &f, err, sizeof(err)) < 0) {
+		api_error(reply, 400, err);
+		return;
+	}
+	if (!only_paging(&f)) {
+		api_error(reply, 400, "alerts take only after and limit");
+		return;
+	}
 	list_begin(&w, "alerts");
-	list_end(&w, store_alerts(api->store, alerts_item, &w), "]}", reply);
+	rc = store_alerts(api->store, f.after_id, f.limit, alerts_item, &w);
+	if (rc >= 0)
+		rc = store_alert_count(api->store, &total);
+	if (rc >= 0) {
+		doc_text(&w.doc, "],\"next_after\":");
+		doc_u64_or_null(&w.doc, w.last_id, w.count == f.limit);
+		doc_text(&w.doc, ",\"total\":");
+		doc_u64_or_null(&w.doc, total, true);
+	}
+	list_end(&w, rc, "}", reply);
 }
 
 static int agents_item(void *arg, const struct store_agent *a)
@@ -473,7 +504,7 @@ static const struct route routes[] = {
 	{ "receipts/", ROUTE_ONE, { .one = api_receipt } },
 	{ "tree-head", ROUTE_PLAIN, { .plain = api_tree_head } },
 	{ "verify", ROUTE_PLAIN, { .plain = api_verify } },
-	{ "alerts", ROUTE_PLAIN, { .plain = api_alerts } },
+	{ "alerts", ROUTE_LIST, { .list = api_alerts } },
 	{ "agents", ROUTE_PLAIN, { .plain = api_agents } },
 };
 

@@ -129,7 +129,12 @@ struct store_alert {
 	const char *detail;
 };
 typedef int store_alert_fn(void *arg, const struct store_alert *a);
-int store_alerts(struct store *s, store_alert_fn *fn, void *arg);
+/* Alerts with ids above @after_id, oldest first, at most @limit (0: 100;
+ * at most 10000), as store_events pages. */
+int store_alerts(struct store *s, uint64_t after_id, uint32_t limit, store_alert_fn *fn,
+		 void *arg);
+/* How many alerts there are in all. */
+int store_alert_count(struct store *s, uint64_t *n);
 
 struct store_agent {
 	const char *agent_id;

@@ -115,11 +115,17 @@ static void filter_where(struct query_sql *q, const struct store_filter *f, cons
 	}
 }
 
+/* A page's size: 0 is the default, anything above the most is the most. */
+static uint32_t page_limit(uint32_t limit)
+{
+	if (!limit)
+		return LIMIT_DEFAULT;
+	return limit < LIMIT_MAX ? limit : LIMIT_MAX;
+}
+
 static void filter_limit(struct query_sql *q, const struct store_filter *f)
 {
-	uint32_t limit = f->limit ? f->limit : LIMIT_DEFAULT;
-
-	q_add(q, " LIMIT $%d", q_param(q, sql_int(limit < LIMIT_MAX ? limit : LIMIT_MAX)));
+	q_add(q, " LIMIT $%d", q_param(q, sql_int(page_limit(f->limit))));
 }
 
 /* Runs a dynamic query on a read connection. */
@@ -269,14 +275,36 @@ static int alert_row(void *arg, const struct sql_value *cols, int ncols)
 	return w->fn(w->arg, &a);
 }
 
-int store_alerts(struct store *s, store_alert_fn *fn, void *arg)
+int store_alerts(struct store *s, uint64_t after_id, uint32_t limit, store_alert_fn *fn,
+		 void *arg)
 {
+	struct sql_value p[] = { sql_u64(after_id), sql_int(page_limit(limit)) };
 	struct alert_walk w = { fn, arg };
 	struct store_conn *c = store_reader_get(s);
 	int rc = store_exec(s, c, STMT_ALERTS,
-			    "SELECT id, ts, agent_id, epoch, kind, detail FROM alerts ORDER BY id",
-			    NULL, 0, alert_row, &w);
+			    "SELECT id, ts, agent_id, epoch, kind, detail FROM alerts WHERE id > $1 "
+			    "ORDER BY id LIMIT $2",
+			    p, 2, alert_row, &w);
 
+	store_reader_put(s, c);
+	return rc;
+}
+
+static int count_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	(void)ncols;
+	*(uint64_t *)arg = (uint64_t)cols[0].i;
+	return 0;
+}
+
+int store_alert_count(struct store *s, uint64_t *n)
+{
+	struct store_conn *c = store_reader_get(s);
+	int rc;
+
+	*n = 0;
+	rc = store_exec(s, c, STMT_ALERT_COUNT, "SELECT count(*) FROM alerts", NULL, 0,
+			count_row, n);
 	store_reader_put(s, c);
 	return rc;
 }

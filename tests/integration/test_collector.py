@@ -145,7 +145,9 @@ def test_exactly_once_through_agent_kills_and_collector_outage(
     everything = collector.events()
     assert chain_ok(everything)
     assert len({(e["agent_id"], e["epoch"], e["seq"]) for e in everything}) == len(everything)
-    assert collector.api("alerts")["alerts"] == []
+    assert collector.api("alerts") == {"alerts": [], "next_after": None, "total": 0}
+    status, body = collector.get("alerts", verdict="deny")
+    assert status == 400 and "only after and limit" in body["error"], (status, body)
     assert collector.api("verify")["ok"] is True
 
 

@@ -514,6 +514,35 @@ STORE_TEST(same_batch_twice_counts_duplicates_and_leaves_the_tree)
 	bytes_free(b + 3, 3);
 }
 
+STORE_TEST(alerts_come_in_pages_after_an_id_with_their_total)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[9];
+	struct store_append_result res;
+	struct alerts al = { 0 };
+	uint64_t total;
+
+	for (int i = 0; i < 9; i++)
+		b[i] = chain_next(&ch, NULL);
+	/* seq 1, 3, 5, 7, 9: four gaps, four alerts */
+	for (int i = 0; i < 9; i += 2)
+		cr_assert_eq(append("agent-p", b + i, 1, &res), 0);
+	cr_assert_eq(store_alert_count(fx.s, &total), 0);
+	cr_assert_eq(total, 4);
+	cr_assert_eq(store_alerts(fx.s, 0, 3, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 3);
+	cr_assert_str_eq(al.details[0], "seq 2 missing");
+	cr_assert_str_eq(al.details[2], "seq 6 missing");
+	memset(&al, 0, sizeof(al));
+	cr_assert_eq(store_alerts(fx.s, 3, 3, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 1, "the rest after the third");
+	cr_assert_str_eq(al.details[0], "seq 8 missing");
+	memset(&al, 0, sizeof(al));
+	cr_assert_eq(store_alerts(fx.s, 4, 0, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 0);
+	bytes_free(b, 9);
+}
+
 STORE_TEST(a_gap_is_an_alert_and_filling_it_advances_acked)
 {
 	struct chain ch = { .agent = "agent-g", .epoch = 1 };
@@ -529,7 +558,7 @@ STORE_TEST(a_gap_is_an_alert_and_filling_it_advances_acked)
 	cr_assert_eq(append("agent-g", b + 9, 3, &res), 0);
 	cr_assert_eq(res.accepted, 3);
 	cr_assert_eq(res.acked_seq, 4);
-	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(store_alerts(fx.s, 0, 0, collect_alert, &al), 0);
 	cr_assert_eq(al.n, 1);
 	cr_assert_str_eq(al.kinds[0], "gap");
 	cr_assert_str_eq(al.details[0], "seq 5..9 missing");
@@ -540,7 +569,7 @@ STORE_TEST(a_gap_is_an_alert_and_filling_it_advances_acked)
 	cr_assert_eq(res.accepted, 5);
 	cr_assert_eq(res.acked_seq, 12);
 	memset(&al, 0, sizeof(al));
-	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(store_alerts(fx.s, 0, 0, collect_alert, &al), 0);
 	cr_assert_eq(al.n, 1, "filling the gap raised another alert: %s", al.details[1]);
 	cr_assert_eq(verify(&pr), 0);
 	bytes_free(b, 12);
@@ -557,13 +586,13 @@ STORE_TEST(a_first_batch_not_at_seq_1_is_a_gap)
 		b[i] = chain_next(&ch, NULL);
 	cr_assert_eq(append("agent-late", b + 3, 1, &res), 0);
 	cr_assert_eq(res.acked_seq, 0);
-	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(store_alerts(fx.s, 0, 0, collect_alert, &al), 0);
 	cr_assert_eq(al.n, 1);
 	cr_assert_str_eq(al.details[0], "seq 1..3 missing");
 	cr_assert_eq(append("agent-late", b + 1, 1, &res), 0);
 	cr_assert_eq(res.acked_seq, 0);
 	memset(&al, 0, sizeof(al));
-	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(store_alerts(fx.s, 0, 0, collect_alert, &al), 0);
 	cr_assert_eq(al.n, 2);
 	cr_assert_str_eq(al.details[1], "seq 1 missing");
 	cr_assert_eq(append("agent-late", b, 1, &res), 0);
@@ -592,7 +621,7 @@ STORE_TEST(a_resend_with_other_bytes_is_an_equivocation_alert_and_not_stored)
 	cr_assert_eq(res.accepted, 0);
 	cr_assert_eq(res.duplicates, 1);
 	cr_assert_eq(res.acked_seq, 3);
-	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(store_alerts(fx.s, 0, 0, collect_alert, &al), 0);
 	cr_assert_eq(al.n, 1);
 	cr_assert_str_eq(al.kinds[0], "equivocation");
 	cr_assert_str_eq(al.details[0], "seq 2 resent with different bytes");
@@ -627,7 +656,7 @@ STORE_TEST(a_batch_of_far_apart_seqs_advances_acked_over_stored_ones)
 	cr_assert_eq(res.accepted, 1);
 	cr_assert_eq(res.duplicates, 1);
 	cr_assert_eq(res.acked_seq, 6);
-	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(store_alerts(fx.s, 0, 0, collect_alert, &al), 0);
 	cr_assert_eq(al.n, 2, "%s / %s / %s", al.details[0], al.details[1], al.details[2]);
 	cr_assert_str_eq(al.details[0], "seq 4 missing");
 	cr_assert_str_eq(al.kinds[1], "gap");
@@ -650,7 +679,7 @@ STORE_TEST(a_broken_chain_is_an_alert_and_still_stored)
 	cr_assert_eq(append("agent-c", b, 2, &res), 0);
 	cr_assert_eq(res.accepted, 2);
 	cr_assert_eq(res.acked_seq, 5);
-	cr_assert_eq(store_alerts(fx.s, collect_alert, &al), 0);
+	cr_assert_eq(store_alerts(fx.s, 0, 0, collect_alert, &al), 0);
 	cr_assert_eq(al.n, 1);
 	cr_assert_str_eq(al.kinds[0], "chain");
 	cr_assert_str_eq(al.details[0], "seq 4: prev_hash is not the hash of seq 3");
