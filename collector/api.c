@@ -223,6 +223,13 @@ static void put_event(struct jsonbuf *jb, const struct store_event *e)
 
 /* --- events -------------------------------------------------------------------- */
 
+/* Closes a page's list: a full page may have more after it. */
+static void page_end(struct list_walk *w, uint32_t limit)
+{
+	doc_text(&w->doc, "],\"next_after\":");
+	doc_u64_or_null(&w->doc, w->last_id, w->count == limit);
+}
+
 static int events_item(void *arg, const struct store_event *e)
 {
 	struct list_walk *w = arg;
@@ -246,11 +253,8 @@ static void api_events(const struct api *api, const struct query *q, struct api_
 	}
 	list_begin(&w, "events");
 	rc = store_events(api->store, &f, events_item, &w);
-	if (rc >= 0) {
-		/* A full page may have more after it. */
-		doc_text(&w.doc, "],\"next_after\":");
-		doc_u64_or_null(&w.doc, w.last_id, w.count == f.limit);
-	}
+	if (rc >= 0)
+		page_end(&w, f.limit);
 	list_end(&w, rc, "}", reply);
 }
 
@@ -327,14 +331,6 @@ static int alerts_item(void *arg, const struct store_alert *a)
 	return doc_item(&w->doc, jb);
 }
 
-/* Alerts page like events (after, limit) and take no other filter. */
-static bool only_paging(const struct store_filter *f)
-{
-	return !f->since_ns && !f->until_ns && !f->agent_id && f->pid < 0 &&
-	       !f->comm && !f->user && !f->pod && !f->db_user && !f->database && !f->verdict &&
-	       !f->kind && !f->session_id && !f->text;
-}
-
 static void api_alerts(const struct api *api, const struct query *q, struct api_reply *reply)
 {
 	struct store_filter f;
@@ -343,12 +339,8 @@ static void api_alerts(const struct api *api, const struct query *q, struct api_
 	uint64_t total = 0;
 	int rc;
 
-	if (query_filter(q, &f, err, sizeof(err)) < 0) {
+	if (query_page(q, &f, err, sizeof(err)) < 0) {
 		api_error(reply, 400, err);
-		return;
-	}
-	if (!only_paging(&f)) {
-		api_error(reply, 400, "alerts take only after and limit");
 		return;
 	}
 	list_begin(&w, "alerts");
@@ -356,8 +348,7 @@ static void api_alerts(const struct api *api, const struct query *q, struct api_
 	if (rc >= 0)
 		rc = store_alert_count(api->store, &total);
 	if (rc >= 0) {
-		doc_text(&w.doc, "],\"next_after\":");
-		doc_u64_or_null(&w.doc, w.last_id, w.count == f.limit);
+		page_end(&w, f.limit);
 		doc_text(&w.doc, ",\"total\":");
 		doc_u64_or_null(&w.doc, total, true);
 	}

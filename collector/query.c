@@ -357,7 +357,13 @@ static int set_param(const struct filter_param *p, const char *value, struct sto
 	}
 }
 
-int query_filter(const struct query *q, struct store_filter *f, char *err, size_t errlen)
+static bool is_paging(const struct filter_param *p)
+{
+	return p->type == FILTER_AFTER || p->type == FILTER_LIMIT;
+}
+
+static int parse_filter(const struct query *q, bool paging_only, struct store_filter *f,
+			char *err, size_t errlen)
 {
 	bool seen[N_FILTER_PARAMS] = { false };
 
@@ -376,6 +382,11 @@ int query_filter(const struct query *q, struct store_filter *f, char *err, size_
 			snprintf(err, errlen, "unknown parameter '%.64s'", qp->name);
 			return -1;
 		}
+		if (paging_only && !is_paging(p)) {
+			snprintf(err, errlen, "parameter '%s' does not apply here (only after and limit)",
+				 p->name);
+			return -1;
+		}
 		if (seen[p - filter_params]) {
 			snprintf(err, errlen, "parameter '%s' given more than once", p->name);
 			return -1;
@@ -385,4 +396,14 @@ int query_filter(const struct query *q, struct store_filter *f, char *err, size_
 			return -1;
 	}
 	return 0;
+}
+
+int query_filter(const struct query *q, struct store_filter *f, char *err, size_t errlen)
+{
+	return parse_filter(q, false, f, err, errlen);
+}
+
+int query_page(const struct query *q, struct store_filter *f, char *err, size_t errlen)
+{
+	return parse_filter(q, true, f, err, errlen);
 }

@@ -49,5 +49,8 @@ int query_parse_id(const char *text, uint64_t *id);
  * @err saying which. An empty value means "any", as if absent.
  */
 int query_filter(const struct query *q, struct store_filter *f, char *err, size_t errlen);
+/* query_filter for lists that only page (after, limit): any other
+ * parameter is refused. */
+int query_page(const struct query *q, struct store_filter *f, char *err, size_t errlen);
 
 #endif
