@@ -429,7 +429,7 @@ static const struct config_key config_keys[KEY_COUNT] = {
 	},
 	[KEY_COLLECTOR_BATCH_MAX_EVENTS] = {
 		.name = "collector.batch_max_events", .type = CONFIG_T_UINT,
-		FIELD(CFG, collector_batch_max_events), .default_text = "1000",
+		FIELD(CFG, collector_batch_max_events), .default_text = "5000",
 		.uint = { .min = 1, .max = 100000 },
 	},
 	[KEY_COLLECTOR_BATCH_MS] = {

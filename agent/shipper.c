@@ -64,6 +64,7 @@ struct shipper {
 	uint8_t *frame;			/* compressed batch in flight; NULL: none */
 	size_t frame_len;
 	uint64_t batch_first, batch_last;
+	bool backlog;			/* the last batch stopped at BATCH_RAW_MAX */
 
 	uint64_t last_send_ns;
 	uint64_t last_sync_ns;
@@ -357,6 +358,7 @@ static int build_batch(struct shipper *s)
 	}
 	if (!s->n_items)
 		return 0;
+	s->backlog = s->raw.len >= BATCH_RAW_MAX;
 	s->batch_last = s->batch_first + s->n_items - 1;
 	for (size_t i = 0; i < s->n_items; i++) {
 		s->items[i].data = s->raw.data + off;
@@ -570,9 +572,14 @@ static bool batch_due(struct shipper *s, uint64_t now, uint64_t *when)
 		last = s->stuck_seq - 1;
 	waiting = last >= s->cursor.next_seq ? last - s->cursor.next_seq + 1 : 0;
 	*when = now + s->batch_ns;
-	if (!waiting)
+	if (!waiting) {
+		s->backlog = false;
 		return false;
-	if (waiting >= s->batch_max_events || stopping(s) || now >= s->last_send_ns + s->batch_ns)
+	}
+	/* A batch that stopped at its byte limit left more behind: the next
+	 * one goes as soon as it is acked, whatever batch_max_events says. */
+	if (waiting >= s->batch_max_events || s->backlog || stopping(s) ||
+	    now >= s->last_send_ns + s->batch_ns)
 		return true;
 	*when = s->last_send_ns + s->batch_ns;
 	return false;

@@ -306,6 +306,35 @@ def test_agent_with_a_foreign_ca_certificate_is_refused(pg, pki, collector_facto
     assert good.running
 
 
+def test_a_backlog_ships_batch_after_batch_without_waiting_for_batch_ms(
+        pg, pki, collector_factory, agent_factory, test_cgroup, run_in_cgroup, tmp_path):
+    """More than 1 MiB waiting goes out as fast as the collector acks, even
+    when batch_ms is a minute and batch_max_events is never reached."""
+    from collector_env import Pki
+    collector = collector_factory(f"sqlite:{tmp_path / 'audit.db'}")
+    # First an agent the collector refuses (a foreign CA): the events pile up.
+    foreign = Pki(tmp_path / "foreign")
+    overrides = agent_collector_overrides(pki, collector, tmp_path / "spool")
+    cert, key = foreign.issue("agent-1")
+    overrides["collector"].update(cert=str(cert), key=str(key))
+    agent = agent_factory(**overrides)
+    n, filler = 40, "x" * 100_000          # ~4 MB of events: four batches or more
+    script = tmp_path / "backlog.sql"
+    script.write_text("".join(f"select {i} as n, length('{filler}');\n" for i in range(n)))
+    argv = psql_argv("127.0.0.1", pg.port, application_name=marker("backlog"))
+    run_in_cgroup(test_cgroup, argv[:-2] + ["-f", str(script)])
+    agent.stop()
+
+    overrides = agent_collector_overrides(pki, collector, tmp_path / "spool")
+    overrides["collector"].update(batch_ms=60000, batch_max_events=100000)
+    good = agent_factory(config=agent.config, **overrides)
+    # One batch of at most ~1 MiB, then the next only after 60 s, unless a
+    # batch cut at its byte limit sends the next one at once.
+    collector.wait_for(lambda evs: len(evs) >= n, timeout=40, what="every statement",
+                       kind="statement")
+    assert good.running
+
+
 def test_agent_id_must_be_the_certificate_name(pki, collector_factory, agent_config,
                                                tmp_path):
     import subprocess

@@ -191,7 +191,7 @@ Test(config, minimal_file_gets_every_default)
 		cr_assert_str_eq(cfg.agent_id, host, "agent_id defaults to the host name");
 	}
 	cr_assert_null(cfg.collector_address);
-	cr_assert_eq(cfg.collector_batch_max_events, 1000);
+	cr_assert_eq(cfg.collector_batch_max_events, 5000);
 	cr_assert_eq(cfg.collector_batch_ms, 200);
 	cr_assert_null(cfg.spool);
 	cr_assert_eq(cfg.spool_max_bytes, 1ull << 30);
