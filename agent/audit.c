@@ -512,6 +512,21 @@ struct audit_item *audit_stage(struct audit_batch *b, const uint8_t *head, size_
 	return it;
 }
 
+/* The records of a turn: a commit starts past 1 MiB staged, so only a
+ * statement of megabytes needs more than this. */
+#define REC_KEEP_BYTES (2u << 20)
+
+/* Under a->lock, once its records are stored: a big statement's buffer is
+ * not kept for the small ones after it. */
+static void rec_trim(struct audit *a)
+{
+	if (a->rec_cap <= REC_KEEP_BYTES)
+		return;
+	free(a->rec);
+	a->rec = NULL;
+	a->rec_cap = 0;
+}
+
 void audit_batch_clear(struct audit_batch *b)
 {
 	b->n = 0;
@@ -650,6 +665,7 @@ static void commit_file_only(struct audit *a, struct audit_batch *b)
 			else if (line)
 				memcpy(line, a->rec + SPOOL_HEADER_LEN, (size_t)len);
 		}
+		rec_trim(a);
 		pthread_mutex_unlock(&a->lock);
 		it->result = len < 0 ? (int)len : 0;
 		if (len < 0)
@@ -677,6 +693,7 @@ void audit_commit(struct audit *a, struct audit_batch *b)
 		if (a->waiting || commit_run(a, b) < 0)
 			for (size_t i = 0; i < b->n; i++)
 				commit_one(a, b, &b->items[i]);
+		rec_trim(a);
 		pthread_mutex_unlock(&a->lock);
 	}
 	for (size_t i = 0; i < b->n; i++)
