@@ -28,7 +28,8 @@ enum verb_bit {
 	V_VERIFY_RECEIPT = 1u << 5,
 	V_CA_INIT = 1u << 6,
 	V_CA_ISSUE = 1u << 7,
-	V_ALL = 0xffu,
+	V_CHECK_RECEIPT = 1u << 8,
+	V_ALL = 0x1ffu,
 };
 
 /* The options that are not filters; filters come from cli_filters[]. */
@@ -57,7 +58,8 @@ static const struct opt_def other_opts[OPT_COUNT - CLI_FILTER_COUNT] = {
 	[OPT_JSON - CLI_FILTER_COUNT] = { "json", no_argument,
 					  V_EVENTS | V_SESSIONS | V_TREE_HEAD },
 	[OPT_KEY - CLI_FILTER_COUNT] = { "key", required_argument,
-					 V_VERIFY | V_RECEIPT | V_TREE_HEAD | V_VERIFY_RECEIPT },
+					 V_VERIFY | V_RECEIPT | V_TREE_HEAD | V_VERIFY_RECEIPT |
+					 V_CHECK_RECEIPT },
 	[OPT_OUTPUT - CLI_FILTER_COUNT] = { "output", required_argument, V_RECEIPT },
 	[OPT_IP - CLI_FILTER_COUNT] = { "ip", required_argument, V_CA_ISSUE },
 	[OPT_DNS - CLI_FILTER_COUNT] = { "dns", required_argument, V_CA_ISSUE },
@@ -99,6 +101,7 @@ static void usage(FILE *to)
 		"       dbward [--collector URL] receipt EVENT_ID [-o FILE] [--key ledger.pub]\n"
 		"       dbward [--collector URL] tree-head [--key ledger.pub] [--json]\n"
 		"       dbward verify-receipt FILE [--key ledger.pub]\n"
+		"       dbward [--collector URL] check-receipt FILE [--key ledger.pub]\n"
 		"       dbward ca init DIR\n"
 		"       dbward ca issue DIR NAME [--ip ADDR]... [--dns NAME]...\n"
 		"\n"
@@ -109,6 +112,8 @@ static void usage(FILE *to)
 		"  receipt         fetch an event's receipt, check it, write it (stdout or -o)\n"
 		"  tree-head       the ledger's current signed tree head\n"
 		"  verify-receipt  check a receipt offline; no collector needed\n"
+		"  check-receipt   check a receipt, then that the collector's ledger still\n"
+		"                  holds its tree unchanged (a consistency proof)\n"
 		"  ca init         a CA in DIR: ca.crt, ca.key (EC P-256, 10 years)\n"
 		"  ca issue        DIR/NAME.crt and NAME.key from that CA, for client and\n"
 		"                  server use (SAN 127.0.0.1, ::1, localhost and --ip/--dns)\n"
@@ -260,6 +265,11 @@ static int run_verify_receipt(const struct cli_args *a, const char *const *args)
 	return cli_verify_receipt_run(args[0], a->key_path);
 }
 
+static int run_check_receipt(const struct cli_args *a, const char *const *args)
+{
+	return cli_check_receipt_run(a->url, args[0], a->key_path);
+}
+
 static int run_ca_init(const struct cli_args *a, const char *const *args)
 {
 	char err[CLI_ERR_LEN];
@@ -293,6 +303,7 @@ static const struct verb verbs[] = {
 	{ "receipt", NULL, V_RECEIPT, 1, run_receipt },
 	{ "tree-head", NULL, V_TREE_HEAD, 0, run_tree_head },
 	{ "verify-receipt", NULL, V_VERIFY_RECEIPT, 1, run_verify_receipt },
+	{ "check-receipt", NULL, V_CHECK_RECEIPT, 1, run_check_receipt },
 	{ "ca", "init", V_CA_INIT, 1, run_ca_init },
 	{ "ca", "issue", V_CA_ISSUE, 2, run_ca_issue },
 };

@@ -520,3 +520,129 @@ cleanup:
 	cli_http_response_release(&res);
 	return ret;
 }
+
+/* --- check-receipt: is the event still in the ledger? ---------------------- */
+
+/* The ledger's current head, checked with @trusted: it has fewer leaves
+ * than @r's tree, so the collector lost or dropped the tail. A cli_exit code. */
+static int report_truncated(const char *url, const struct receipt *r,
+			    const struct verify_key *trusted)
+{
+	struct signed_tree_head now;
+	char err[CLI_ERR_LEN];
+
+	if (fetch_head(url, &now, NULL, NULL, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward check-receipt: %s\n", err);
+		return CLI_EXIT_FAIL;
+	}
+	if (head_check_pinned(&now, trusted, err, sizeof(err)) < 0) {
+		printf("tree head signature INVALID: %s\n", err);
+		return CLI_EXIT_INVALID;
+	}
+	if (now.size >= r->head.size) {
+		fprintf(stderr, "dbward check-receipt: the collector refused a consistency proof "
+			"for size %" PRIu64 " although its tree has %" PRIu64 " leaves\n",
+			r->head.size, now.size);
+		return CLI_EXIT_FAIL;
+	}
+	printf("ledger NOT consistent with the receipt: its signed tree has %" PRIu64
+	       " leaves, fewer than the receipt's %" PRIu64 ": events were removed\n",
+	       now.size, r->head.size);
+	return CLI_EXIT_INVALID;
+}
+
+/* The answer of /api/v1/consistency/SIZE checked against @r's head. */
+static int check_consistency(const json_t *obj, const struct receipt *r,
+			     const struct verify_key *trusted)
+{
+	merkle_hash proof[MERKLE_MAX_PROOF];
+	struct signed_tree_head now;
+	char err[CLI_ERR_LEN], when[CLOCK_RFC3339_LEN];
+	uint64_t from;
+	size_t n;
+
+	if (json_u64(json_object_get(obj, "from_size"), &from) < 0 || from != r->head.size ||
+	    cli_tree_head_parse(obj, &now, NULL, err, sizeof(err)) < 0 ||
+	    proof_parse(obj, "proof", proof, &n, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward check-receipt: the collector's consistency answer is "
+			"malformed\n");
+		return CLI_EXIT_FAIL;
+	}
+	if (head_check_pinned(&now, trusted, err, sizeof(err)) < 0) {
+		printf("tree head signature INVALID: %s\n", err);
+		return CLI_EXIT_INVALID;
+	}
+	if (now.size < r->head.size ||
+	    !merkle_verify_consistency(r->head.size, now.size, r->head.root, now.root,
+				       (const merkle_hash *)proof, n)) {
+		printf("ledger NOT consistent with the receipt: its tree of size %" PRIu64
+		       " does not extend the receipt's tree of size %" PRIu64
+		       ": its history was rewritten\n", now.size, r->head.size);
+		return CLI_EXIT_INVALID;
+	}
+	clock_rfc3339(now.ts, when, 0);
+	printf("still in the ledger: the receipt's tree of size %" PRIu64 " is a prefix of the "
+	       "current tree of size %" PRIu64 " signed at %s\n", r->head.size, now.size, when);
+	return CLI_EXIT_OK;
+}
+
+int cli_check_receipt_run(const char *url, const char *path, const char *key_path)
+{
+	struct cli_http_response res = { 0 };
+	struct verify_key *pinned = NULL, *own = NULL;
+	const struct verify_key *trusted;
+	struct receipt r = { 0 };
+	char *text = NULL, err[CLI_ERR_LEN], line[CLI_ERR_LEN], api[64];
+	json_t *obj = NULL;
+	size_t len;
+	int ret = CLI_EXIT_FAIL;
+
+	if ((key_path && cli_key_load(key_path, &pinned, err, sizeof(err)) < 0) ||
+	    read_file(path, MAX_RECEIPT_FILE, &text, &len, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward check-receipt: %s\n", err);
+		goto cleanup;
+	}
+	if (cli_receipt_check(text, len, pinned, &r, err, sizeof(err)) < 0) {
+		printf("receipt INVALID: %s\n", err);
+		ret = CLI_EXIT_INVALID;
+		goto cleanup;
+	}
+	if (!pinned) {
+		warn_unpinned(&r);
+		if (verify_key_from_raw(r.public_key, &own) < 0) {
+			fprintf(stderr, "dbward check-receipt: out of memory\n");
+			goto cleanup;
+		}
+	}
+	trusted = pinned ? pinned : own;
+	cli_receipt_summary(&r, line, sizeof(line));
+	printf("%s\n", line);
+	snprintf(api, sizeof(api), "/api/v1/consistency/%" PRIu64, r.head.size);
+	if (cli_http_get(url, api, &res, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward check-receipt: %s\n", err);
+		goto cleanup;
+	}
+	if (res.status == 404) {
+		ret = report_truncated(url, &r, trusted);
+		goto cleanup;
+	}
+	if (res.status != 200 || !(obj = json_loadb(res.body, res.len, 0, NULL)) ||
+	    !json_is_object(obj)) {
+		if (res.status != 200)
+			cli_http_status_error(&res, err, sizeof(err));
+		else
+			snprintf(err, sizeof(err), "the collector's answer is not a JSON object");
+		fprintf(stderr, "dbward check-receipt: %s\n", err);
+		goto cleanup;
+	}
+	ret = check_consistency(obj, &r, trusted);
+cleanup:
+	json_decref(obj);
+	receipt_release(&r);
+	verify_key_free(own);
+	verify_key_free(pinned);
+	cli_http_response_release(&res);
+	free(text);
+	return ret;
+}
+

@@ -1,8 +1,9 @@
 /*
  * The ledger verbs: `verify` (the collector's own check, and with a pinned
  * key the signature of its tree head), `receipt` (fetch, check locally,
- * only then write), `tree-head`, and `verify-receipt`, which needs no
- * collector at all.
+ * only then write), `tree-head`, `verify-receipt`, which needs no
+ * collector at all, and `check-receipt`, which asks the collector to prove
+ * the receipt's tree is still the start of its ledger.
  */
 #ifndef DBWARD_CLI_VERIFY_H
 #define DBWARD_CLI_VERIFY_H
@@ -42,5 +43,9 @@ int cli_receipt_run(const char *url, const char *event_id, const char *out_path,
 		    const char *key_path);
 int cli_tree_head_run(const char *url, const char *key_path, bool json);
 int cli_verify_receipt_run(const char *path, const char *key_path);
+/* The receipt checked offline, then against the collector's current tree:
+ * a consistency proof from the receipt's tree size (RFC 6962), so a ledger
+ * whose history was rewritten or cut short since the receipt fails. */
+int cli_check_receipt_run(const char *url, const char *path, const char *key_path);
 
 #endif

@@ -396,6 +396,36 @@ static void api_tree_head(const struct api *api, struct api_reply *reply)
 	reply_jsonbuf(reply, &jb);
 }
 
+/* The newest head, flat as tree-head's, with the proof that the tree of
+ * @old_size leaves is its prefix. */
+static void api_consistency(const struct api *api, uint64_t old_size, struct api_reply *reply)
+{
+	struct signed_tree_head head;
+	merkle_hash proof[MERKLE_MAX_PROOF];
+	struct jsonbuf jb;
+	char msg[128];
+	size_t n;
+	int rc = store_consistency(api->store, old_size, &head, proof, &n);
+
+	if (rc == -ERANGE) {
+		snprintf(msg, sizeof(msg), "no tree of size %llu: the ledger has %llu leaves",
+			 (unsigned long long)old_size, (unsigned long long)head.size);
+		api_error(reply, 404, msg);
+		return;
+	}
+	if (rc < 0) {
+		store_failed(reply, rc, "the ledger is empty: no tree head yet");
+		return;
+	}
+	jsonbuf_init(&jb);
+	jsonbuf_begin(&jb);
+	jsonbuf_u64(&jb, "from_size", old_size);
+	tree_head_json(&jb, NULL, &head);
+	put_public_key(&jb, api->key);
+	proof_json(&jb, "proof", (const merkle_hash *)proof, n);
+	reply_jsonbuf(reply, &jb);
+}
+
 static void api_receipt(const struct api *api, uint64_t id, struct api_reply *reply)
 {
 	struct receipt r;
@@ -494,6 +524,7 @@ static const struct route routes[] = {
 	{ "sessions", ROUTE_LIST, { .list = api_sessions } },
 	{ "receipts/", ROUTE_ONE, { .one = api_receipt } },
 	{ "tree-head", ROUTE_PLAIN, { .plain = api_tree_head } },
+	{ "consistency/", ROUTE_ONE, { .one = api_consistency } },
 	{ "verify", ROUTE_PLAIN, { .plain = api_verify } },
 	{ "alerts", ROUTE_LIST, { .list = api_alerts } },
 	{ "agents", ROUTE_PLAIN, { .plain = api_agents } },

@@ -388,3 +388,39 @@ int store_receipt(struct store *s, uint64_t id, struct receipt *out)
 	}
 	return rc;
 }
+
+/* --- consistency proofs --------------------------------------------------- */
+
+static int consistency_build(struct store *s, struct store_conn *c, uint64_t old_size,
+			     struct signed_tree_head *head, merkle_hash *proof, size_t *n)
+{
+	struct node_getter g = { s, c };
+	int rc = store_head_newest(s, c, head);
+
+	if (rc < 0)
+		return rc;
+	if (old_size == 0 || old_size > head->size)
+		return -ERANGE;
+	rc = merkle_consistency_proof(old_size, head->size, get_node, &g, proof, n);
+	if (rc < 0) {
+		log_error("store: no consistency proof from size %llu to %llu: %s",
+			  (unsigned long long)old_size, (unsigned long long)head->size,
+			  strerror(-rc));
+		return -EIO;
+	}
+	return 0;
+}
+
+int store_consistency(struct store *s, uint64_t old_size, struct signed_tree_head *head,
+		      merkle_hash proof[MERKLE_MAX_PROOF], size_t *n)
+{
+	struct store_conn *c = store_reader_get(s);
+	int rc;
+
+	*n = 0;
+	rc = store_read_begin(s, c);
+	if (rc == 0)
+		rc = store_read_end(s, c, consistency_build(s, c, old_size, head, proof, n));
+	store_reader_put(s, c);
+	return rc;
+}

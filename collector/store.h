@@ -153,6 +153,16 @@ int store_tree_head(struct store *s, struct signed_tree_head *out);
  * for the caller). 0, -ENOENT, -EIO. */
 int store_receipt(struct store *s, uint64_t id, struct receipt *out);
 
+/*
+ * The newest tree head and the RFC 6962 consistency proof from the tree of
+ * its first @old_size leaves to it, from one snapshot: what a holder of an
+ * older head (a receipt's) checks the ledger kept its history with.
+ * 0; -ENOENT: no tree head yet; -ERANGE: @old_size is 0 or more than the
+ * newest head's size (@head is still filled in); -EIO.
+ */
+int store_consistency(struct store *s, uint64_t old_size, struct signed_tree_head *head,
+		      merkle_hash proof[MERKLE_MAX_PROOF], size_t *n);
+
 /* --- verifying --------------------------------------------------------- */
 
 struct store_problem {

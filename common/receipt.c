@@ -127,17 +127,18 @@ void tree_head_json(struct jsonbuf *jb, const char *key, const struct signed_tre
 
 /* --- receipts as JSON --------------------------------------------------------------- */
 
-static void proof_json(struct jsonbuf *jb, const struct receipt *r)
+void proof_json(struct jsonbuf *jb, const char *key, const merkle_hash *proof, size_t n)
 {
 	char hex[MERKLE_MAX_PROOF][2 * MERKLE_HASH_LEN + 1];
 	char *items[MERKLE_MAX_PROOF];
-	size_t n = r->n_proof < MERKLE_MAX_PROOF ? r->n_proof : MERKLE_MAX_PROOF;
 
+	if (n > MERKLE_MAX_PROOF)
+		n = MERKLE_MAX_PROOF;
 	for (size_t i = 0; i < n; i++) {
-		hex_encode(r->proof[i], MERKLE_HASH_LEN, hex[i]);
+		hex_encode(proof[i], MERKLE_HASH_LEN, hex[i]);
 		items[i] = hex[i];
 	}
-	jsonbuf_str_array(jb, "proof", n ? items : NULL, n);
+	jsonbuf_str_array(jb, key, n ? items : NULL, n);
 }
 
 int receipt_to_json(const struct receipt *r, struct jsonbuf *jb)
@@ -157,7 +158,7 @@ int receipt_to_json(const struct receipt *r, struct jsonbuf *jb)
 	jsonbuf_u64(jb, "leaf_index", r->leaf_index);
 	jsonbuf_str(jb, "event", event);
 	tree_head_json(jb, "tree_head", &r->head);
-	proof_json(jb, r);
+	proof_json(jb, "proof", (const merkle_hash *)r->proof, r->n_proof);
 	jsonbuf_str(jb, "public_key", pub);
 	free(event);
 	return jsonbuf_finish(jb);
@@ -294,36 +295,37 @@ static int parse_tree_head(json_t *root, struct signed_tree_head *h, char *err, 
 	return 0;
 }
 
-static int parse_proof(json_t *root, struct receipt *r, char *err, size_t errlen)
+int proof_parse(const json_t *obj, const char *key, merkle_hash proof[MERKLE_MAX_PROOF],
+		size_t *n, char *err, size_t errlen)
 {
-	json_t *arr = json_object_get(root, "proof");
-	size_t n;
+	const json_t *arr = json_object_get(obj, key);
+	size_t count;
 
 	if (!arr) {
-		set_err(err, errlen, "proof: missing");
+		set_err(err, errlen, "%s: missing", key);
 		return -1;
 	}
 	if (!json_is_array(arr)) {
-		set_err(err, errlen, "proof: not an array");
+		set_err(err, errlen, "%s: not an array", key);
 		return -1;
 	}
-	n = json_array_size(arr);
-	if (n > MERKLE_MAX_PROOF) {
-		set_err(err, errlen, "proof: %zu hashes, at most %d", n, MERKLE_MAX_PROOF);
+	count = json_array_size(arr);
+	if (count > MERKLE_MAX_PROOF) {
+		set_err(err, errlen, "%s: %zu hashes, at most %d", key, count, MERKLE_MAX_PROOF);
 		return -1;
 	}
-	for (size_t i = 0; i < n; i++) {
-		json_t *v = json_array_get(arr, i);
+	for (size_t i = 0; i < count; i++) {
+		const json_t *v = json_array_get(arr, i);
 
 		if (!json_is_string(v) ||
-		    hex_decode(json_string_value(v), json_string_length(v), r->proof[i],
+		    hex_decode(json_string_value(v), json_string_length(v), proof[i],
 			       MERKLE_HASH_LEN)) {
-			set_err(err, errlen, "proof[%zu]: not %d bytes of lower-case hex", i,
+			set_err(err, errlen, "%s[%zu]: not %d bytes of lower-case hex", key, i,
 				MERKLE_HASH_LEN);
 			return -1;
 		}
 	}
-	r->n_proof = n;
+	*n = count;
 	return 0;
 }
 
@@ -348,7 +350,7 @@ static int parse_receipt(json_t *root, struct receipt *r, char *err, size_t errl
 	if (get_u64(root, "event_id", "", &r->event_id, err, errlen) ||
 	    get_u64(root, "leaf_index", "", &r->leaf_index, err, errlen) ||
 	    get_event(root, r, err, errlen) || parse_tree_head(root, &r->head, err, errlen) ||
-	    parse_proof(root, r, err, errlen) ||
+	    proof_parse(root, "proof", r->proof, &r->n_proof, err, errlen) ||
 	    get_b64_fixed(root, "public_key", "", r->public_key, SIGNING_PUB_LEN, err, errlen))
 		return -1;
 	return 0;

@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "common/json.h"
 #include "common/merkle.h"
 #include "common/signing.h"
@@ -56,6 +58,12 @@ int tree_head_sign(const struct signing_key *k, struct signed_tree_head *h);
 bool tree_head_verify(const struct verify_key *k, const struct signed_tree_head *h);
 /* The tree head as a JSON object under @key (NULL: fields at this level). */
 void tree_head_json(struct jsonbuf *jb, const char *key, const struct signed_tree_head *h);
+
+/* @n proof hashes as a JSON array of lower-case hex under @key. */
+void proof_json(struct jsonbuf *jb, const char *key, const merkle_hash *proof, size_t n);
+/* The array under @key of @obj into @proof. 0, or -1 with @err. */
+int proof_parse(const json_t *obj, const char *key, merkle_hash proof[MERKLE_MAX_PROOF],
+		size_t *n, char *err, size_t errlen);
 
 /* The whole receipt as one JSON line. 0 or -ENOMEM. */
 int receipt_to_json(const struct receipt *r, struct jsonbuf *jb);

@@ -11,7 +11,8 @@
 #   6. the audit trail from the collector (`dbward events`), the ledger
 #      verified, and an offline receipt for the denied DROP
 #   6b. 200 statements differing only in literals: classified by shape,
-#      one parse (the agent's cache counters, on SIGUSR1)
+#      one parse (the agent's cache counters, on SIGUSR1); the DROP's
+#      receipt checked against the grown ledger (`dbward check-receipt`)
 #   7. kill -9 of the agent: fail closed; a new agent takes over, and the
 #      trail stays whole (`dbward verify`)
 set -euo pipefail
@@ -213,6 +214,16 @@ kill -USR1 "$AGENT_PID"
 for _ in $(seq 50); do grep -q 'classification cache:' "$WORK/agent.log" && break; sleep 0.1; done
 echo "200 statements, each a new text; the agent's counters (SIGUSR1):"
 grep 'classification cache:' "$WORK/agent.log" | tail -n 1 | sed 's/^/  /'
+RECEIPT_SIZE=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["tree_head"]["size"])' \
+	"$WORK/receipt.json")
+for _ in $(seq 100); do	# the 200 statements reach the ledger within a batch or two
+	SIZE=$("$DBWARD" tree-head --json | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["size"])')
+	[ "$SIZE" -gt "$RECEIPT_SIZE" ] && break
+	sleep 0.1
+done
+echo "The ledger grew from $RECEIPT_SIZE to $SIZE events since the DROP's receipt; a consistency"
+echo "proof shows the receipt's tree is still its start (dbward check-receipt):"
+"$DBWARD" check-receipt "$WORK/receipt.json" --key "$WORK/ledger.key.pub" | sed 's/^/  /'
 
 step "7. kill -9 the agent: intercepted connections now fail closed"
 kill -KILL "$AGENT_PID"

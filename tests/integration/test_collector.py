@@ -281,6 +281,49 @@ def test_receipts_verify_offline_and_one_flipped_bit_does_not(ledger_with_statem
             f"{bytes(b)[max(0, pos - 30):pos + 30]!r}"
 
 
+def test_check_receipt_proves_the_event_is_still_in_the_ledger(
+        ledger_with_statements, shipping, pg, pki, collector_factory, agent_factory,
+        test_cgroup, run_in_cgroup, tmp_path):
+    collector, _ = ledger_with_statements
+    _, agent = shipping
+    event = collector.events(q="select 0 as ledger_row")[0]
+    path = tmp_path / "receipt.json"
+    cli("--collector", collector.url, "receipt", event["id"], "-o", path, check=0)
+    size = json.loads(path.read_text())["tree_head"]["size"]
+
+    # The ledger grows; the receipt's tree stays its start.
+    psql(pg, test_cgroup, run_in_cgroup, "select 'after the receipt'", marker("later"))
+    collector.wait_for(lambda evs: len(evs) == 1, q="after the receipt", kind="statement",
+                       what="the later statement")
+    proof = collector.api(f"consistency/{size}")
+    assert proof["from_size"] == size and proof["size"] > size and proof["proof"]
+    ok = cli("--collector", collector.url, "check-receipt", path, "--key",
+             collector.public_key, check=0)
+    assert "receipt valid" in ok.stdout and "still in the ledger" in ok.stdout, ok.stdout
+    assert f"tree of size {size} is a prefix" in ok.stdout
+    for bad, want in ((0, 400), (proof["size"] + 1, 404)):
+        status, body = collector.get(f"consistency/{bad}")
+        assert status == want and "error" in body, (bad, status, body)
+
+    # A collector with the same signing key but another history: first
+    # shorter than the receipt's tree, then as long; both are caught.
+    agent.stop()
+    other = collector_factory(f"sqlite:{tmp_path / 'other.db'}")
+    agent_factory(**agent_collector_overrides(pki, other, tmp_path / "spool-2", "agent-2"))
+    psql(pg, test_cgroup, run_in_cgroup, "select 'another history'", marker("other"))
+    other.wait_for(lambda evs: len(evs) == 3, what="the other ledger's first session")
+    assert other.public_key.read_bytes() == collector.public_key.read_bytes()
+    cut = cli("--collector", other.url, "check-receipt", path, "--key", other.public_key,
+              check=1)
+    assert "events were removed" in cut.stdout, cut.stdout
+    for _ in range(size // 3):         # three events a session
+        psql(pg, test_cgroup, run_in_cgroup, "select 'another history'", marker("other"))
+    other.wait_for(lambda evs: len(evs) >= size, what="as many events as the receipt's tree")
+    rewritten = cli("--collector", other.url, "check-receipt", path, "--key",
+                    other.public_key, check=1)
+    assert "history was rewritten" in rewritten.stdout, rewritten.stdout
+
+
 def test_agent_with_a_foreign_ca_certificate_is_refused(pg, pki, collector_factory,
                                                         agent_factory, test_cgroup,
                                                         run_in_cgroup, tmp_path):

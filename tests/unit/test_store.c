@@ -921,6 +921,40 @@ STORE_TEST(receipts_verify_against_the_newest_head)
 	}
 }
 
+/* --- consistency proofs ---------------------------------------------------------- */
+
+STORE_TEST(consistency_proofs_join_every_older_head_to_the_newest)
+{
+	struct chain ch = { .agent = "agent-c", .epoch = 1 };
+	const size_t batches[] = { 1, 6, 9, 17, 3, 20 };	/* past 16 and 32 leaves */
+	struct signed_tree_head old[6], now;
+	merkle_hash proof[MERKLE_MAX_PROOF];
+	size_t n;
+
+	for (size_t i = 0; i < 6; i++) {
+		append_plain(&ch, batches[i]);
+		cr_assert_eq(store_tree_head(fx.s, &old[i]), 0);
+	}
+	for (size_t i = 0; i < 6; i++) {
+		cr_assert_eq(store_consistency(fx.s, old[i].size, &now, proof, &n), 0);
+		cr_assert_eq(now.size, 56);
+		cr_assert(merkle_verify_consistency(old[i].size, now.size, old[i].root, now.root,
+						    (const merkle_hash *)proof, n),
+			  "from size %llu", (unsigned long long)old[i].size);
+		if (old[i].size == now.size) {
+			cr_assert_eq(n, 0);
+			continue;
+		}
+		/* Another history of the same size does not join. */
+		old[i].root[0] ^= 1;
+		cr_assert_not(merkle_verify_consistency(old[i].size, now.size, old[i].root,
+							now.root, (const merkle_hash *)proof, n));
+	}
+	cr_assert_eq(store_consistency(fx.s, 0, &now, proof, &n), -ERANGE);
+	cr_assert_eq(store_consistency(fx.s, 57, &now, proof, &n), -ERANGE);
+	cr_assert_eq(now.size, 56, "the newest head comes back with -ERANGE");
+}
+
 /* --- verification -------------------------------------------------------------- */
 
 /* 12 events of one agent in three batches: the store the tamper tests alter. */
