@@ -184,6 +184,24 @@ static int fetch_head(const char *url, struct signed_tree_head *h, uint8_t pub[S
 	return 0;
 }
 
+/* The tree head, its signature checked with @trusted: CLI_EXIT_OK with @h
+ * filled, or the exit code once it said why (as `dbward @verb`). */
+static int fetch_trusted_head(const char *url, const struct verify_key *trusted,
+			      const char *verb, struct signed_tree_head *h)
+{
+	char err[CLI_ERR_LEN];
+
+	if (fetch_head(url, h, NULL, NULL, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward %s: %s\n", verb, err);
+		return CLI_EXIT_FAIL;
+	}
+	if (head_check_pinned(h, trusted, err, sizeof(err)) < 0) {
+		printf("tree head signature INVALID: %s\n", err);
+		return CLI_EXIT_INVALID;
+	}
+	return CLI_EXIT_OK;
+}
+
 /* --- verify -------------------------------------------------------------- */
 
 static const char *text_or(const json_t *obj, const char *key, char *buf, size_t len,
@@ -246,16 +264,11 @@ static int report_ledger(const json_t *res)
 static int check_head(const char *url, const struct verify_key *pinned)
 {
 	struct signed_tree_head h;
-	char err[CLI_ERR_LEN], when[CLOCK_RFC3339_LEN], id[KEY_ID_HEX];
+	char when[CLOCK_RFC3339_LEN], id[KEY_ID_HEX];
+	int code = fetch_trusted_head(url, pinned, "verify", &h);
 
-	if (fetch_head(url, &h, NULL, NULL, err, sizeof(err)) < 0) {
-		fprintf(stderr, "dbward verify: %s\n", err);
-		return CLI_EXIT_FAIL;
-	}
-	if (head_check_pinned(&h, pinned, err, sizeof(err)) < 0) {
-		printf("tree head signature INVALID: %s\n", err);
-		return CLI_EXIT_INVALID;
-	}
+	if (code != CLI_EXIT_OK)
+		return code;
 	clock_rfc3339(h.ts, when, 0);
 	key_id_hex(h.key_id, id);
 	printf("tree head of size %" PRIu64 " signed at %s by the pinned key %s\n", h.size, when,
@@ -400,34 +413,53 @@ cleanup:
 	return ret;
 }
 
+/* --key and the receipt in @path, checked offline: CLI_EXIT_OK, or the
+ * exit code once it said why (as `dbward @verb`). @pinned and @r are the
+ * caller's to free either way. */
+static int load_receipt(const char *verb, const char *path, const char *key_path,
+			struct verify_key **pinned, struct receipt *r)
+{
+	char *text = NULL, err[CLI_ERR_LEN];
+	size_t len;
+	int ret = CLI_EXIT_FAIL;
+
+	if ((key_path && cli_key_load(key_path, pinned, err, sizeof(err)) < 0) ||
+	    read_file(path, MAX_RECEIPT_FILE, &text, &len, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward %s: %s\n", verb, err);
+		goto cleanup;
+	}
+	ret = CLI_EXIT_INVALID;
+	if (cli_receipt_check(text, len, *pinned, r, err, sizeof(err)) < 0) {
+		printf("receipt INVALID: %s\n", err);
+		goto cleanup;
+	}
+	ret = CLI_EXIT_OK;
+cleanup:
+	free(text);
+	return ret;
+}
+
 int cli_verify_receipt_run(const char *path, const char *key_path)
 {
 	struct verify_key *pinned = NULL;
 	struct receipt r = { 0 };
-	char *text = NULL, err[CLI_ERR_LEN], line[CLI_ERR_LEN];
-	size_t len;
-	int ret = CLI_EXIT_FAIL;
+	char err[CLI_ERR_LEN], line[CLI_ERR_LEN];
+	int ret = load_receipt("verify-receipt", path, key_path, &pinned, &r);
 
-	if ((key_path && cli_key_load(key_path, &pinned, err, sizeof(err)) < 0) ||
-	    read_file(path, MAX_RECEIPT_FILE, &text, &len, err, sizeof(err)) < 0) {
-		fprintf(stderr, "dbward verify-receipt: %s\n", err);
+	if (ret != CLI_EXIT_OK)
 		goto cleanup;
-	}
-	ret = CLI_EXIT_INVALID;
-	if (cli_receipt_check(text, len, pinned, &r, err, sizeof(err)) < 0 ||
-	    print_event(&r, err, sizeof(err)) < 0) {
+	if (print_event(&r, err, sizeof(err)) < 0) {
 		printf("receipt INVALID: %s\n", err);
+		ret = CLI_EXIT_INVALID;
 		goto cleanup;
 	}
 	if (!pinned)
 		warn_unpinned(&r);
 	cli_receipt_summary(&r, line, sizeof(line));
 	printf("%s\n", line);
-	ret = CLI_EXIT_OK;
 cleanup:
 	receipt_release(&r);
 	verify_key_free(pinned);
-	free(text);
 	return ret;
 }
 
@@ -529,16 +561,10 @@ static int report_truncated(const char *url, const struct receipt *r,
 			    const struct verify_key *trusted)
 {
 	struct signed_tree_head now;
-	char err[CLI_ERR_LEN];
+	int code = fetch_trusted_head(url, trusted, "check-receipt", &now);
 
-	if (fetch_head(url, &now, NULL, NULL, err, sizeof(err)) < 0) {
-		fprintf(stderr, "dbward check-receipt: %s\n", err);
-		return CLI_EXIT_FAIL;
-	}
-	if (head_check_pinned(&now, trusted, err, sizeof(err)) < 0) {
-		printf("tree head signature INVALID: %s\n", err);
-		return CLI_EXIT_INVALID;
-	}
+	if (code != CLI_EXIT_OK)
+		return code;
 	if (now.size >= r->head.size) {
 		fprintf(stderr, "dbward check-receipt: the collector refused a consistency proof "
 			"for size %" PRIu64 " although its tree has %" PRIu64 " leaves\n",
@@ -592,21 +618,13 @@ int cli_check_receipt_run(const char *url, const char *path, const char *key_pat
 	struct verify_key *pinned = NULL, *own = NULL;
 	const struct verify_key *trusted;
 	struct receipt r = { 0 };
-	char *text = NULL, err[CLI_ERR_LEN], line[CLI_ERR_LEN], api[64];
+	char err[CLI_ERR_LEN], line[CLI_ERR_LEN], api[64];
 	json_t *obj = NULL;
-	size_t len;
-	int ret = CLI_EXIT_FAIL;
+	int ret = load_receipt("check-receipt", path, key_path, &pinned, &r);
 
-	if ((key_path && cli_key_load(key_path, &pinned, err, sizeof(err)) < 0) ||
-	    read_file(path, MAX_RECEIPT_FILE, &text, &len, err, sizeof(err)) < 0) {
-		fprintf(stderr, "dbward check-receipt: %s\n", err);
+	if (ret != CLI_EXIT_OK)
 		goto cleanup;
-	}
-	if (cli_receipt_check(text, len, pinned, &r, err, sizeof(err)) < 0) {
-		printf("receipt INVALID: %s\n", err);
-		ret = CLI_EXIT_INVALID;
-		goto cleanup;
-	}
+	ret = CLI_EXIT_FAIL;
 	if (!pinned) {
 		warn_unpinned(&r);
 		if (verify_key_from_raw(r.public_key, &own) < 0) {
@@ -642,7 +660,5 @@ cleanup:
 	verify_key_free(own);
 	verify_key_free(pinned);
 	cli_http_response_release(&res);
-	free(text);
 	return ret;
 }
-

@@ -324,16 +324,22 @@ def test_check_receipt_proves_the_event_is_still_in_the_ledger(
     assert "history was rewritten" in rewritten.stdout, rewritten.stdout
 
 
-def test_agent_with_a_foreign_ca_certificate_is_refused(pg, pki, collector_factory,
-                                                        agent_factory, test_cgroup,
-                                                        run_in_cgroup, tmp_path):
+def refused_agent(pki, collector, agent_factory, tmp_path):
+    """agent-1 shipping to @collector with a certificate from a foreign CA,
+    spool in tmp_path/spool: its events stay there."""
     from collector_env import Pki
-    collector = collector_factory(f"sqlite:{tmp_path / 'audit.db'}")
     foreign = Pki(tmp_path / "foreign")
     overrides = agent_collector_overrides(pki, collector, tmp_path / "spool")
     cert, key = foreign.issue("agent-1")
     overrides["collector"].update(cert=str(cert), key=str(key))
-    agent = agent_factory(**overrides)
+    return agent_factory(**overrides)
+
+
+def test_agent_with_a_foreign_ca_certificate_is_refused(pg, pki, collector_factory,
+                                                        agent_factory, test_cgroup,
+                                                        run_in_cgroup, tmp_path):
+    collector = collector_factory(f"sqlite:{tmp_path / 'audit.db'}")
+    agent = refused_agent(pki, collector, agent_factory, tmp_path)
     psql(pg, test_cgroup, run_in_cgroup, "select 'kept in the spool'", marker("foreign"))
 
     wait_until(lambda: "unreachable" in agent.output(), 15, what="the agent's refusal log")
@@ -353,14 +359,9 @@ def test_a_backlog_ships_batch_after_batch_without_waiting_for_batch_ms(
         pg, pki, collector_factory, agent_factory, test_cgroup, run_in_cgroup, tmp_path):
     """More than 1 MiB waiting goes out as fast as the collector acks, even
     when batch_ms is a minute and batch_max_events is never reached."""
-    from collector_env import Pki
     collector = collector_factory(f"sqlite:{tmp_path / 'audit.db'}")
-    # First an agent the collector refuses (a foreign CA): the events pile up.
-    foreign = Pki(tmp_path / "foreign")
-    overrides = agent_collector_overrides(pki, collector, tmp_path / "spool")
-    cert, key = foreign.issue("agent-1")
-    overrides["collector"].update(cert=str(cert), key=str(key))
-    agent = agent_factory(**overrides)
+    # First an agent the collector refuses: the events pile up in its spool.
+    agent = refused_agent(pki, collector, agent_factory, tmp_path)
     n, filler = 40, "x" * 100_000          # ~4 MB of events: four batches or more
     script = tmp_path / "backlog.sql"
     script.write_text("".join(f"select {i} as n, length('{filler}');\n" for i in range(n)))
