@@ -460,9 +460,13 @@ static void accept_ack(struct shipper *s, const Dbward__V1__Ack *ack)
 	log_debug("audit: batch %" PRIu64 "..%" PRIu64 " acked up to %" PRIu64 " (%u new, %u "
 		  "duplicates)", s->batch_first, s->batch_last, ack->acked_seq, ack->accepted,
 		  ack->duplicates);
-	/* A collector missing part of the batch gets that part again. */
-	if (acked < s->batch_last)
+	/* A collector missing part of the batch gets that part again, paced
+	 * by batch_ms: one that acks without storing must not get it in a
+	 * tight loop. */
+	if (acked < s->batch_last) {
 		spool_cursor_seek(s->spool, &s->cursor, acked + 1);
+		s->backlog = false;
+	}
 	drop_batch(s);
 	audit_retry(s->audit);
 }
