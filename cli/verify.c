@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -555,9 +556,27 @@ cleanup:
 
 /* --- check-receipt: is the event still in the ledger? ---------------------- */
 
+/* Each answer comes from its own snapshot: asked again when the ledger
+ * grew between the consistency proof and the receipt. */
+#define CHECK_ATTEMPTS 5
+
+static int not_consistent(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int not_consistent(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("ledger NOT consistent with the receipt: ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	return CLI_EXIT_INVALID;
+}
+
 /* The ledger's current head, checked with @trusted: it has fewer leaves
- * than @r's tree, so the collector lost or dropped the tail. A cli_exit code. */
-static int report_truncated(const char *url, const struct receipt *r,
+ * than @held's tree, so the collector lost or dropped the tail. */
+static int report_truncated(const char *url, const struct receipt *held,
 			    const struct verify_key *trusted)
 {
 	struct signed_tree_head now;
@@ -565,100 +584,174 @@ static int report_truncated(const char *url, const struct receipt *r,
 
 	if (code != CLI_EXIT_OK)
 		return code;
-	if (now.size >= r->head.size) {
+	if (now.size >= held->head.size) {
 		fprintf(stderr, "dbward check-receipt: the collector refused a consistency proof "
 			"for size %" PRIu64 " although its tree has %" PRIu64 " leaves\n",
-			r->head.size, now.size);
+			held->head.size, now.size);
 		return CLI_EXIT_FAIL;
 	}
-	printf("ledger NOT consistent with the receipt: its signed tree has %" PRIu64
-	       " leaves, fewer than the receipt's %" PRIu64 ": events were removed\n",
-	       now.size, r->head.size);
-	return CLI_EXIT_INVALID;
+	return not_consistent("its signed tree has %" PRIu64 " leaves, fewer than the "
+			      "receipt's %" PRIu64 ": events were removed", now.size,
+			      held->head.size);
 }
 
-/* The answer of /api/v1/consistency/SIZE checked against @r's head. */
-static int check_consistency(const json_t *obj, const struct receipt *r,
-			     const struct verify_key *trusted)
+/* GET /api/v1/consistency/SIZE: the newest head (@now), signed with
+ * @trusted, and a proof that @held's tree is its start. A cli_exit code. */
+static int fetch_consistency(const char *url, const struct receipt *held,
+			     const struct verify_key *trusted, struct signed_tree_head *now)
 {
+	struct cli_http_response res = { 0 };
 	merkle_hash proof[MERKLE_MAX_PROOF];
-	struct signed_tree_head now;
-	char err[CLI_ERR_LEN], when[CLOCK_RFC3339_LEN];
+	char err[CLI_ERR_LEN], path[64];
+	json_t *obj = NULL;
 	uint64_t from;
 	size_t n;
+	int ret = CLI_EXIT_FAIL;
 
-	if (json_u64(json_object_get(obj, "from_size"), &from) < 0 || from != r->head.size ||
-	    cli_tree_head_parse(obj, &now, NULL, err, sizeof(err)) < 0 ||
-	    proof_parse(obj, "proof", proof, &n, err, sizeof(err)) < 0) {
-		fprintf(stderr, "dbward check-receipt: the collector's consistency answer is "
-			"malformed\n");
-		return CLI_EXIT_FAIL;
+	snprintf(path, sizeof(path), "/api/v1/consistency/%" PRIu64, held->head.size);
+	if (cli_http_get(url, path, &res, err, sizeof(err)) < 0)
+		goto failed;
+	if (res.status == 404) {
+		ret = report_truncated(url, held, trusted);
+		goto cleanup;
 	}
-	if (head_check_pinned(&now, trusted, err, sizeof(err)) < 0) {
+	if (res.status != 200) {
+		cli_http_status_error(&res, err, sizeof(err));
+		goto failed;
+	}
+	snprintf(err, sizeof(err), "the collector's consistency answer is malformed");
+	if (!(obj = json_loadb(res.body, res.len, 0, NULL)) || !json_is_object(obj) ||
+	    json_u64(json_object_get(obj, "from_size"), &from) < 0 || from != held->head.size ||
+	    cli_tree_head_parse(obj, now, NULL, err, sizeof(err)) < 0 ||
+	    proof_parse(obj, "proof", proof, &n, err, sizeof(err)) < 0)
+		goto failed;
+	if (head_check_pinned(now, trusted, err, sizeof(err)) < 0) {
 		printf("tree head signature INVALID: %s\n", err);
-		return CLI_EXIT_INVALID;
+		ret = CLI_EXIT_INVALID;
+	} else if (now->size < held->head.size) {
+		ret = not_consistent("its signed tree has %" PRIu64 " leaves, fewer than the "
+				     "receipt's %" PRIu64 ": events were removed", now->size,
+				     held->head.size);
+	} else if (!merkle_verify_consistency(held->head.size, now->size, held->head.root,
+					      now->root, (const merkle_hash *)proof, n)) {
+		ret = not_consistent("its tree of size %" PRIu64 " does not extend the receipt's "
+				     "tree of size %" PRIu64 ": its history was rewritten",
+				     now->size, held->head.size);
+	} else {
+		ret = CLI_EXIT_OK;
 	}
-	if (now.size < r->head.size ||
-	    !merkle_verify_consistency(r->head.size, now.size, r->head.root, now.root,
-				       (const merkle_hash *)proof, n)) {
-		printf("ledger NOT consistent with the receipt: its tree of size %" PRIu64
-		       " does not extend the receipt's tree of size %" PRIu64
-		       ": its history was rewritten\n", now.size, r->head.size);
-		return CLI_EXIT_INVALID;
+	goto cleanup;
+failed:
+	fprintf(stderr, "dbward check-receipt: %s\n", err);
+cleanup:
+	json_decref(obj);
+	cli_http_response_release(&res);
+	return ret;
+}
+
+/* The ledger's own receipt for @held's event today (@fresh), checked with
+ * @trusted: the same leaf, the same bytes. A cli_exit code. */
+static int fetch_fresh_receipt(const char *url, const struct receipt *held,
+			       const struct verify_key *trusted, struct receipt *fresh)
+{
+	struct cli_http_response res = { 0 };
+	char err[CLI_ERR_LEN], path[64];
+	int ret = CLI_EXIT_FAIL;
+
+	snprintf(path, sizeof(path), "/api/v1/receipts/%" PRIu64, held->event_id);
+	if (cli_http_get(url, path, &res, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbward check-receipt: %s\n", err);
+	} else if (res.status == 404) {
+		ret = not_consistent("event %" PRIu64 " is no longer in it", held->event_id);
+	} else if (res.status != 200) {
+		cli_http_status_error(&res, err, sizeof(err));
+		fprintf(stderr, "dbward check-receipt: %s\n", err);
+	} else if (cli_receipt_check(res.body, res.len, trusted, fresh, err, sizeof(err)) < 0) {
+		ret = not_consistent("its receipt for event %" PRIu64 " today does not verify: %s",
+				     held->event_id, err);
+	} else if (fresh->event_id != held->event_id || fresh->leaf_index != held->leaf_index ||
+		   fresh->event_len != held->event_len ||
+		   memcmp(fresh->event, held->event, held->event_len) != 0) {
+		ret = not_consistent("event %" PRIu64 " is not the same event there today",
+				     held->event_id);
+	} else {
+		ret = CLI_EXIT_OK;
 	}
-	clock_rfc3339(now.ts, when, 0);
-	printf("still in the ledger: the receipt's tree of size %" PRIu64 " is a prefix of the "
-	       "current tree of size %" PRIu64 " signed at %s\n", r->head.size, now.size, when);
-	return CLI_EXIT_OK;
+	cli_http_response_release(&res);
+	return ret;
+}
+
+/*
+ * Both answers agree on one tree: the proof joins the receipt's tree to
+ * it, and the event sits in it at its leaf with its bytes. Asked again
+ * when the ledger grew in between.
+ */
+static int check_in_ledger(const char *url, const struct receipt *held,
+			   const struct verify_key *trusted)
+{
+	struct signed_tree_head now;
+	struct receipt fresh = { 0 };
+	char when[CLOCK_RFC3339_LEN];
+	int ret = CLI_EXIT_FAIL;
+
+	for (int attempt = 0; attempt < CHECK_ATTEMPTS; attempt++) {
+		receipt_release(&fresh);
+		memset(&fresh, 0, sizeof(fresh));
+		ret = fetch_consistency(url, held, trusted, &now);
+		/* A proof the collector cannot build (a row gone from under
+		 * it): the event's own receipt may still say what is wrong. */
+		if (ret == CLI_EXIT_FAIL &&
+		    fetch_fresh_receipt(url, held, trusted, &fresh) == CLI_EXIT_INVALID)
+			ret = CLI_EXIT_INVALID;
+		if (ret != CLI_EXIT_OK ||
+		    (ret = fetch_fresh_receipt(url, held, trusted, &fresh)) != CLI_EXIT_OK)
+			goto cleanup;
+		if (now.size > fresh.head.size)
+			continue;	/* it grew between the two answers */
+		if (now.size < fresh.head.size ||
+		    memcmp(fresh.head.root, now.root, MERKLE_HASH_LEN) != 0) {
+			ret = not_consistent("it answered with two different trees (sizes %" PRIu64
+					     " and %" PRIu64 ")", now.size, fresh.head.size);
+			goto cleanup;
+		}
+		clock_rfc3339(now.ts, when, 0);
+		printf("still in the ledger: the receipt's tree of size %" PRIu64 " is a prefix of "
+		       "the tree of size %" PRIu64 " signed at %s, and event %" PRIu64
+		       " is in it, unchanged\n", held->head.size, now.size, when, held->event_id);
+		ret = CLI_EXIT_OK;
+		goto cleanup;
+	}
+	fprintf(stderr, "dbward check-receipt: the ledger grew between every two answers; try "
+		"again\n");
+	ret = CLI_EXIT_FAIL;
+cleanup:
+	receipt_release(&fresh);
+	return ret;
 }
 
 int cli_check_receipt_run(const char *url, const char *path, const char *key_path)
 {
-	struct cli_http_response res = { 0 };
 	struct verify_key *pinned = NULL, *own = NULL;
-	const struct verify_key *trusted;
 	struct receipt r = { 0 };
-	char err[CLI_ERR_LEN], line[CLI_ERR_LEN], api[64];
-	json_t *obj = NULL;
+	char line[CLI_ERR_LEN];
 	int ret = load_receipt("check-receipt", path, key_path, &pinned, &r);
 
 	if (ret != CLI_EXIT_OK)
 		goto cleanup;
-	ret = CLI_EXIT_FAIL;
 	if (!pinned) {
 		warn_unpinned(&r);
 		if (verify_key_from_raw(r.public_key, &own) < 0) {
 			fprintf(stderr, "dbward check-receipt: out of memory\n");
+			ret = CLI_EXIT_FAIL;
 			goto cleanup;
 		}
 	}
-	trusted = pinned ? pinned : own;
 	cli_receipt_summary(&r, line, sizeof(line));
 	printf("%s\n", line);
-	snprintf(api, sizeof(api), "/api/v1/consistency/%" PRIu64, r.head.size);
-	if (cli_http_get(url, api, &res, err, sizeof(err)) < 0) {
-		fprintf(stderr, "dbward check-receipt: %s\n", err);
-		goto cleanup;
-	}
-	if (res.status == 404) {
-		ret = report_truncated(url, &r, trusted);
-		goto cleanup;
-	}
-	if (res.status != 200 || !(obj = json_loadb(res.body, res.len, 0, NULL)) ||
-	    !json_is_object(obj)) {
-		if (res.status != 200)
-			cli_http_status_error(&res, err, sizeof(err));
-		else
-			snprintf(err, sizeof(err), "the collector's answer is not a JSON object");
-		fprintf(stderr, "dbward check-receipt: %s\n", err);
-		goto cleanup;
-	}
-	ret = check_consistency(obj, &r, trusted);
+	ret = check_in_ledger(url, &r, pinned ? pinned : own);
 cleanup:
-	json_decref(obj);
 	receipt_release(&r);
 	verify_key_free(own);
 	verify_key_free(pinned);
-	cli_http_response_release(&res);
 	return ret;
 }

@@ -284,7 +284,7 @@ def test_receipts_verify_offline_and_one_flipped_bit_does_not(ledger_with_statem
 def test_check_receipt_proves_the_event_is_still_in_the_ledger(
         ledger_with_statements, shipping, pg, pki, collector_factory, agent_factory,
         test_cgroup, run_in_cgroup, tmp_path):
-    collector, _ = ledger_with_statements
+    collector, storage = ledger_with_statements
     _, agent = shipping
     event = collector.events(q="select 0 as ledger_row")[0]
     path = tmp_path / "receipt.json"
@@ -300,10 +300,25 @@ def test_check_receipt_proves_the_event_is_still_in_the_ledger(
     ok = cli("--collector", collector.url, "check-receipt", path, "--key",
              collector.public_key, check=0)
     assert "receipt valid" in ok.stdout and "still in the ledger" in ok.stdout, ok.stdout
-    assert f"tree of size {size} is a prefix" in ok.stdout
+    assert f"tree of size {size} is a prefix" in ok.stdout and "unchanged" in ok.stdout
     for bad, want in ((0, 400), (proof["size"] + 1, 404)):
         status, body = collector.get(f"consistency/{bad}")
         assert status == want and "error" in body, (bad, status, body)
+
+    # The event's row edited, then deleted, its leaf and the tree heads left
+    # alone: the tree still extends the receipt's, but the event is not in it.
+    raw = bytearray(store_query(storage, "select raw from events where id = ?",
+                                (event["id"],))[0][0])
+    raw[raw.find(b"ledger_row")] ^= 0x01
+    blob = bytes(raw) if storage.startswith("sqlite:") else psycopg2.Binary(bytes(raw))
+    store_exec(storage, "update events set raw = ? where id = ?", (blob, event["id"]))
+    edited = cli("--collector", collector.url, "check-receipt", path, "--key",
+                 collector.public_key, check=1)
+    assert "NOT consistent" in edited.stdout, edited.stdout
+    store_exec(storage, "delete from events where id = ?", (event["id"],))
+    deleted = cli("--collector", collector.url, "check-receipt", path, "--key",
+                  collector.public_key, check=1)
+    assert f"event {event['id']} is no longer in it" in deleted.stdout, deleted.stdout
 
     # A collector with the same signing key but another history: first
     # shorter than the receipt's tree, then as long; both are caught.
