@@ -431,10 +431,18 @@ static void collector_answered(struct shipper *s)
 }
 
 /* An Ack ok: free the spool, and go on from what the collector holds. */
-static void accept_ack(struct shipper *s, const Dbward__V1__Ack *ack)
+/* Not again before the backoff, which doubles up to BACKOFF_MAX_MS. */
+static void back_off(struct shipper *s)
+{
+	s->retry_at_ns = clock_monotonic_ns() + s->backoff_ms * MS;
+	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+}
+
+/* Whether the collector stored any of the batch. */
+static bool accept_ack(struct shipper *s, const Dbward__V1__Ack *ack)
 {
 	struct spool_info info;
-	uint64_t acked = ack->acked_seq;
+	uint64_t acked = ack->acked_seq, first = s->batch_first;
 	uint8_t hash[SPOOL_HASH_LEN];
 	int err;
 
@@ -469,6 +477,7 @@ static void accept_ack(struct shipper *s, const Dbward__V1__Ack *ack)
 	}
 	drop_batch(s);
 	audit_retry(s->audit);
+	return acked >= first;
 }
 
 /* Sends the batch in flight and reads its Ack. 0: handled; -1: the
@@ -507,16 +516,16 @@ static int exchange(struct shipper *s, char *why, size_t whylen)
 	collector_answered(s);
 	if (!ack->ok) {
 		log_refusal(s, ack->error && ack->error[0] ? ack->error : "(no reason given)");
-		s->retry_at_ns = clock_monotonic_ns() + s->backoff_ms * MS;
-		s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+		back_off(s);
 	} else if (ack->epoch != s->epoch) {
 		log_refusal(s, "the ack names another epoch");
-		s->retry_at_ns = clock_monotonic_ns() + s->backoff_ms * MS;
-		s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+		back_off(s);
 	} else {
-		s->backoff_ms = BACKOFF_MIN_MS;
 		s->last_refusal[0] = '\0';
-		accept_ack(s, ack);
+		if (accept_ack(s, ack))
+			s->backoff_ms = BACKOFF_MIN_MS;
+		else
+			back_off(s);	/* "ok" and nothing stored: not again at once */
 	}
 	dbward__v1__ack__free_unpacked(ack, NULL);
 	return 0;
@@ -536,8 +545,7 @@ static void connection_failed(struct shipper *s, const char *why)
 	} else {
 		log_debug("audit: collector %s still unreachable: %s", s->address, why);
 	}
-	s->retry_at_ns = clock_monotonic_ns() + s->backoff_ms * MS;
-	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+	back_off(s);
 }
 
 /* --- the thread ------------------------------------------------------------ */
