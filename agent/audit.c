@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "agent/spool.h"
+#include "common/bytes.h"
 #include "common/clock.h"
 #include "common/event_json.h"
 #include "common/json.h"
@@ -187,20 +188,11 @@ static int sink_queue(struct sink *k, const uint8_t *raw, size_t len)
 
 	if (k->filling.len && k->filling.len + 4 + len > k->queue_max)
 		return -EAGAIN;
-	if (k->filling.cap - k->filling.len < 4 + len) {
-		size_t cap = k->filling.cap ? k->filling.cap : 64 << 10;
-		uint8_t *data;
-
-		while (cap - k->filling.len < 4 + len)
-			cap *= 2;
-		data = realloc(k->filling.data, cap);
-		if (!data) {
-			log_error("audit: out of memory: an event is missing from %s (the spool, "
-				  "when configured, still has it)", k->path);
-			return -ENOMEM;
-		}
-		k->filling.data = data;
-		k->filling.cap = cap;
+	if (bytes_reserve(&k->filling.data, &k->filling.cap, k->filling.len + 4 + len,
+			  64 << 10) < 0) {
+		log_error("audit: out of memory: an event is missing from %s (the spool, when "
+			  "configured, still has it)", k->path);
+		return -ENOMEM;
 	}
 	memcpy(k->filling.data + k->filling.len, &n, 4);
 	memcpy(k->filling.data + k->filling.len + 4, raw, len);
@@ -409,19 +401,7 @@ void audit_retry(struct audit *a)
 /* Room for @need bytes at a->rec. */
 static int reserve_rec(struct audit *a, size_t need)
 {
-	size_t cap;
-	uint8_t *rec;
-
-	if (need <= a->rec_cap)
-		return 0;
-	cap = a->rec_cap ? a->rec_cap : 4096;
-	while (cap < need)
-		cap *= 2;
-	if (!(rec = realloc(a->rec, cap)))
-		return -ENOMEM;
-	a->rec = rec;
-	a->rec_cap = cap;
-	return 0;
+	return bytes_reserve(&a->rec, &a->rec_cap, need, 4096);
 }
 
 /* Stores the serialized event in a->rec: spool (0), or the waiting list
@@ -470,9 +450,6 @@ static int store(struct audit *a, uint64_t seq, size_t len)
 
 static int batch_reserve(struct audit_batch *b, size_t more)
 {
-	size_t cap;
-	uint8_t *data;
-
 	if (b->n == b->cap_items) {
 		size_t n = b->cap_items ? b->cap_items * 2 : 16;
 		struct audit_item *items = realloc(b->items, n * sizeof(*items));
@@ -482,16 +459,7 @@ static int batch_reserve(struct audit_batch *b, size_t more)
 		b->items = items;
 		b->cap_items = n;
 	}
-	if (b->cap - b->len >= more)
-		return 0;
-	cap = b->cap ? b->cap : 16384;
-	while (cap - b->len < more)
-		cap *= 2;
-	if (!(data = realloc(b->data, cap)))
-		return -ENOMEM;
-	b->data = data;
-	b->cap = cap;
-	return 0;
+	return bytes_reserve(&b->data, &b->cap, b->len + more, 16384);
 }
 
 struct audit_item *audit_stage(struct audit_batch *b, const uint8_t *head, size_t head_len,

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "common/bytes.h"
 #include "common/clock.h"
 #include "common/encoding.h"
 #include "common/event_json.h"
@@ -844,6 +845,16 @@ static int full_errno(int err)
 	return err == -ENOSPC || err == -EDQUOT || err == -EFBIG ? -ENOSPC : err;
 }
 
+/* Under s->lock: whether records of @bytes from event @seq may go in. */
+static int admit(const struct spool *s, uint64_t seq, uint64_t bytes)
+{
+	if (s->broken)
+		return -EIO;
+	if (seq != s->last_seq + 1)
+		return -EINVAL;
+	return s->bytes + bytes > s->max_bytes ? -ENOSPC : 0;
+}
+
 /*
  * Appends @len bytes to the active segment (@newest). A failed write is
  * cut off again, so the segment ends on a whole record; if even that
@@ -884,14 +895,8 @@ int spool_append(struct spool *s, uint64_t seq, uint8_t *rec, size_t len)
 	spool_put_le32(rec + 4, checksum(rec + SPOOL_HEADER_LEN, len));
 
 	pthread_mutex_lock(&s->lock);
-	if (s->broken || seq != s->last_seq + 1) {
-		err = s->broken ? -EIO : -EINVAL;
+	if ((err = admit(s, seq, total)) < 0)
 		goto out;
-	}
-	if (s->bytes + total > s->max_bytes) {
-		err = -ENOSPC;
-		goto out;
-	}
 	newest = s->n_segs ? &s->segs[s->n_segs - 1] : NULL;
 	rotate = !newest || newest->first_seq != s->active_first ||
 		 newest->size + total > SPOOL_SEGMENT_BYTES;
@@ -950,14 +955,8 @@ int spool_append_run(struct spool *s, uint64_t seq, uint8_t *recs, size_t len, s
 		return len ? -EINVAL : 0;
 
 	pthread_mutex_lock(&s->lock);
-	if (s->broken || seq != s->last_seq + 1) {
-		err = s->broken ? -EIO : -EINVAL;
+	if ((err = admit(s, seq, len)) < 0)
 		goto out;
-	}
-	if (s->bytes + len > s->max_bytes) {
-		err = -ENOSPC;
-		goto out;
-	}
 	newest = s->n_segs ? &s->segs[s->n_segs - 1] : NULL;
 	if (!newest || newest->first_seq != s->active_first ||
 	    newest->size + len > SPOOL_SEGMENT_BYTES) {
@@ -1220,19 +1219,7 @@ static int cursor_position(struct spool *s, struct spool_cursor *c, uint64_t fir
 
 static int buf_reserve(struct spool_buf *b, size_t more)
 {
-	size_t cap;
-	uint8_t *data;
-
-	if (b->cap - b->len >= more)
-		return 0;
-	cap = b->cap ? b->cap : 64 << 10;
-	while (cap - b->len < more)
-		cap *= 2;
-	if (!(data = realloc(b->data, cap)))
-		return -ENOMEM;
-	b->data = data;
-	b->cap = cap;
-	return 0;
+	return bytes_reserve(&b->data, &b->cap, b->len + more, 64 << 10);
 }
 
 /*

@@ -8,6 +8,8 @@
 #include <pg_query.h>
 #include <pg_query/pg_query.pb-c.h>
 
+#include "common/bytes.h"
+
 /* libpg_query's per-thread copy of the setting (see sql.c). */
 extern __thread bool standard_conforming_strings;
 
@@ -40,18 +42,10 @@ static bool is_comment(int32_t token)
 
 static int key_put(struct sql_shape *s, const void *bytes, size_t n)
 {
-	if (s->key_cap - s->key_len < n) {
-		size_t cap = s->key_cap ? s->key_cap : 256;
-		uint8_t *key;
+	int err = bytes_reserve(&s->key, &s->key_cap, s->key_len + n, 256);
 
-		while (cap - s->key_len < n)
-			cap *= 2;
-		key = realloc(s->key, cap);
-		if (!key)
-			return -ENOMEM;
-		s->key = key;
-		s->key_cap = cap;
-	}
+	if (err < 0)
+		return err;
 	memcpy(s->key + s->key_len, bytes, n);
 	s->key_len += n;
 	return 0;

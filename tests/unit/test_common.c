@@ -1,7 +1,11 @@
 /* Shared helpers: addresses, JSON lines, buffers, timestamps. */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "common/bytes.h"
 #include "common/clock.h"
 #include "common/iobuf.h"
 #include "common/json.h"
@@ -152,4 +156,34 @@ Test(clock, rfc3339_has_the_requested_precision)
 	cr_assert_eq(ts[strlen(ts) - 1], 'Z');
 	clock_rfc3339_now(ts, 0);
 	cr_assert_eq(strlen(ts), strlen("2026-11-23T21:40:00Z"));
+}
+
+/* --- bytes_reserve ------------------------------------------------------------ */
+
+Test(bytes, grows_by_doubling_from_the_first_size_and_keeps_the_bytes)
+{
+	uint8_t *data = NULL;
+	size_t cap = 0;
+
+	cr_assert_eq(bytes_reserve(&data, &cap, 0, 64), 0);
+	cr_assert_eq(cap, 0, "nothing needed, nothing allocated");
+	cr_assert_eq(bytes_reserve(&data, &cap, 10, 64), 0);
+	cr_assert_eq(cap, 64);
+	memcpy(data, "dbward", 6);
+	cr_assert_eq(bytes_reserve(&data, &cap, 64, 64), 0);
+	cr_assert_eq(cap, 64, "enough already");
+	cr_assert_eq(bytes_reserve(&data, &cap, 200, 64), 0);
+	cr_assert_eq(cap, 256);
+	cr_assert_eq(memcmp(data, "dbward", 6), 0);
+	free(data);
+}
+
+Test(bytes, refuses_what_doubling_cannot_reach)
+{
+	uint8_t *data = NULL;
+	size_t cap = 0;
+
+	cr_assert_eq(bytes_reserve(&data, &cap, SIZE_MAX, 4096), -ENOMEM);
+	cr_assert_null(data);
+	cr_assert_eq(cap, 0);
 }
