@@ -176,6 +176,7 @@ static int sink_open(const char *path, size_t queue_max, uint64_t first_seq, str
 		sink_free(k);
 		return err;
 	}
+	pthread_setname_np(k->writer, "dbward-file");
 	*out = k;
 	return 0;
 }

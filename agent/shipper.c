@@ -692,6 +692,7 @@ int shipper_start(const struct shipper_opts *opts, struct audit *audit, struct s
 	}
 	if ((err = -pthread_create(&s->thread, NULL, shipper_main, s)))
 		goto fail;
+	pthread_setname_np(s->thread, "dbward-ship");
 	*out = s;
 	return 0;
 fail:

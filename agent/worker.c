@@ -2,7 +2,9 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -213,11 +215,15 @@ static void *worker_main(void *arg)
 
 int worker_start(struct worker *w)
 {
+	char name[16];
 	int err = pthread_create(&w->thread, NULL, worker_main, w);
 
 	if (err)
 		return -err;
 	w->started = true;
+	/* Seen in top -H, ps -L and perf: "dbward-w0", "dbward-w1", ... */
+	snprintf(name, sizeof(name), "dbward-w%u", w->index);
+	pthread_setname_np(w->thread, name);
 	return 0;
 }
 

@@ -398,6 +398,7 @@ static void *conn_main(void *arg)
 	struct agent_conn *c = arg;
 	struct ingest *ing = c->ing;
 
+	pthread_setname_np(pthread_self(), "dbward-ingest");
 	conn_serve(c);
 	conn_close(c);
 	pthread_mutex_lock(&ing->lock);
@@ -521,6 +522,7 @@ static void *accept_main(void *arg)
 	struct ingest *ing = arg;
 	struct pollfd pfd = { .fd = ing->listen_fd, .events = POLLIN };
 
+	pthread_setname_np(pthread_self(), "dbward-accept");
 	while (!ingest_stopping(ing)) {
 		if (poll(&pfd, 1, POLL_SLICE_MS) > 0)
 			accept_one(ing);

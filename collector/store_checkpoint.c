@@ -22,6 +22,7 @@ static void *checkpointer_main(void *arg)
 {
 	struct checkpointer *k = arg;
 
+	pthread_setname_np(pthread_self(), "dbward-ckpt");
 	pthread_mutex_lock(&k->lock);
 	for (;;) {
 		while (!k->pending && !k->stop)
