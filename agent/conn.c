@@ -62,6 +62,7 @@ struct conn {
 	struct pg_frame down;		/* server → client */
 	struct pg_startup startup;	/* the packet at the head of up.buf */
 	uint32_t target_index;		/* which configured target it matched */
+	uint64_t origin_cookie;		/* its origin record's key, forgotten at free */
 	uint64_t drained;		/* CLOSING: client bytes dropped */
 	uint64_t closing_since_ns;	/* CLOSING: when it began */
 	struct session sess;
@@ -1131,11 +1132,13 @@ static void attribute(struct conn *c, const struct netaddr *peer, const struct n
 	struct intercept_origin origin;
 	struct identity *who = &c->sess.who;
 
-	if (intercept_take_origin(c->w->agent->intercept, peer, local, &origin) < 0) {
+	if (intercept_find_origin(c->w->agent->intercept, c->w->diag_fd, peer, local,
+				  &origin) < 0) {
 		conn_log(LOG_LEVEL_WARN, c, "no origin record for this connection");
 		return;
 	}
 	c->sess.attributed = true;
+	c->origin_cookie = origin.socket_cookie;
 	c->target_index = origin.target_index;
 	memcpy(c->sess.server.ip, origin.dst_addr, 16);
 	c->sess.server.port = ntohs(origin.dst_port);
@@ -1336,6 +1339,8 @@ void conn_free_doomed(struct worker *w)
 		struct conn *c = w->doomed;
 
 		w->doomed = c->next_ready;
+		if (c->sess.attributed)
+			intercept_forget_origin(w->agent->intercept, c->origin_cookie);
 		track_release(&c->track);
 		session_release(&c->sess);
 		free(c);

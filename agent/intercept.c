@@ -19,6 +19,7 @@
 #include <linux/magic.h>
 
 #include "intercept.skel.h"
+#include "agent/sockdiag.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -31,6 +32,7 @@ struct hook {
 	const char *pin_name;
 	enum bpf_attach_type attach_type;
 	struct bpf_program *(*program)(struct intercept_bpf *skel);
+	bool by_tuple_only;	/* attached only when origins go by 4-tuple */
 	struct bpf_link *link;
 };
 
@@ -39,6 +41,9 @@ struct intercept {
 	int cgroup_fd;
 	uint64_t cgroup_id;
 	char pin_dir[PATH_MAX];
+	/* With listen_pods, origins are also published by 4-tuple (sockops):
+	 * a pod's socket is out of reach of the agent's sock_diag. */
+	bool by_tuple;
 	struct hook hooks[5];
 };
 
@@ -54,12 +59,15 @@ static struct bpf_program *prog_connect4(struct intercept_bpf *s) { return s->pr
  * that the rest of the new set cannot see.
  */
 static const struct hook hook_table[5] = {
-	{ "getpeername4", BPF_CGROUP_INET4_GETPEERNAME, prog_getpeername4, NULL },
-	{ "getpeername6", BPF_CGROUP_INET6_GETPEERNAME, prog_getpeername6, NULL },
-	{ "sockops", BPF_CGROUP_SOCK_OPS, prog_sockops, NULL },
-	{ "connect6", BPF_CGROUP_INET6_CONNECT, prog_connect6, NULL },
-	{ "connect4", BPF_CGROUP_INET4_CONNECT, prog_connect4, NULL },
+	{ "getpeername4", BPF_CGROUP_INET4_GETPEERNAME, prog_getpeername4, false, NULL },
+	{ "getpeername6", BPF_CGROUP_INET6_GETPEERNAME, prog_getpeername6, false, NULL },
+	{ "sockops", BPF_CGROUP_SOCK_OPS, prog_sockops, true, NULL },
+	{ "connect6", BPF_CGROUP_INET6_CONNECT, prog_connect6, false, NULL },
+	{ "connect4", BPF_CGROUP_INET4_CONNECT, prog_connect4, false, NULL },
 };
+
+/* Without listen_pods the 4-tuple map is never written: keep it small. */
+#define ORIGIN_BY_TUPLE_UNUSED_ENTRIES 64
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
@@ -247,6 +255,24 @@ static int attach_hook(struct intercept *ic, struct hook *h)
 	return 0;
 }
 
+/* A hook this configuration does not use, left pinned by an earlier agent
+ * (one with listen_pods): detached once the rest are in place. */
+static void detach_unused(struct intercept *ic, const struct hook *h)
+{
+	char path[PATH_MAX];
+	struct bpf_link *link;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", ic->pin_dir, h->pin_name) >= sizeof(path) ||
+	    access(path, F_OK) != 0)
+		return;
+	link = bpf_link__open(path);
+	if (!link)
+		return;
+	log_info("intercept: detaching pinned %s: not used without listen_pods", path);
+	bpf_link__unpin(link);
+	bpf_link__destroy(link);
+}
+
 int intercept_start(const struct agent_config *cfg, struct intercept **out)
 {
 	struct intercept *ic = calloc(1, sizeof(*ic));
@@ -257,6 +283,7 @@ int intercept_start(const struct agent_config *cfg, struct intercept **out)
 		return -ENOMEM;
 	ic->cgroup_fd = -1;
 	memcpy(ic->hooks, hook_table, sizeof(hook_table));
+	ic->by_tuple = cfg->has_listen_pods;
 	libbpf_set_print(libbpf_log);
 	snprintf(ic->pin_dir, sizeof(ic->pin_dir), "%s", cfg->pin_dir);
 
@@ -281,6 +308,9 @@ int intercept_start(const struct agent_config *cfg, struct intercept **out)
 	}
 	fill_settings(&ic->skel->bss->settings, cfg, netns_cookie);
 	ic->skel->bss->heartbeat_ns = clock_monotonic_ns();
+	if (!ic->by_tuple)
+		bpf_map__set_max_entries(ic->skel->maps.origin_by_tuple,
+					 ORIGIN_BY_TUPLE_UNUSED_ENTRIES);
 	err = intercept_bpf__load(ic->skel);
 	if (err) {
 		log_error("intercept: loading the BPF programs: %s", strerror(-err));
@@ -291,10 +321,15 @@ int intercept_start(const struct agent_config *cfg, struct intercept **out)
 		goto fail;
 	intercept_heartbeat(ic);
 	for (size_t i = 0; i < sizeof(ic->hooks) / sizeof(ic->hooks[0]); i++) {
+		if (ic->hooks[i].by_tuple_only && !ic->by_tuple)
+			continue;
 		err = attach_hook(ic, &ic->hooks[i]);
 		if (err)
 			goto fail;
 	}
+	for (size_t i = 0; i < sizeof(ic->hooks) / sizeof(ic->hooks[0]); i++)
+		if (ic->hooks[i].by_tuple_only && !ic->by_tuple)
+			detach_unused(ic, &ic->hooks[i]);
 	*out = ic;
 	return 0;
 
@@ -309,8 +344,8 @@ void intercept_heartbeat(struct intercept *ic)
 	__atomic_store_n(&ic->skel->bss->heartbeat_ns, clock_monotonic_ns(), __ATOMIC_RELEASE);
 }
 
-int intercept_take_origin(struct intercept *ic, const struct netaddr *peer,
-			  const struct netaddr *local, struct intercept_origin *out)
+static int take_by_tuple(struct intercept *ic, const struct netaddr *peer,
+			 const struct netaddr *local, struct intercept_origin *out)
 {
 	struct intercept_tuple key;
 
@@ -323,6 +358,28 @@ int intercept_take_origin(struct intercept *ic, const struct netaddr *peer,
 					   &key, out) < 0)
 		return -errno;
 	return 0;
+}
+
+int intercept_find_origin(struct intercept *ic, int diag_fd, const struct netaddr *peer,
+			  const struct netaddr *local, struct intercept_origin *out)
+{
+	uint64_t cookie;
+	int err;
+
+	if (ic->by_tuple)
+		return take_by_tuple(ic, peer, local, out);
+	/* The workload's end: its local address is our peer, and back. */
+	err = sockdiag_tcp_cookie(diag_fd, peer, local, &cookie);
+	if (err)
+		return err;
+	if (bpf_map_lookup_elem(bpf_map__fd(ic->skel->maps.origin_by_cookie), &cookie, out) < 0)
+		return -errno;
+	return 0;
+}
+
+void intercept_forget_origin(struct intercept *ic, uint64_t socket_cookie)
+{
+	bpf_map_delete_elem(bpf_map__fd(ic->skel->maps.origin_by_cookie), &socket_cookie);
 }
 
 uint64_t intercept_counter(struct intercept *ic, enum intercept_counter which)
@@ -344,10 +401,8 @@ uint64_t intercept_counter(struct intercept *ic, enum intercept_counter which)
 	return total;
 }
 
-void intercept_stop(struct intercept *ic, bool detach)
+static void release_links(struct intercept *ic, bool detach)
 {
-	if (!ic)
-		return;
 	/* Reverse order: stop creating records before stopping to read them. */
 	for (size_t i = sizeof(ic->hooks) / sizeof(ic->hooks[0]); i-- > 0;) {
 		struct hook *h = &ic->hooks[i];
@@ -361,6 +416,19 @@ void intercept_stop(struct intercept *ic, bool detach)
 	}
 	if (detach && ic->pin_dir[0])
 		rmdir(ic->pin_dir);
+}
+
+void intercept_detach(struct intercept *ic)
+{
+	if (ic)
+		release_links(ic, true);
+}
+
+void intercept_stop(struct intercept *ic, bool detach)
+{
+	if (!ic)
+		return;
+	release_links(ic, detach);
 	intercept_bpf__destroy(ic->skel);
 	if (ic->cgroup_fd >= 0)
 		close(ic->cgroup_fd);

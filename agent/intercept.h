@@ -24,19 +24,30 @@ int intercept_start(const struct agent_config *cfg, struct intercept **out);
 void intercept_heartbeat(struct intercept *ic);
 
 /*
- * Takes (looks up and deletes) the record of the connection the agent
- * accepted from @peer on @local. Returns 0, or -ENOENT when there is none:
- * the connection did not come through the programs.
+ * The record of the connection the agent accepted from @peer on @local:
+ * found by the cookie of the workload's socket (asked of sock_diag on
+ * @diag_fd, sockdiag_open), or with listen_pods by the 4-tuple sockops
+ * published (taken from that map). Returns 0, or -ENOENT when there is
+ * none: the connection did not come through the programs, or its
+ * workload end is gone already. The record stays under its cookie, for
+ * getpeername, until intercept_forget_origin.
  */
-int intercept_take_origin(struct intercept *ic, const struct netaddr *peer,
+int intercept_find_origin(struct intercept *ic, int diag_fd, const struct netaddr *peer,
 			  const struct netaddr *local, struct intercept_origin *out);
+/* Drops the record of a connection the agent is done with. */
+void intercept_forget_origin(struct intercept *ic, uint64_t socket_cookie);
 
 /* Sum over CPUs of one counter (enum intercept_counter). */
 uint64_t intercept_counter(struct intercept *ic, enum intercept_counter which);
 
 /*
- * With @detach, unpins and detaches every program (clean shutdown);
- * without, leaves the pinned links in place (the fail mode then applies).
+ * Unpins and detaches every program (clean shutdown); the maps stay, so
+ * open connections can still forget their records.
+ */
+void intercept_detach(struct intercept *ic);
+/*
+ * With @detach, as intercept_detach; without, leaves the pinned links in
+ * place (the fail mode then applies). Then frees everything.
  */
 void intercept_stop(struct intercept *ic, bool detach);
 

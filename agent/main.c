@@ -449,8 +449,9 @@ int main(int argc, char **argv)
 
 	if (serve(&agent, &signals, opt.config_path) == 0)
 		status = 0;
-	intercept_stop(agent.intercept, true);
-	agent.intercept = NULL;
+	/* New connects go direct while the loops close what is open; the
+	 * maps stay until the loops are gone, they read them to the end. */
+	intercept_detach(agent.intercept);
 out:
 	stop_workers(&agent);
 	/* After a failed start, pinned links stay: fail-closed must hold. */

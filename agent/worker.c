@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "agent/conn.h"
+#include "agent/sockdiag.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -100,6 +101,7 @@ int worker_init(struct worker *w, struct agent *agent, unsigned index)
 	w->index = index;
 	w->wake.fd = -1;
 	w->epfd = -1;
+	w->diag_fd = -1;
 	w->tick_ms = cfg->heartbeat_timeout_ms / 4 ? cfg->heartbeat_timeout_ms / 4 : 1;
 	iobuf_pool_init(&w->bufs, WORKER_FREE_BUFS);
 	__atomic_store_n(&w->last_tick_ns, clock_monotonic_ns(), __ATOMIC_RELAXED);
@@ -114,6 +116,11 @@ int worker_init(struct worker *w, struct agent *agent, unsigned index)
 	w->wake.owner = w;
 	if (worker_watch(w, &w->wake) < 0)
 		return -errno;
+	w->diag_fd = sockdiag_open();
+	if (w->diag_fd < 0) {
+		log_error("sock_diag: %s", strerror(-w->diag_fd));
+		return w->diag_fd;
+	}
 
 	err = add_listener(w, &cfg->listen, "listen");
 	if (err)
@@ -254,7 +261,9 @@ void worker_destroy(struct worker *w)
 		close(w->wake.fd);
 	if (w->epfd >= 0)
 		close(w->epfd);
-	w->wake.fd = w->epfd = -1;
+	if (w->diag_fd >= 0)
+		close(w->diag_fd);
+	w->wake.fd = w->epfd = w->diag_fd = -1;
 	audit_batch_release(&w->audit);
 	iobuf_pool_release_all(&w->bufs);
 }

@@ -4,11 +4,16 @@
  *
  * connect4/connect6  a TCP connect() to a target (port, or CIDR + port) is
  *                    rewritten to the agent's listen address; the original
- *                    destination and the caller's identity are stored on
- *                    the socket (sk_storage: freed with the socket).
- * sockops            once the client side is established, that record is
- *                    copied into origin_by_tuple under the 4-tuple the agent
- *                    will see from accept(); dropped again at close.
+ *                    destination and the caller's identity are kept in
+ *                    origin_by_cookie under the socket's cookie. The agent
+ *                    learns the cookie of the socket it accepted from with
+ *                    sock_diag, and forgets the record when it closes.
+ * sockops            attached only with listen_pods: a pod's socket lives in
+ *                    a namespace where the agent cannot ask sock_diag, so
+ *                    once established its record is also published under the
+ *                    4-tuple the agent will see from accept(); dropped again
+ *                    at close. Not attached otherwise: it would run for every
+ *                    TCP event of every socket in the cgroup.
  * getpeername4/6     the workload still sees the server it asked for.
  *
  * With no live agent (heartbeat older than the timeout) a target connect
@@ -44,12 +49,17 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } targets SEC(".maps");
 
+/*
+ * Cookies are never reused, so a record whose connection died before the
+ * agent accepted it can never be taken for another one: it only waits
+ * for the LRU to drop it.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__type(key, int);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, __u64);
 	__type(value, struct intercept_origin);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} origin_by_socket SEC(".maps");
+	__uint(max_entries, 65536);
+} origin_by_cookie SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -73,13 +83,13 @@ static __always_inline void count(__u32 which)
 		*n += 1;
 }
 
-static __always_inline bool agent_alive(void)
+static __always_inline bool agent_alive(__u64 now)
 {
 	__u64 beat = heartbeat_ns;
 
 	if (!beat)
 		return false;
-	return (__s64)(bpf_ktime_get_ns() - beat) <= (__s64)settings.heartbeat_timeout_ns;
+	return (__s64)(now - beat) <= (__s64)settings.heartbeat_timeout_ns;
 }
 
 static __always_inline bool addr_is_v4mapped(const __u8 a[16])
@@ -125,8 +135,8 @@ static __always_inline bool target_lookup(const __u8 dst[16], __be16 port, __u32
 	return true;
 }
 
-static __always_inline void record_identity(struct intercept_identity *who,
-					    struct bpf_sock_addr *ctx)
+static __always_inline void record_identity(struct intercept_identity *who, __u64 netns,
+					    __u64 now)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
@@ -137,8 +147,8 @@ static __always_inline void record_identity(struct intercept_identity *who,
 	who->uid = (__u32)uid_gid;
 	who->gid = uid_gid >> 32;
 	who->cgroup_id = bpf_get_current_cgroup_id();
-	who->netns_cookie = bpf_get_netns_cookie(ctx);
-	who->connect_ns = bpf_ktime_get_ns();
+	who->netns_cookie = netns;
+	who->connect_ns = now;
 	/* What /proc/PID/stat reports as starttime, in ns: the agent checks
 	 * it, so a pid reused before accept() cannot take the blame. */
 	who->start_boottime_ns = BPF_CORE_READ(task, group_leader, start_boottime);
@@ -150,12 +160,12 @@ static __always_inline void record_identity(struct intercept_identity *who,
  * IPv6 one for native IPv6, or the pods' address for a workload in another
  * network namespace. Returns -ENOENT when no configured address fits.
  */
-static __always_inline int redirect_target(struct bpf_sock_addr *ctx, const __u8 dst[16],
+static __always_inline int redirect_target(__u64 netns, const __u8 dst[16],
 					   const __u8 **addr, __be16 *port)
 {
 	bool v4 = addr_is_v4mapped(dst);
 
-	if (bpf_get_netns_cookie(ctx) != settings.host_netns_cookie) {
+	if (netns != settings.host_netns_cookie) {
 		if (!settings.has_pods || v4 != addr_is_v4mapped(settings.pods_addr))
 			return -ENOENT;
 		*addr = settings.pods_addr;
@@ -182,8 +192,9 @@ static __always_inline int intercept_connect(struct bpf_sock_addr *ctx, const __
 					     __be16 dst_port, __u16 family,
 					     const __u8 **to, __be16 *to_port)
 {
-	struct intercept_origin *origin;
+	struct intercept_origin origin = {};
 	struct bpf_sock *sk = ctx->sk;
+	__u64 now, netns;
 	__u32 index;
 
 	*to = NULL;
@@ -196,19 +207,21 @@ static __always_inline int intercept_connect(struct bpf_sock_addr *ctx, const __
 	if (!target_lookup(dst, dst_port, &index))
 		return 0;
 
-	if (!agent_alive() || redirect_target(ctx, dst, to, to_port) < 0)
+	now = bpf_ktime_get_ns();
+	netns = bpf_get_netns_cookie(ctx);
+	if (!agent_alive(now) || redirect_target(netns, dst, to, to_port) < 0)
 		goto no_agent;
 
-	origin = bpf_sk_storage_get(&origin_by_socket, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!origin) {
+	__builtin_memcpy(origin.dst_addr, dst, 16);
+	origin.dst_port = dst_port;
+	origin.family = family;
+	origin.target_index = index;
+	origin.socket_cookie = bpf_get_socket_cookie(ctx);
+	record_identity(&origin.who, netns, now);
+	if (bpf_map_update_elem(&origin_by_cookie, &origin.socket_cookie, &origin, BPF_ANY)) {
 		count(INTERCEPT_CNT_NO_STORAGE);
 		goto no_agent;
 	}
-	__builtin_memcpy(origin->dst_addr, dst, 16);
-	origin->dst_port = dst_port;
-	origin->family = family;
-	origin->target_index = index;
-	record_identity(&origin->who, ctx);
 	count(INTERCEPT_CNT_REDIRECTED);
 	return 0;
 
@@ -285,15 +298,18 @@ static __always_inline void tuple_from_ops(struct intercept_tuple *t, struct bpf
 	t->local_port = bpf_htons((__u16)bpf_ntohl(skops->remote_port));
 }
 
+static __always_inline struct intercept_origin *origin_of_ops(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+
+	return bpf_map_lookup_elem(&origin_by_cookie, &cookie);
+}
+
 static __always_inline void origin_publish(struct bpf_sock_ops *skops)
 {
 	struct intercept_tuple tuple = {};
-	struct intercept_origin *origin;
-	struct bpf_sock *sk = skops->sk;
+	struct intercept_origin *origin = origin_of_ops(skops);
 
-	if (!sk)
-		return;
-	origin = bpf_sk_storage_get(&origin_by_socket, sk, 0, 0);
 	if (!origin)
 		return;
 	tuple_from_ops(&tuple, skops);
@@ -305,11 +321,8 @@ static __always_inline void origin_publish(struct bpf_sock_ops *skops)
 static __always_inline void origin_retract(struct bpf_sock_ops *skops)
 {
 	struct intercept_tuple tuple = {};
-	struct bpf_sock *sk = skops->sk;
 
-	if (skops->args[1] != BPF_TCP_CLOSE || !sk)
-		return;
-	if (!bpf_sk_storage_get(&origin_by_socket, sk, 0, 0))
+	if (skops->args[1] != BPF_TCP_CLOSE || !origin_of_ops(skops))
 		return;
 	tuple_from_ops(&tuple, skops);
 	bpf_map_delete_elem(&origin_by_tuple, &tuple);
@@ -329,14 +342,18 @@ int dbward_sockops(struct bpf_sock_ops *skops)
 	return SYS_PROCEED;
 }
 
+static __always_inline struct intercept_origin *origin_of_addr(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	return bpf_map_lookup_elem(&origin_by_cookie, &cookie);
+}
+
 SEC("cgroup/getpeername4")
 int dbward_getpeername4(struct bpf_sock_addr *ctx)
 {
-	struct intercept_origin *origin;
+	struct intercept_origin *origin = origin_of_addr(ctx);
 
-	if (!ctx->sk)
-		return SYS_PROCEED;
-	origin = bpf_sk_storage_get(&origin_by_socket, ctx->sk, 0, 0);
 	if (origin && addr_is_v4mapped(origin->dst_addr)) {
 		ctx->user_ip4 = ((const __u32 *)origin->dst_addr)[3];
 		ctx->user_port = origin->dst_port;
@@ -347,12 +364,9 @@ int dbward_getpeername4(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername6")
 int dbward_getpeername6(struct bpf_sock_addr *ctx)
 {
-	struct intercept_origin *origin;
+	struct intercept_origin *origin = origin_of_addr(ctx);
 	const __u32 *w;
 
-	if (!ctx->sk)
-		return SYS_PROCEED;
-	origin = bpf_sk_storage_get(&origin_by_socket, ctx->sk, 0, 0);
 	if (!origin)
 		return SYS_PROCEED;
 	w = (const __u32 *)origin->dst_addr;

@@ -48,19 +48,26 @@ struct intercept_identity {
 	char comm[INTERCEPT_COMM_LEN];
 };
 
-/* The original destination and identity of one redirected connection. */
+/*
+ * The original destination and identity of one redirected connection,
+ * kept in origin_by_cookie under the workload socket's cookie (unique
+ * for the kernel's uptime, never reused).
+ */
 struct intercept_origin {
 	__u8 dst_addr[16];		/* what the workload asked for */
 	__be16 dst_port;
 	__u16 family;			/* AF_INET or AF_INET6 of the socket */
 	__u32 target_index;
+	__u64 socket_cookie;		/* the key it is kept under */
 	struct intercept_identity who;
 };
 
 /*
- * Key of origin_by_tuple: the connection as the agent sees it after
- * accept(): peer = the workload's local address, local = the agent's
- * listen address. Exact, so two namespaces cannot collide.
+ * Key of origin_by_tuple (only with listen_pods: a pod's socket is in a
+ * network namespace where the agent cannot ask for its cookie): the
+ * connection as the agent sees it after accept(): peer = the workload's
+ * local address, local = the agent's listen address. Exact, so two
+ * namespaces cannot collide.
  */
 struct intercept_tuple {
 	__u8 peer_addr[16];

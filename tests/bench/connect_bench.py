@@ -112,6 +112,33 @@ def hook_runs(samples, binary, cgroup, other, target, spare, iterations, blocks,
             runs[kind][1] += cnt
 
 
+def pods_hook_cost(bin_dir, workdir, bpffs, config, binary, cgroup, ports, iterations, blocks):
+    """The kernel accounting again, for an agent with listen_pods (a veth
+    to a namespace of our own from 198.51.100.0/24): then sockops is
+    attached too. The connects are the same host-namespace ones."""
+    other, target, spare = ports
+    netns = E.Netns()
+    agent = None
+    pods = {"hook_ns": {"mixed": 0, "other": 0}, "hook_runs": {}}
+    try:
+        netns.create()
+        pods_config = dict(config, listen=f"127.0.0.1:{E.free_port()}",
+                           listen_pods=f"{netns.host_addr}:{E.free_port()}")
+        pods_config["intercept"] = dict(config["intercept"],
+                                        pin_dir=str(bpffs.path / "connect-pods"))
+        agent = E.Agent(bin_dir / "dbward-agent", pods_config, workdir,
+                        "connect-agent-pods").start()
+        agent.wait_ready(30)
+        hook_runs(pods, binary, cgroup, other, target, spare, iterations, blocks,
+                  pods_config["intercept"]["pin_dir"])
+    finally:
+        if agent is not None:
+            agent.stop()
+        netns.destroy()
+    pods["connects"] = 2 * iterations * blocks
+    return pods
+
+
 def measure(bin_dir, workdir, bpffs, rounds, iterations, blocks):
     """{(state, port): [(loop_ns, connect_ns), ...]} over every block of every round."""
     binary = str(bin_dir / "bench-connect")
@@ -168,6 +195,9 @@ def measure(bin_dir, workdir, bpffs, rounds, iterations, blocks):
                 med = {p: statistics.median(v[0] for v in vals) for p, vals in per_port.items()}
                 log(f"connect round {rnd + 1} agent {state:3s}: other {med['other']} ns, "
                     f"target {med['target']} ns per socket+connect+close")
+        if stats_fd is not None:
+            samples["pods"] = pods_hook_cost(bin_dir, workdir, bpffs, config, binary, cgroup,
+                                             (other, target, spare), iterations, blocks)
     finally:
         if stats_fd is not None:
             os.close(stats_fd)
@@ -196,11 +226,19 @@ def report(samples):
         lines.append("BPF run time: not available (BPF_ENABLE_STATS refused, or no pinned "
                      "links found)")
         return lines
+    lines += _hook_lines("", samples)
+    if samples.get("pods"):
+        lines += _hook_lines(" with listen_pods (sockops attached too)", samples["pods"])
+    return lines
+
+
+def _hook_lines(which, samples):
+    runs, connects = samples["hook_runs"], samples["connects"]
     # "mixed" is half targets, half not; "other" the same count, none targets.
     other = samples["hook_ns"]["other"] / connects
     target = 2 * samples["hook_ns"]["mixed"] / connects - other
-    lines.append(f"BPF run time per connect (kernel accounting, every program of the agent): "
-                 f"not a target {other:5.0f} ns, a target {target:5.0f} ns")
+    lines = [f"BPF run time per connect{which} (kernel accounting, every program of the "
+             f"agent): not a target {other:5.0f} ns, a target {target:5.0f} ns"]
     for name, kinds in sorted(runs.items()):
         (m_ns, m_cnt), (o_ns, o_cnt) = kinds["mixed"], kinds["other"]
         t_ns, t_cnt = 2 * m_ns - o_ns, 2 * m_cnt - o_cnt  # the target half, doubled

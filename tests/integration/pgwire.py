@@ -28,7 +28,9 @@ bytes sent as they are (e.g. an extended-protocol exchange built with the
 *_message helpers below, or a malformed message), optionally with
 "close": true to close the socket right after them.
 
-The result has pid, sockname, peername, connect_error (errno name),
+The result has pid, sockname, peername (right after connect),
+peername_after (at the last ReadyForQuery, before Terminate),
+connect_error (errno name),
 messages ([{type, ...}]), eof (the peer closed) and read_error; with a
 password also scram_server_verified (the server proved it knew the
 password too), with ssl_request also ssl_answer.
@@ -385,6 +387,10 @@ def _converse(sock, queries, result, spec=None, reader=None):
             result["messages"].append(described)
             if msg[0] == "R":
                 _authenticate(sock, msg[1], spec, auth)
+            if msg[0] == "Z" and not queries and "peername_after" not in result:
+                # The session is open and answered: the agent has long
+                # found its origin record, and has not closed it yet.
+                result["peername_after"] = _addr(sock.getpeername())
             if msg[0] == "Z" and not _send_next(sock, queries):
                 result["closed_by_client"] = True
                 return

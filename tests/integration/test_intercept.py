@@ -4,6 +4,7 @@ the database's real address lands in the agent, is forwarded to the real
 server, and is recorded with who it was. Everything else is untouched.
 """
 
+import copy
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from dbward_env import (
     psql_argv,
     run,
     startup,
+    wait_until,
     wire_client,
 )
 
@@ -107,10 +109,38 @@ def test_getpeername_in_cgroup_shows_the_real_server(pg, agent, test_cgroup):
     res = probe(test_cgroup, "127.0.0.1", pg.port, app)
     assert "connect_error" not in res, res
     assert res["peername"] == ["127.0.0.1", pg.port]
+    # Still so once the agent has found the connection's origin record.
+    assert res["peername_after"] == ["127.0.0.1", pg.port], res
     assert_went_through_agent(res)
     opened = agent.wait_for_event(by_app(app), kind="connection_open")
     assert opened["pid"] == res["pid"]
     assert opened["client"] == f"127.0.0.1:{res['sockname'][1]}"
+
+
+def origin_records(cgroup):
+    """Entries of the origin_by_cookie map of the programs on @cgroup."""
+    for prog in cgroup.attached_programs():
+        info = json.loads(run(["bpftool", "-j", "prog", "show", "id", str(prog["id"])]).stdout)
+        for map_id in info.get("map_ids", []):
+            m = json.loads(run(["bpftool", "-j", "map", "show", "id", str(map_id)]).stdout)
+            if m.get("name", "").startswith("origin_by_cook"):
+                dump = run(["bpftool", "-j", "map", "dump", "id", str(map_id)]).stdout
+                return json.loads(dump or "[]")
+    raise AssertionError(f"no origin_by_cookie map on {cgroup}")
+
+
+def test_origin_records_are_forgotten_when_connections_close(
+        pg, agent, test_cgroup, run_in_cgroup):
+    apps = [marker(f"forget{i}") for i in range(5)]
+    for app in apps:
+        res = run_in_cgroup(test_cgroup, psql_argv("127.0.0.1", pg.port, application_name=app))
+        assert res.returncode == 0, res.stderr
+    for app in apps:
+        agent.wait_for_event(by_app(app), kind="connection_close")
+    # The agent forgets a record when it frees the connection, just after
+    # the close event: give it a moment.
+    wait_until(lambda: origin_records(test_cgroup) == [], timeout=10, interval=0.1,
+               what="origin records to be forgotten")
 
 
 def test_ipv6_psql_in_cgroup_is_intercepted(pg, agent, test_cgroup, run_in_cgroup):
@@ -130,6 +160,7 @@ def test_ipv6_getpeername_shows_the_real_server(pg, agent, test_cgroup):
     res = probe(test_cgroup, "::1", pg.port, app)
     assert "connect_error" not in res, res
     assert res["peername"] == ["::1", pg.port]
+    assert res["peername_after"] == ["::1", pg.port], res
     assert_went_through_agent(res)
     agent.wait_for_event(by_app(app), kind="connection_open")
 
@@ -164,6 +195,7 @@ def test_client_in_own_netns_is_intercepted_via_pod_address(
     pod_event = agent.wait_for_event(by_app(pod_app), kind="connection_open")
     host_event = agent.wait_for_event(by_app(host_app), kind="connection_open")
     assert pod_event["pid"] == res.pid
+    assert host_event["pid"] == host.pid
     assert pod_event["client"].startswith(f"{netns.ns_addr}:")
     assert pod_event["server"] == f"{netns.host_addr}:{pg.port}"
     assert pod_event["netns_cookie"] is not None
@@ -177,6 +209,7 @@ def test_getpeername_in_own_netns_shows_the_real_server(pg, netns, agent_factory
     res = probe(test_cgroup, netns.host_addr, pg.port, app, netns=netns)
     assert "connect_error" not in res, res
     assert res["peername"] == [netns.host_addr, pg.port]
+    assert res["peername_after"] == [netns.host_addr, pg.port], res
     assert_went_through_agent(res)
     agent.wait_for_event(by_app(app), kind="connection_open")
 
@@ -202,8 +235,12 @@ HOOKS = {
     "connect6": {"connect6", "cgroup_inet6_connect"},
     "getpeername4": {"getpeername4", "cgroup_inet4_getpeername"},
     "getpeername6": {"getpeername6", "cgroup_inet6_getpeername"},
-    "sockops": {"sock_ops", "cgroup_sock_ops"},
 }
+SOCKOPS = {"sock_ops", "cgroup_sock_ops"}
+
+
+def attached_types(cgroup):
+    return {p["attach_type"] for p in cgroup.attached_programs()}
 
 
 def test_agent_attaches_to_the_test_cgroup_only(agent, test_cgroup):
@@ -211,9 +248,31 @@ def test_agent_attaches_to_the_test_cgroup_only(agent, test_cgroup):
     types = {p["attach_type"] for p in programs}
     missing = [hook for hook, names in HOOKS.items() if not names & types]
     assert not missing, f"not attached: {missing}; attached: {programs}"
+    # Without listen_pods the agent finds origins by socket cookie: no
+    # program runs on every TCP event of the cgroup's sockets.
+    assert not SOCKOPS & types, programs
     root = run(["bpftool", "-j", "cgroup", "show", str(test_cgroup.root)]).stdout.strip()
     at_root = {p["id"] for p in json.loads(root or "[]")}
     assert not at_root & {p["id"] for p in programs}, root
+
+
+def test_pods_agent_attaches_sockops_and_a_host_agent_detaches_it(
+        pg, netns, agent_factory, test_cgroup, run_in_cgroup, bpffs, tmp_path):
+    pods = agent_factory(listen_pods=f"{netns.host_addr}:{free_port()}")
+    assert SOCKOPS & attached_types(test_cgroup), test_cgroup.attached_programs()
+    pods.kill9()  # its links stay pinned, sockops among them
+    assert any(p.endswith("/sockops") for p in bpffs.pins()), bpffs.pins()
+
+    config = copy.deepcopy(pods.config)
+    del config["listen_pods"]
+    config["audit"]["file"] = str(tmp_path / "audit-host.jsonl")
+    host = agent_factory(config=config)
+    assert not SOCKOPS & attached_types(test_cgroup), test_cgroup.attached_programs()
+    assert not any(p.endswith("/sockops") for p in bpffs.pins()), bpffs.pins()
+    app = marker("after-pods")
+    res = run_in_cgroup(test_cgroup, psql_argv("127.0.0.1", pg.port, application_name=app))
+    assert res.returncode == 0, res.stderr
+    assert host.wait_for_event(by_app(app), kind="connection_open")["pid"] == res.pid
 
 
 def test_sigterm_detaches_and_connections_go_direct(pg, agent, test_cgroup):
