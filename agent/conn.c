@@ -1132,8 +1132,8 @@ static void attribute(struct conn *c, const struct netaddr *peer, const struct n
 	struct intercept_origin origin;
 	struct identity *who = &c->sess.who;
 
-	if (intercept_find_origin(c->w->agent->intercept, c->w->diag_fd, peer, local,
-				  &origin) < 0) {
+	if (intercept_find_origin(c->w->agent->intercept, c->w->diag_fd, c->client.fd, peer,
+				  local, &origin) < 0) {
 		conn_log(LOG_LEVEL_WARN, c, "no origin record for this connection");
 		return;
 	}

@@ -266,11 +266,29 @@ static void detach_unused(struct intercept *ic, const struct hook *h)
 	    access(path, F_OK) != 0)
 		return;
 	link = bpf_link__open(path);
-	if (!link)
+	if (!link) {
+		log_warn("intercept: cannot open pinned %s to detach it: %s", path, strerror(errno));
 		return;
+	}
 	log_info("intercept: detaching pinned %s: not used without listen_pods", path);
 	bpf_link__unpin(link);
 	bpf_link__destroy(link);
+}
+
+/* Without listen_pods every origin is found through sock_diag: make sure
+ * this kernel answers before anything is redirected. */
+static int check_sockdiag(void)
+{
+	int fd = sockdiag_open();
+	int err = fd < 0 ? fd : sockdiag_selftest(fd);
+
+	if (fd >= 0)
+		close(fd);
+	if (err)
+		log_error("intercept: sock_diag cannot find TCP sockets by address: %s (the kernel "
+			  "needs CONFIG_INET_DIAG and CONFIG_INET_TCP_DIAG, or the inet_diag and "
+			  "tcp_diag modules)", strerror(-err));
+	return err;
 }
 
 int intercept_start(const struct agent_config *cfg, struct intercept **out)
@@ -299,6 +317,8 @@ int intercept_start(const struct agent_config *cfg, struct intercept **out)
 			  "(needs Linux 5.14 or later)", strerror(-err));
 		goto fail;
 	}
+	if (!ic->by_tuple && (err = check_sockdiag()) < 0)
+		goto fail;
 
 	ic->skel = intercept_bpf__open();
 	if (!ic->skel) {
@@ -360,7 +380,7 @@ static int take_by_tuple(struct intercept *ic, const struct netaddr *peer,
 	return 0;
 }
 
-int intercept_find_origin(struct intercept *ic, int diag_fd, const struct netaddr *peer,
+int intercept_find_origin(struct intercept *ic, int diag_fd, int fd, const struct netaddr *peer,
 			  const struct netaddr *local, struct intercept_origin *out)
 {
 	uint64_t cookie;
@@ -368,13 +388,13 @@ int intercept_find_origin(struct intercept *ic, int diag_fd, const struct netadd
 
 	if (ic->by_tuple)
 		return take_by_tuple(ic, peer, local, out);
-	/* The workload's end: its local address is our peer, and back. */
-	err = sockdiag_tcp_cookie(diag_fd, peer, local, &cookie);
+	err = sockdiag_peer_cookie(diag_fd, fd, peer, local, &cookie);
 	if (err)
 		return err;
 	if (bpf_map_lookup_elem(bpf_map__fd(ic->skel->maps.origin_by_cookie), &cookie, out) < 0)
 		return -errno;
-	return 0;
+	/* An LRU slot can be reused while it is copied: the key must match. */
+	return out->socket_cookie == cookie ? 0 : -ENOENT;
 }
 
 void intercept_forget_origin(struct intercept *ic, uint64_t socket_cookie)

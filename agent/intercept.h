@@ -24,15 +24,15 @@ int intercept_start(const struct agent_config *cfg, struct intercept **out);
 void intercept_heartbeat(struct intercept *ic);
 
 /*
- * The record of the connection the agent accepted from @peer on @local:
- * found by the cookie of the workload's socket (asked of sock_diag on
- * @diag_fd, sockdiag_open), or with listen_pods by the 4-tuple sockops
- * published (taken from that map). Returns 0, or -ENOENT when there is
- * none: the connection did not come through the programs, or its
- * workload end is gone already. The record stays under its cookie, for
- * getpeername, until intercept_forget_origin.
+ * The record of the connection the agent accepted as @fd from @peer on
+ * @local: found by the cookie of the workload's end (asked of sock_diag
+ * on @diag_fd, see sockdiag_peer_cookie), or with listen_pods by the
+ * 4-tuple sockops published (taken from that map). Returns 0, or -ENOENT
+ * when there is none: the connection did not come through the programs,
+ * or its workload end is gone already. The record stays under its
+ * cookie, for getpeername, until intercept_forget_origin.
  */
-int intercept_find_origin(struct intercept *ic, int diag_fd, const struct netaddr *peer,
+int intercept_find_origin(struct intercept *ic, int diag_fd, int fd, const struct netaddr *peer,
 			  const struct netaddr *local, struct intercept_origin *out);
 /* Drops the record of a connection the agent is done with. */
 void intercept_forget_origin(struct intercept *ic, uint64_t socket_cookie);

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -18,6 +19,10 @@ int sockdiag_open(void)
 
 	return fd < 0 ? -errno : fd;
 }
+
+/* Every network namespace's lo. Passing it matches sockets bound to no
+ * device and sockets bound to lo, as a packet arriving on lo would. */
+#define LOOPBACK_IFINDEX 1
 
 static void request_fill(struct inet_diag_req_v2 *r, const struct netaddr *local,
 			 const struct netaddr *remote)
@@ -36,12 +41,18 @@ static void request_fill(struct inet_diag_req_v2 *r, const struct netaddr *local
 		memcpy(r->id.idiag_src, local->ip, 16);
 		memcpy(r->id.idiag_dst, remote->ip, 16);
 	}
+	r->id.idiag_if = LOOPBACK_IFINDEX;
 	r->id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
 	r->id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
 }
 
+struct found {
+	uint64_t cookie;
+	uint8_t state;
+};
+
 /* What one message of the answer says: 1 (not ours: read on), 0 or -errno. */
-static int answer_take(const struct nlmsghdr *h, uint32_t seq, uint64_t *cookie)
+static int answer_take(const struct nlmsghdr *h, uint32_t seq, struct found *out)
 {
 	if (h->nlmsg_seq != seq)
 		return 1;	/* left over from an earlier question */
@@ -57,14 +68,15 @@ static int answer_take(const struct nlmsghdr *h, uint32_t seq, uint64_t *cookie)
 
 		if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
 			return -EPROTO;
-		*cookie = (uint64_t)m->id.idiag_cookie[1] << 32 | m->id.idiag_cookie[0];
+		out->cookie = (uint64_t)m->id.idiag_cookie[1] << 32 | m->id.idiag_cookie[0];
+		out->state = m->idiag_state;
 		return 0;
 	}
 	return 1;
 }
 
-int sockdiag_tcp_cookie(int fd, const struct netaddr *local, const struct netaddr *remote,
-			uint64_t *cookie)
+static int lookup(int diag_fd, const struct netaddr *local, const struct netaddr *remote,
+		  struct found *out)
 {
 	static uint32_t next_seq;
 	struct {
@@ -84,12 +96,12 @@ int sockdiag_tcp_cookie(int fd, const struct netaddr *local, const struct netadd
 	q.nlh.nlmsg_flags = NLM_F_REQUEST;
 	q.nlh.nlmsg_seq = seq;
 	request_fill(&q.req, local, remote);
-	if (sendto(fd, &q, sizeof(q), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+	if (sendto(diag_fd, &q, sizeof(q), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
 		return -errno;
 	/* The kernel answers an exact lookup inside sendto(): the answer is
 	 * queued already, so an empty queue means there is none to wait for. */
 	for (;;) {
-		ssize_t n = recv(fd, &a, sizeof(a), MSG_DONTWAIT);
+		ssize_t n = recv(diag_fd, &a, sizeof(a), MSG_DONTWAIT);
 		int len = (int)n, rc = 1;
 
 		if (n < 0 && errno == EINTR)
@@ -98,8 +110,109 @@ int sockdiag_tcp_cookie(int fd, const struct netaddr *local, const struct netadd
 			return errno == EAGAIN ? -ENOENT : -errno;
 		for (const struct nlmsghdr *h = &a.nlh; rc == 1 && NLMSG_OK(h, len);
 		     h = NLMSG_NEXT(h, len))
-			rc = answer_take(h, seq, cookie);
+			rc = answer_take(h, seq, out);
 		if (rc != 1)
 			return rc;
 	}
+}
+
+int sockdiag_tcp_cookie(int diag_fd, const struct netaddr *local, const struct netaddr *remote,
+			uint64_t *cookie, uint8_t *state)
+{
+	struct found f;
+	int err = lookup(diag_fd, local, remote, &f);
+
+	if (err)
+		return err;
+	*cookie = f.cookie;
+	if (state)
+		*state = f.state;
+	return 0;
+}
+
+/* Past the handshake: a socket in SYN_SENT holding the tuple is a new
+ * connection waiting for its turn, not the one the agent accepted. */
+static bool synchronized(uint8_t state)
+{
+	switch (state) {
+	case TCP_ESTABLISHED:
+	case TCP_FIN_WAIT1:
+	case TCP_FIN_WAIT2:
+	case TCP_TIME_WAIT:
+	case TCP_CLOSE_WAIT:
+	case TCP_LAST_ACK:
+	case TCP_CLOSING:
+		return true;
+	default:
+		return false;
+	}
+}
+
+int sockdiag_peer_cookie(int diag_fd, int fd, const struct netaddr *peer,
+			 const struct netaddr *local, uint64_t *cookie)
+{
+	uint64_t ours;
+	socklen_t len = sizeof(ours);
+	struct found theirs, holder;
+	int err;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &ours, &len) < 0)
+		return -errno;
+	err = lookup(diag_fd, peer, local, &theirs);
+	if (err)
+		return err;
+	if (!synchronized(theirs.state))
+		return -ENOENT;
+	/* Asked second: a socket never gets its tuple back once it let go of
+	 * it, so if ours holds it now, it held it when theirs was found, and
+	 * no other connection could have had it then. */
+	err = lookup(diag_fd, local, peer, &holder);
+	if (err)
+		return err;
+	if (holder.cookie != ours)
+		return -ENOENT;
+	*cookie = theirs.cookie;
+	return 0;
+}
+
+static int self_pair(int fds[3], struct netaddr *client_end, struct netaddr *server_end)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(addr), ss_len = sizeof(ss);
+
+	fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fds[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fds[0] < 0 || fds[1] < 0 || bind(fds[0], (struct sockaddr *)&addr, len) < 0 ||
+	    listen(fds[0], 1) < 0 || getsockname(fds[0], (struct sockaddr *)&addr, &len) < 0 ||
+	    connect(fds[1], (struct sockaddr *)&addr, len) < 0 ||
+	    getsockname(fds[1], (struct sockaddr *)&ss, &ss_len) < 0)
+		return -errno;
+	fds[2] = accept4(fds[0], NULL, NULL, SOCK_CLOEXEC);
+	if (fds[2] < 0)
+		return -errno;
+	if (netaddr_from_sockaddr((struct sockaddr *)&addr, server_end) < 0 ||
+	    netaddr_from_sockaddr((struct sockaddr *)&ss, client_end) < 0)
+		return -EAFNOSUPPORT;
+	return 0;
+}
+
+int sockdiag_selftest(int diag_fd)
+{
+	int fds[3] = { -1, -1, -1 };
+	struct netaddr client_end, server_end;
+	uint64_t want, got;
+	socklen_t len = sizeof(want);
+	int err = self_pair(fds, &client_end, &server_end);
+
+	if (!err)
+		err = sockdiag_peer_cookie(diag_fd, fds[2], &client_end, &server_end, &got);
+	if (!err && getsockopt(fds[1], SOL_SOCKET, SO_COOKIE, &want, &len) < 0)
+		err = -errno;
+	if (!err && got != want)
+		err = -EPROTO;
+	for (int i = 0; i < 3; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	return err;
 }

@@ -4,7 +4,8 @@
  *
  * The agent accepts a redirected connection and asks for the cookie of
  * the workload's end of it: the key its origin record is kept under. Only
- * sockets in the caller's network namespace can be found.
+ * sockets in the caller's network namespace that reach it over loopback
+ * are found (not bound to a device, or bound to lo).
  */
 #ifndef DBWARD_AGENT_SOCKDIAG_H
 #define DBWARD_AGENT_SOCKDIAG_H
@@ -17,12 +18,29 @@
 int sockdiag_open(void);
 
 /*
- * The cookie of the TCP socket whose local end is @local and remote end
- * @remote (a v4-mapped pair is looked up as IPv4). Returns 0, -ENOENT
- * when there is no such socket (it is closed and gone), or another
- * -errno.
+ * The cookie and TCP state (TCP_ESTABLISHED, ...) of the TCP socket whose
+ * local end is @local and remote end @remote (a v4-mapped pair is looked
+ * up as IPv4). @state may be NULL. Returns 0, -ENOENT when there is no
+ * such socket, or another -errno.
  */
-int sockdiag_tcp_cookie(int fd, const struct netaddr *local, const struct netaddr *remote,
-			uint64_t *cookie);
+int sockdiag_tcp_cookie(int diag_fd, const struct netaddr *local, const struct netaddr *remote,
+			uint64_t *cookie, uint8_t *state);
+
+/*
+ * The cookie of the other end of the connection @fd, accepted from
+ * @peer on @local: the socket holding the 4-tuple turned round, once
+ * connected (not one still in SYN_SENT), and only while @fd's own end
+ * still holds that tuple. A workload end that died in the accept queue
+ * and a new socket that took its tuple since are told apart: -ENOENT.
+ */
+int sockdiag_peer_cookie(int diag_fd, int fd, const struct netaddr *peer,
+			 const struct netaddr *local, uint64_t *cookie);
+
+/*
+ * Checks on a loopback connection of its own that this kernel answers
+ * such lookups (CONFIG_INET_DIAG and CONFIG_INET_TCP_DIAG, or the
+ * inet_diag and tcp_diag modules). Returns 0 or -errno.
+ */
+int sockdiag_selftest(int diag_fd);
 
 #endif /* DBWARD_AGENT_SOCKDIAG_H */

@@ -53,7 +53,8 @@ struct worker {
 	struct endpoint wake;
 	struct endpoint listeners[WORKER_MAX_LISTENERS];
 	unsigned n_listeners;
-	int diag_fd;			/* sock_diag: finds an accepted connection's origin */
+	int diag_fd;			/* sock_diag: finds an accepted connection's origin
+					 * (-1 with listen_pods: not needed) */
 	pthread_t thread;
 	bool started;
 	bool stopping;			/* atomic */

@@ -50,9 +50,11 @@ struct {
 } targets SEC(".maps");
 
 /*
- * Cookies are never reused, so a record whose connection died before the
- * agent accepted it can never be taken for another one: it only waits
- * for the LRU to drop it.
+ * Cookies are never reused, so a record whose connection never reached
+ * the agent is never found for another socket: it waits for the LRU to
+ * drop it (with listen_pods, for the socket's TCP close). The agent deletes
+ * a record when it frees the connection; it checks that the 4-tuple it
+ * accepted still joins its own socket to the one the cookie names.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -298,34 +300,42 @@ static __always_inline void tuple_from_ops(struct intercept_tuple *t, struct bpf
 	t->local_port = bpf_htons((__u16)bpf_ntohl(skops->remote_port));
 }
 
-static __always_inline struct intercept_origin *origin_of_ops(struct bpf_sock_ops *skops)
-{
-	__u64 cookie = bpf_get_socket_cookie(skops);
-
-	return bpf_map_lookup_elem(&origin_by_cookie, &cookie);
-}
-
 static __always_inline void origin_publish(struct bpf_sock_ops *skops)
 {
+	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct intercept_tuple tuple = {};
-	struct intercept_origin *origin = origin_of_ops(skops);
+	struct intercept_origin *found, origin;
 
-	if (!origin)
+	found = bpf_map_lookup_elem(&origin_by_cookie, &cookie);
+	if (!found)
+		return;
+	/* An LRU slot can be reused while it is read: copy, then check. */
+	__builtin_memcpy(&origin, found, sizeof(origin));
+	if (origin.socket_cookie != cookie)
 		return;
 	tuple_from_ops(&tuple, skops);
-	if (bpf_map_update_elem(&origin_by_tuple, &tuple, origin, BPF_ANY) == 0)
+	if (bpf_map_update_elem(&origin_by_tuple, &tuple, &origin, BPF_ANY) == 0)
 		count(INTERCEPT_CNT_TUPLE_SAVED);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
+/*
+ * At TCP close of a socket origin_publish asked state callbacks for: its
+ * tuple entry goes (a later connection on the same tuple must not find
+ * it) and so does its record (its connection is over, and one that
+ * never reached the agent would otherwise wait for the LRU).
+ */
 static __always_inline void origin_retract(struct bpf_sock_ops *skops)
 {
 	struct intercept_tuple tuple = {};
+	__u64 cookie;
 
-	if (skops->args[1] != BPF_TCP_CLOSE || !origin_of_ops(skops))
+	if (skops->args[1] != BPF_TCP_CLOSE)
 		return;
 	tuple_from_ops(&tuple, skops);
 	bpf_map_delete_elem(&origin_by_tuple, &tuple);
+	cookie = bpf_get_socket_cookie(skops);
+	bpf_map_delete_elem(&origin_by_cookie, &cookie);
 }
 
 SEC("sockops")

@@ -117,16 +117,17 @@ def test_getpeername_in_cgroup_shows_the_real_server(pg, agent, test_cgroup):
     assert opened["client"] == f"127.0.0.1:{res['sockname'][1]}"
 
 
-def origin_records(cgroup):
-    """Entries of the origin_by_cookie map of the programs on @cgroup."""
+def origin_records(cgroup, name="origin_by_cook"):
+    """Entries of the origin_by_cookie map (or another, by the start of its
+    name) of the programs on @cgroup."""
     for prog in cgroup.attached_programs():
         info = json.loads(run(["bpftool", "-j", "prog", "show", "id", str(prog["id"])]).stdout)
         for map_id in info.get("map_ids", []):
             m = json.loads(run(["bpftool", "-j", "map", "show", "id", str(map_id)]).stdout)
-            if m.get("name", "").startswith("origin_by_cook"):
+            if m.get("name", "").startswith(name):
                 dump = run(["bpftool", "-j", "map", "dump", "id", str(map_id)]).stdout
                 return json.loads(dump or "[]")
-    raise AssertionError(f"no origin_by_cookie map on {cgroup}")
+    raise AssertionError(f"no {name} map on {cgroup}")
 
 
 def test_origin_records_are_forgotten_when_connections_close(
@@ -141,6 +142,24 @@ def test_origin_records_are_forgotten_when_connections_close(
     # the close event: give it a moment.
     wait_until(lambda: origin_records(test_cgroup) == [], timeout=10, interval=0.1,
                what="origin records to be forgotten")
+
+
+def test_pods_agent_forgets_records_and_tuples_too(
+        pg, netns, agent_factory, test_cgroup, run_in_cgroup):
+    agent = agent_factory(listen_pods=f"{netns.host_addr}:{free_port()}")
+    apps = [marker(f"podforget{i}") for i in range(3)]
+    for app in apps:
+        res = run_in_cgroup(test_cgroup, psql_argv(netns.host_addr, pg.port, application_name=app),
+                            netns=netns)
+        assert res.returncode == 0, res.stderr
+    host = marker("hostforget")
+    res = run_in_cgroup(test_cgroup, psql_argv("127.0.0.1", pg.port, application_name=host))
+    assert res.returncode == 0, res.stderr
+    for app in [*apps, host]:
+        agent.wait_for_event(by_app(app), kind="connection_close")
+    wait_until(lambda: origin_records(test_cgroup) == [] and
+               origin_records(test_cgroup, "origin_by_tupl") == [],
+               timeout=10, interval=0.1, what="records and tuples to be forgotten")
 
 
 def test_ipv6_psql_in_cgroup_is_intercepted(pg, agent, test_cgroup, run_in_cgroup):

@@ -1,7 +1,9 @@
 /*
  * sock_diag lookups on real loopback connections: the cookie found by a
  * connection's 4-tuple is the one the kernel reports for that socket
- * (SO_COOKIE), for IPv4 and IPv6, and a tuple nobody holds is -ENOENT.
+ * (SO_COOKIE), for IPv4, IPv6 and a client bound to lo; a tuple nobody
+ * holds is -ENOENT; and a connection that died in the accept queue is
+ * not given the cookie of the new socket that took its tuple.
  */
 #include <criterion/criterion.h>
 
@@ -67,10 +69,10 @@ static void finds_both_ends(int family)
 
 	cr_assert(fd >= 0, "sockdiag_open: %s", strerror(-fd));
 	pair_open(&p, family);
-	cr_assert_eq(sockdiag_tcp_cookie(fd, &p.client_end, &p.server_end, &cookie), 0);
+	cr_assert_eq(sockdiag_tcp_cookie(fd, &p.client_end, &p.server_end, &cookie, NULL), 0);
 	cr_assert_eq(cookie, cookie_of(p.client));
 	/* The same tuple turned round is the agent's own end. */
-	cr_assert_eq(sockdiag_tcp_cookie(fd, &p.server_end, &p.client_end, &cookie), 0);
+	cr_assert_eq(sockdiag_tcp_cookie(fd, &p.server_end, &p.client_end, &cookie, NULL), 0);
 	cr_assert_eq(cookie, cookie_of(p.server));
 	pair_close(&p);
 	close(fd);
@@ -97,7 +99,7 @@ Test(sockdiag, a_tuple_nobody_holds_is_enoent)
 	pair_open(&p, AF_INET);
 	other = p.client_end;
 	other.port = (uint16_t)(other.port + 1);
-	cr_assert_eq(sockdiag_tcp_cookie(fd, &other, &p.server_end, &cookie), -ENOENT);
+	cr_assert_eq(sockdiag_tcp_cookie(fd, &other, &p.server_end, &cookie, NULL), -ENOENT);
 	cr_assert_eq(cookie, 7, "the cookie is left alone");
 	/* Gone once both ends are closed with a reset (no TIME_WAIT). */
 	{
@@ -107,7 +109,7 @@ Test(sockdiag, a_tuple_nobody_holds_is_enoent)
 	}
 	close(p.client);
 	p.client = -1;
-	cr_assert_eq(sockdiag_tcp_cookie(fd, &p.client_end, &p.server_end, &cookie), -ENOENT);
+	cr_assert_eq(sockdiag_tcp_cookie(fd, &p.client_end, &p.server_end, &cookie, NULL), -ENOENT);
 	close(p.server);
 	close(p.listener);
 	close(fd);
@@ -126,10 +128,133 @@ Test(sockdiag, many_lookups_on_one_socket_stay_in_step)
 		struct pair *p = i % 2 ? &a : &b;
 
 		cookie = 0;
-		cr_assert_eq(sockdiag_tcp_cookie(fd, &p->client_end, &p->server_end, &cookie), 0);
+		cr_assert_eq(sockdiag_tcp_cookie(fd, &p->client_end, &p->server_end, &cookie, NULL), 0);
 		cr_assert_eq(cookie, cookie_of(p->client));
 	}
 	pair_close(&a);
 	pair_close(&b);
+	close(fd);
+}
+
+static uint64_t peer_cookie_of(const struct pair *p)
+{
+	uint64_t cookie = 0;
+	int fd = sockdiag_open();
+	int err;
+
+	cr_assert(fd >= 0);
+	err = sockdiag_peer_cookie(fd, p->server, &p->client_end, &p->server_end, &cookie);
+	close(fd);
+	cr_assert_eq(err, 0, "sockdiag_peer_cookie: %s", strerror(-err));
+	return cookie;
+}
+
+Test(sockdiag, the_peer_of_an_accepted_socket_is_its_client)
+{
+	struct pair v4, v6;
+
+	pair_open(&v4, AF_INET);
+	pair_open(&v6, AF_INET6);
+	cr_assert_eq(peer_cookie_of(&v4), cookie_of(v4.client));
+	cr_assert_eq(peer_cookie_of(&v6), cookie_of(v6.client));
+	pair_close(&v4);
+	pair_close(&v6);
+}
+
+Test(sockdiag, a_client_bound_to_lo_is_found)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(addr);
+	struct pair p;
+
+	p.listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	p.client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_eq(bind(p.listener, (struct sockaddr *)&addr, len), 0);
+	cr_assert_eq(listen(p.listener, 1), 0);
+	cr_assert_eq(getsockname(p.listener, (struct sockaddr *)&addr, &len), 0);
+	cr_assert_eq(setsockopt(p.client, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3), 0);
+	cr_assert_eq(connect(p.client, (struct sockaddr *)&addr, len), 0);
+	p.server = accept(p.listener, NULL, NULL);
+	cr_assert(p.server >= 0);
+	cr_assert_eq(netaddr_from_sockaddr((struct sockaddr *)&addr, &p.server_end), 0);
+	cr_assert_eq(getsockname(p.client, (struct sockaddr *)&addr, &len), 0);
+	cr_assert_eq(netaddr_from_sockaddr((struct sockaddr *)&addr, &p.client_end), 0);
+	cr_assert_eq(peer_cookie_of(&p), cookie_of(p.client));
+	pair_close(&p);
+}
+
+/* A client on a port of our choosing (SO_REUSEADDR, so the port can be
+ * taken again at once after a reset). */
+static int client_on(uint16_t port, const struct sockaddr_in *to)
+{
+	struct sockaddr_in from = { .sin_family = AF_INET, .sin_port = htons(port),
+				    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert(fd >= 0);
+	cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&from, sizeof(from)), 0, "bind: %s",
+		     strerror(errno));
+	cr_assert_eq(connect(fd, (const struct sockaddr *)to, sizeof(*to)), 0);
+	return fd;
+}
+
+Test(sockdiag, a_dead_connection_is_not_given_the_cookie_of_its_tuples_new_owner)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct linger reset = { .l_onoff = 1, .l_linger = 0 };
+	socklen_t len = sizeof(addr);
+	struct netaddr client_end, server_end;
+	int listener, first, second, dead, alive, fd = sockdiag_open();
+	uint64_t cookie = 0, second_cookie;
+
+	cr_assert(fd >= 0);
+	listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_eq(bind(listener, (struct sockaddr *)&addr, len), 0);
+	cr_assert_eq(listen(listener, 4), 0);
+	cr_assert_eq(getsockname(listener, (struct sockaddr *)&addr, &len), 0);
+	cr_assert_eq(netaddr_from_sockaddr((struct sockaddr *)&addr, &server_end), 0);
+
+	/* The first client connects, writes and resets while still queued. */
+	first = client_on(0, &addr);
+	{
+		struct sockaddr_in from;
+		socklen_t from_len = sizeof(from);
+
+		cr_assert_eq(getsockname(first, (struct sockaddr *)&from, &from_len), 0);
+		cr_assert_eq(netaddr_from_sockaddr((struct sockaddr *)&from, &client_end), 0);
+	}
+	cr_assert_eq(write(first, "hello", 5), 5);
+	cr_assert_eq(setsockopt(first, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)), 0);
+	close(first);
+	/* A second one takes the same port and connects. */
+	second = client_on(client_end.port, &addr);
+	second_cookie = cookie_of(second);
+
+	dead = accept(listener, NULL, NULL);	/* the first connection, dead */
+	cr_assert(dead >= 0);
+	/* By its tuple alone, the workload end is now the second client. */
+	cr_assert_eq(sockdiag_tcp_cookie(fd, &client_end, &server_end, &cookie, NULL), 0);
+	cr_assert_eq(cookie, second_cookie);
+	cr_assert_eq(sockdiag_peer_cookie(fd, dead, &client_end, &server_end, &cookie), -ENOENT,
+		     "the dead connection was given cookie %llu (the second client's is %llu)",
+		     (unsigned long long)cookie, (unsigned long long)second_cookie);
+	alive = accept(listener, NULL, NULL);
+	cr_assert(alive >= 0);
+	cr_assert_eq(sockdiag_peer_cookie(fd, alive, &client_end, &server_end, &cookie), 0);
+	cr_assert_eq(cookie, second_cookie);
+	close(dead);
+	close(alive);
+	close(second);
+	close(listener);
+	close(fd);
+}
+
+Test(sockdiag, the_selftest_passes_here)
+{
+	int fd = sockdiag_open();
+
+	cr_assert(fd >= 0);
+	cr_assert_eq(sockdiag_selftest(fd), 0);
 	close(fd);
 }
