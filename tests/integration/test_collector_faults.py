@@ -10,11 +10,13 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
+import time
 
 import pytest
 
 from collector_env import agent_collector_overrides, chain_ok
-from dbward_env import PYTHON, marker, run, wait_until
+from dbward_env import PYTHON, marker, psql_argv, run, wait_until
 
 
 # --- a hand-rolled peer: protobuf and framing by the book -------------------
@@ -440,3 +442,97 @@ def test_the_api_answers_only_ip_literals_and_localhost_as_host(collector_factor
     body = resp.read()
     conn.close()
     assert resp.status == status, body
+
+
+# --- a collector that says "ok" and stores nothing --------------------------
+
+
+class NothingStored:
+    """A TLS peer with the collector's certificate that answers every batch
+    with ok = true, the agent's epoch and acked_seq 0: "stored nothing".
+    Keeps the time of each batch it got."""
+
+    def __init__(self, pki, spool):
+        cert, key = pki.issue("collector")
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.ingest = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.spool = spool
+        self.batches = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _epoch(self):
+        meta = (self.spool / "meta").read_text()
+        return int(next(line.split()[1] for line in meta.splitlines()
+                        if line.startswith("epoch ")))
+
+    def _serve(self):
+        self.listener.settimeout(0.2)
+        while not self.stopping:
+            try:
+                raw, _ = self.listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            try:
+                with self.ctx.wrap_socket(raw, server_side=True) as conn:
+                    self._answer(conn)
+            except (ssl.SSLError, OSError):
+                pass
+
+    def _answer(self, conn):
+        conn.settimeout(0.5)
+        while not self.stopping:
+            try:
+                head = _read_exact(conn, 5)
+            except socket.timeout:
+                continue
+            if head is None:
+                return
+            length, kind = struct.unpack(">IB", head)
+            if _read_exact(conn, length - 1) is None or kind != ord("B"):
+                return
+            self.batches.append(time.monotonic())
+            ack = pb_field(1, 1) + pb_field(3, self._epoch()) + pb_field(4, 0)
+            conn.sendall(frame(b"A", ack))
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(10)
+        self.listener.close()
+
+
+def _read_exact(conn, n):
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def test_a_collector_that_stores_nothing_gets_the_batch_again_only_after_a_backoff(
+        pg, pki, agent_factory, test_cgroup, run_in_cgroup, tmp_path):
+    spool = tmp_path / "spool"
+    fake = NothingStored(pki, spool)
+    try:
+        overrides = agent_collector_overrides(pki, fake, spool)
+        overrides["collector"]["batch_max_events"] = 2  # a full batch always waits
+        agent = agent_factory(**overrides)
+        for i in range(3):
+            res = run_in_cgroup(test_cgroup, psql_argv("127.0.0.1", pg.port,
+                                                       application_name=marker(f"nothing{i}")))
+            assert res.returncode == 0, res.stderr
+        wait_until(lambda: fake.batches, 10, what="a first batch")
+        time.sleep(3)
+        got = list(fake.batches)
+    finally:
+        fake.stop()
+    # The backoff starts at 100 ms and doubles: about 5 tries in 3 s. Without
+    # it, a full batch waiting sent it again after every round trip.
+    assert len(got) <= 12, f"{len(got)} batches in {got[-1] - got[0]:.1f} s"
+    assert agent.running
