@@ -1,6 +1,6 @@
 # dbward: one entry point. Everything is built out of tree under $(BUILD).
 #   make            build/bin/dbward-agent, dbward-collector and dbward (CLI)
-#   make asan       the same with AddressSanitizer + UBSan, in build/asan/
+#   make asan       the same with AddressSanitizer + UBSan, in $(BUILD)/asan/
 #   make test       unit tests (Criterion) and integration tests (pytest),
 #                   each against the plain and the sanitized build
 #   make demo       a throwaway PostgreSQL, the agent, an intercepted psql
@@ -132,9 +132,15 @@ $(BIN)/unit-tests: $(UNIT_OBJS) $(AGENT_OBJS) $(COLLECTOR_OBJS) $(CLI_OBJS) $(CO
 $(BIN)/bench-%: $(OBJ)/tests/bench/%.o $(AGENT_OBJS) $(COLLECTOR_OBJS) $(COMMON_OBJS) | $(BIN)
 	$(CC) $(LDFLAGS) $^ $(BENCH_LIBS) -o $@
 
-asan:
-	$(MAKE) BUILD=build/asan SANITIZE=1 build/asan/bin/dbward-agent \
-		build/asan/bin/dbward-collector build/asan/bin/dbward build/asan/bin/unit-tests
+# Inside $(BUILD), so a private BUILD gets a sanitized build of its own;
+# the dependencies were checked once, for $(BUILD).
+ASAN_BUILD := $(BUILD)/asan
+ASAN_BIN := $(ASAN_BUILD)/bin
+
+asan: $(DEPS_STAMP)
+	$(MAKE) BUILD=$(ASAN_BUILD) SANITIZE=1 DEPS_STAMP=$(abspath $(DEPS_STAMP)) \
+		$(ASAN_BIN)/dbward-agent $(ASAN_BIN)/dbward-collector $(ASAN_BIN)/dbward \
+		$(ASAN_BIN)/unit-tests
 
 # --- tests -----------------------------------------------------------------
 # Unit tests run against both builds; integration tests drive the real
@@ -150,15 +156,15 @@ SAN_REPORT := 'ERROR: (Leak|Address)Sanitizer|runtime error:'
 
 unit-test: $(BIN)/unit-tests asan
 	$(BIN)/unit-tests --jobs 2
-	$(SAN_ENV) build/asan/bin/unit-tests --jobs 1 >build/asan/unit-tests.log 2>&1; \
-		status=$$?; cat build/asan/unit-tests.log; \
-		if grep -qE $(SAN_REPORT) build/asan/unit-tests.log; then \
+	$(SAN_ENV) $(ASAN_BIN)/unit-tests --jobs 1 >$(ASAN_BUILD)/unit-tests.log 2>&1; \
+		status=$$?; cat $(ASAN_BUILD)/unit-tests.log; \
+		if grep -qE $(SAN_REPORT) $(ASAN_BUILD)/unit-tests.log; then \
 			echo "unit-test: sanitizer report above" >&2; exit 1; fi; \
 		exit $$status
 
 integration-test: all $(BIN)/unit-tests asan
 	DBWARD_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/integration
-	$(SAN_ENV) DBWARD_BIN=$(abspath build/asan/bin) $(PYTHON) -m pytest -q tests/integration
+	$(SAN_ENV) DBWARD_BIN=$(abspath $(ASAN_BIN)) $(PYTHON) -m pytest -q tests/integration
 
 demo: all
 	./scripts/demo.sh $(abspath $(BIN))
