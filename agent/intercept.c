@@ -277,17 +277,18 @@ static void detach_unused(struct intercept *ic, const struct hook *h)
 
 /* Without listen_pods every origin is found through sock_diag: make sure
  * this kernel answers before anything is redirected. */
-static int check_sockdiag(void)
+static int check_sockdiag(uint32_t mark)
 {
 	int fd = sockdiag_open();
-	int err = fd < 0 ? fd : sockdiag_selftest(fd);
+	int err = fd < 0 ? fd : sockdiag_selftest(fd, mark);
 
 	if (fd >= 0)
 		close(fd);
 	if (err)
-		log_error("intercept: sock_diag cannot find TCP sockets by address: %s (the kernel "
-			  "needs CONFIG_INET_DIAG and CONFIG_INET_TCP_DIAG, or the inet_diag and "
-			  "tcp_diag modules)", strerror(-err));
+		log_error("intercept: sock_diag self-test on a loopback connection failed: %s (to "
+			  "find connections' origins the kernel needs CONFIG_INET_DIAG and "
+			  "CONFIG_INET_TCP_DIAG, or the inet_diag and tcp_diag modules)",
+			  strerror(-err));
 	return err;
 }
 
@@ -317,7 +318,7 @@ int intercept_start(const struct agent_config *cfg, struct intercept **out)
 			  "(needs Linux 5.14 or later)", strerror(-err));
 		goto fail;
 	}
-	if (!ic->by_tuple && (err = check_sockdiag()) < 0)
+	if (!ic->by_tuple && (err = check_sockdiag(cfg->upstream_mark)) < 0)
 		goto fail;
 
 	ic->skel = intercept_bpf__open();
@@ -386,15 +387,26 @@ int intercept_find_origin(struct intercept *ic, int diag_fd, int fd, const struc
 	uint64_t cookie;
 	int err;
 
-	if (ic->by_tuple)
-		return take_by_tuple(ic, peer, local, out);
-	err = sockdiag_peer_cookie(diag_fd, fd, peer, local, &cookie);
+	if (ic->by_tuple) {
+		err = take_by_tuple(ic, peer, local, out);
+	} else {
+		err = sockdiag_peer_cookie(diag_fd, fd, peer, local, &cookie);
+		if (!err && bpf_map_lookup_elem(bpf_map__fd(ic->skel->maps.origin_by_cookie),
+						&cookie, out) < 0)
+			err = -errno;
+		/* An LRU slot can be reused while it is copied: the key must match. */
+		if (!err && out->socket_cookie != cookie)
+			err = -ENOENT;
+	}
 	if (err)
 		return err;
-	if (bpf_map_lookup_elem(bpf_map__fd(ic->skel->maps.origin_by_cookie), &cookie, out) < 0)
-		return -errno;
-	/* An LRU slot can be reused while it is copied: the key must match. */
-	return out->socket_cookie == cookie ? 0 : -ENOENT;
+	/*
+	 * Last: our end still holds the tuple, so what was found under it
+	 * was published by our own peer. A workload end that died in the
+	 * accept queue, and a new socket that took its port (and published
+	 * under the same tuple, or reconnected the same socket), is caught.
+	 */
+	return sockdiag_still_connected(fd) ? 0 : -ENOENT;
 }
 
 void intercept_forget_origin(struct intercept *ic, uint64_t socket_cookie)

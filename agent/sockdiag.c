@@ -3,8 +3,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <netinet/tcp.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -148,46 +150,62 @@ static bool synchronized(uint8_t state)
 	}
 }
 
+bool sockdiag_still_connected(int fd)
+{
+	struct tcp_info info;
+	socklen_t len = sizeof(info);
+
+	/* An accepted socket not yet closed by us holds its tuple until its
+	 * state is CLOSE (a reset, or the end of the shutdown). */
+	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
+	       len >= offsetof(struct tcp_info, tcpi_state) + sizeof(info.tcpi_state) &&
+	       info.tcpi_state != TCP_CLOSE;
+}
+
 int sockdiag_peer_cookie(int diag_fd, int fd, const struct netaddr *peer,
 			 const struct netaddr *local, uint64_t *cookie)
 {
-	uint64_t ours;
-	socklen_t len = sizeof(ours);
-	struct found theirs, holder;
-	int err;
+	struct found theirs;
+	int err = lookup(diag_fd, peer, local, &theirs);
 
-	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &ours, &len) < 0)
-		return -errno;
-	err = lookup(diag_fd, peer, local, &theirs);
 	if (err)
 		return err;
 	if (!synchronized(theirs.state))
 		return -ENOENT;
-	/* Asked second: a socket never gets its tuple back once it let go of
-	 * it, so if ours holds it now, it held it when theirs was found, and
-	 * no other connection could have had it then. */
-	err = lookup(diag_fd, local, peer, &holder);
-	if (err)
-		return err;
-	if (holder.cookie != ours)
+	/* Checked after: a socket never gets its tuple back once it let go of
+	 * it, so if ours still holds it, it held it when theirs was found, and
+	 * no other connection could then have completed a handshake on it. */
+	if (!sockdiag_still_connected(fd))
 		return -ENOENT;
 	*cookie = theirs.cookie;
 	return 0;
 }
 
-static int self_pair(int fds[3], struct netaddr *client_end, struct netaddr *server_end)
+/*
+ * A loopback connection of our own. The client carries @mark (the agent's
+ * upstream mark, so its own programs let it be wherever the agent runs),
+ * and the accept waits at most a second.
+ */
+static int self_pair(int fds[3], uint32_t mark, struct netaddr *client_end,
+		     struct netaddr *server_end)
 {
 	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(addr), ss_len = sizeof(ss);
+	struct pollfd ready;
 
-	fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	fds[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fds[0] < 0 || fds[1] < 0 || bind(fds[0], (struct sockaddr *)&addr, len) < 0 ||
-	    listen(fds[0], 1) < 0 || getsockname(fds[0], (struct sockaddr *)&addr, &len) < 0 ||
+	if (fds[0] < 0 || fds[1] < 0 ||
+	    (mark && setsockopt(fds[1], SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0) ||
+	    bind(fds[0], (struct sockaddr *)&addr, len) < 0 || listen(fds[0], 1) < 0 ||
+	    getsockname(fds[0], (struct sockaddr *)&addr, &len) < 0 ||
 	    connect(fds[1], (struct sockaddr *)&addr, len) < 0 ||
 	    getsockname(fds[1], (struct sockaddr *)&ss, &ss_len) < 0)
 		return -errno;
+	ready = (struct pollfd){ .fd = fds[0], .events = POLLIN };
+	if (poll(&ready, 1, 1000) != 1)
+		return -ETIMEDOUT;
 	fds[2] = accept4(fds[0], NULL, NULL, SOCK_CLOEXEC);
 	if (fds[2] < 0)
 		return -errno;
@@ -197,13 +215,13 @@ static int self_pair(int fds[3], struct netaddr *client_end, struct netaddr *ser
 	return 0;
 }
 
-int sockdiag_selftest(int diag_fd)
+int sockdiag_selftest(int diag_fd, uint32_t mark)
 {
 	int fds[3] = { -1, -1, -1 };
 	struct netaddr client_end, server_end;
 	uint64_t want, got;
 	socklen_t len = sizeof(want);
-	int err = self_pair(fds, &client_end, &server_end);
+	int err = self_pair(fds, mark, &client_end, &server_end);
 
 	if (!err)
 		err = sockdiag_peer_cookie(diag_fd, fds[2], &client_end, &server_end, &got);

@@ -10,6 +10,7 @@
 #ifndef DBWARD_AGENT_SOCKDIAG_H
 #define DBWARD_AGENT_SOCKDIAG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/netaddr.h"
@@ -28,19 +29,30 @@ int sockdiag_tcp_cookie(int diag_fd, const struct netaddr *local, const struct n
 
 /*
  * The cookie of the other end of the connection @fd, accepted from
- * @peer on @local: the socket holding the 4-tuple turned round, once
- * connected (not one still in SYN_SENT), and only while @fd's own end
- * still holds that tuple. A workload end that died in the accept queue
- * and a new socket that took its tuple since are told apart: -ENOENT.
+ * @peer on @local: the socket holding the 4-tuple turned round, past its
+ * handshake (not a listener, not a new connect in SYN_SENT), checked
+ * after to still be joined to @fd (sockdiag_still_connected). A workload
+ * end that died in the accept queue and a new socket that took its port
+ * since are told apart: -ENOENT. This rests on TCP itself: a socket can
+ * only complete a handshake on a tuple nobody else holds. TCP_REPAIR
+ * (CAP_NET_ADMIN, which can bypass interception anyway) can break that.
  */
 int sockdiag_peer_cookie(int diag_fd, int fd, const struct netaddr *peer,
 			 const struct netaddr *local, uint64_t *cookie);
 
 /*
- * Checks on a loopback connection of its own that this kernel answers
- * such lookups (CONFIG_INET_DIAG and CONFIG_INET_TCP_DIAG, or the
- * inet_diag and tcp_diag modules). Returns 0 or -errno.
+ * Whether the accepted socket @fd still holds its 4-tuple: its TCP state
+ * is not CLOSE (it was not reset). Ask it last, after whatever was found
+ * by the tuple.
  */
-int sockdiag_selftest(int diag_fd);
+bool sockdiag_still_connected(int fd);
+
+/*
+ * Checks on a loopback connection of its own, whose client carries @mark
+ * (0: none), that this kernel answers such lookups (CONFIG_INET_DIAG and
+ * CONFIG_INET_TCP_DIAG, or the inet_diag and tcp_diag modules). Returns 0
+ * or -errno.
+ */
+int sockdiag_selftest(int diag_fd, uint32_t mark);
 
 #endif /* DBWARD_AGENT_SOCKDIAG_H */

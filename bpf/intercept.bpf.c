@@ -53,8 +53,8 @@ struct {
  * Cookies are never reused, so a record whose connection never reached
  * the agent is never found for another socket: it waits for the LRU to
  * drop it (with listen_pods, for the socket's TCP close). The agent deletes
- * a record when it frees the connection; it checks that the 4-tuple it
- * accepted still joins its own socket to the one the cookie names.
+ * a record when it frees the connection (docs/architecture.md says how it
+ * makes sure the record it found is its own connection's).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -218,6 +218,8 @@ static __always_inline int intercept_connect(struct bpf_sock_addr *ctx, const __
 	origin.dst_port = dst_port;
 	origin.family = family;
 	origin.target_index = index;
+	__builtin_memcpy(origin.via_addr, *to, 16);
+	origin.via_port = *to_port;
 	origin.socket_cookie = bpf_get_socket_cookie(ctx);
 	record_identity(&origin.who, netns, now);
 	if (bpf_map_update_elem(&origin_by_cookie, &origin.socket_cookie, &origin, BPF_ANY)) {
@@ -359,12 +361,19 @@ static __always_inline struct intercept_origin *origin_of_addr(struct bpf_sock_a
 	return bpf_map_lookup_elem(&origin_by_cookie, &cookie);
 }
 
+/*
+ * Only while the socket is still connected where it was sent: one that
+ * disconnected (connect AF_UNSPEC) and connected elsewhere keeps its
+ * cookie, and its record may not be gone yet.
+ */
 SEC("cgroup/getpeername4")
 int dbward_getpeername4(struct bpf_sock_addr *ctx)
 {
 	struct intercept_origin *origin = origin_of_addr(ctx);
 
-	if (origin && addr_is_v4mapped(origin->dst_addr)) {
+	if (origin && addr_is_v4mapped(origin->dst_addr) &&
+	    ctx->user_ip4 == ((const __u32 *)origin->via_addr)[3] &&
+	    (__be16)ctx->user_port == origin->via_port) {
 		ctx->user_ip4 = ((const __u32 *)origin->dst_addr)[3];
 		ctx->user_port = origin->dst_port;
 	}
@@ -378,6 +387,10 @@ int dbward_getpeername6(struct bpf_sock_addr *ctx)
 	const __u32 *w;
 
 	if (!origin)
+		return SYS_PROCEED;
+	w = (const __u32 *)origin->via_addr;
+	if (ctx->user_ip6[0] != w[0] || ctx->user_ip6[1] != w[1] || ctx->user_ip6[2] != w[2] ||
+	    ctx->user_ip6[3] != w[3] || (__be16)ctx->user_port != origin->via_port)
 		return SYS_PROCEED;
 	w = (const __u32 *)origin->dst_addr;
 	ctx->user_ip6[0] = w[0];

@@ -58,6 +58,10 @@ struct intercept_origin {
 	__be16 dst_port;
 	__u16 family;			/* AF_INET or AF_INET6 of the socket */
 	__u32 target_index;
+	__u8 via_addr[16];		/* where it was sent instead: the agent */
+	__be16 via_port;
+	__u16 pad;
+	__u32 pad2;
 	__u64 socket_cookie;		/* the key it is kept under */
 	struct intercept_identity who;
 };

@@ -12,6 +12,7 @@ import signal
 import socket
 
 from dbward_env import (
+    PYTHON,
     assert_went_direct,
     assert_went_through_agent,
     by_app,
@@ -144,6 +145,56 @@ def test_origin_records_are_forgotten_when_connections_close(
                what="origin records to be forgotten")
 
 
+# Connects to HOST:PORT (a target), then per MODE: "reset" closes with a
+# reset; "elsewhere" disconnects (connect AF_UNSPEC) and connects to
+# HOST:OTHER instead, printing getpeername() there.
+RECONNECT_SRC = r"""
+import ctypes, json, socket, struct, sys
+host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.create_connection((host, port), timeout=10)
+if mode == "reset":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    print(json.dumps({}))
+    sys.exit(0)
+libc = ctypes.CDLL(None, use_errno=True)
+unspec = (ctypes.c_ubyte * 16)()  # sa_family 0: AF_UNSPEC
+if libc.connect(s.fileno(), unspec, 16) != 0:
+    sys.exit(f"connect(AF_UNSPEC): errno {ctypes.get_errno()}")
+s.connect((host, int(sys.argv[4])))
+print(json.dumps({"peer": list(s.getpeername())}))
+"""
+
+
+class Paused:
+    """SIGSTOPs an agent for the block (its loops accept nothing)."""
+
+    def __init__(self, agent):
+        self.pid = agent.proc.pid
+
+    def __enter__(self):
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def __exit__(self, *exc):
+        os.kill(self.pid, signal.SIGCONT)
+
+
+def test_getpeername_after_reconnecting_elsewhere_shows_the_new_peer(
+        pg, agent_factory, test_cgroup, run_in_cgroup):
+    agent = agent_factory(heartbeat_timeout_ms=60000)
+    other = socket.create_server(("127.0.0.1", 0))
+    other_port = other.getsockname()[1]
+    try:
+        # Paused: the first connection's record stays (nobody forgets it).
+        with Paused(agent):
+            res = run_in_cgroup(test_cgroup, [PYTHON, "-c", RECONNECT_SRC, "127.0.0.1",
+                                              str(pg.port), "elsewhere", str(other_port)])
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["peer"] == ["127.0.0.1", other_port]
+    finally:
+        other.close()
+
+
 def test_pods_agent_forgets_records_and_tuples_too(
         pg, netns, agent_factory, test_cgroup, run_in_cgroup):
     agent = agent_factory(listen_pods=f"{netns.host_addr}:{free_port()}")
@@ -160,6 +211,22 @@ def test_pods_agent_forgets_records_and_tuples_too(
     wait_until(lambda: origin_records(test_cgroup) == [] and
                origin_records(test_cgroup, "origin_by_tupl") == [],
                timeout=10, interval=0.1, what="records and tuples to be forgotten")
+
+
+def test_pods_agent_programs_forget_a_connection_reset_before_accept(
+        pg, netns, agent_factory, test_cgroup, run_in_cgroup):
+    agent = agent_factory(listen_pods=f"{netns.host_addr}:{free_port()}",
+                          heartbeat_timeout_ms=60000)
+    # Paused, the agent neither takes the tuple entry nor forgets the
+    # record: what goes, the programs dropped at the workload's TCP close.
+    with Paused(agent):
+        res = run_in_cgroup(test_cgroup, [PYTHON, "-c", RECONNECT_SRC, netns.host_addr,
+                                          str(pg.port), "reset"], netns=netns)
+        assert res.returncode == 0, res.stderr
+        assert origin_records(test_cgroup) == []
+        assert origin_records(test_cgroup, "origin_by_tupl") == []
+    wait_until(lambda: "no origin record" in agent.output(), 10,
+               what="the agent to refuse the dead connection")
 
 
 def test_ipv6_psql_in_cgroup_is_intercepted(pg, agent, test_cgroup, run_in_cgroup):

@@ -255,6 +255,50 @@ Test(sockdiag, the_selftest_passes_here)
 	int fd = sockdiag_open();
 
 	cr_assert(fd >= 0);
-	cr_assert_eq(sockdiag_selftest(fd), 0);
+	cr_assert_eq(sockdiag_selftest(fd, 0), 0);
+	cr_assert_eq(sockdiag_selftest(fd, 0xdb00), 0, "with a mark on the client");
 	close(fd);
+}
+
+/* Nothing holds the workload end's tuple but a listener on that address:
+ * the exact lookup falls back to it, and it is no connection's end. */
+Test(sockdiag, a_listener_is_no_connections_end)
+{
+	struct pair p;
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(addr);
+	struct netaddr listening;
+	uint64_t cookie = 0;
+	int other = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fd = sockdiag_open();
+
+	cr_assert(fd >= 0 && other >= 0);
+	cr_assert_eq(bind(other, (struct sockaddr *)&addr, len), 0);
+	cr_assert_eq(listen(other, 1), 0);
+	cr_assert_eq(getsockname(other, (struct sockaddr *)&addr, &len), 0);
+	cr_assert_eq(netaddr_from_sockaddr((struct sockaddr *)&addr, &listening), 0);
+	pair_open(&p, AF_INET);
+	cr_assert_eq(sockdiag_tcp_cookie(fd, &listening, &p.server_end, &cookie, NULL), 0,
+		     "the lookup falls back to the listener");
+	cr_assert_eq(cookie, cookie_of(other));
+	cr_assert_eq(sockdiag_peer_cookie(fd, p.server, &listening, &p.server_end, &cookie), -ENOENT);
+	pair_close(&p);
+	close(other);
+	close(fd);
+}
+
+Test(sockdiag, an_accepted_socket_is_connected_until_reset)
+{
+	struct linger reset = { .l_onoff = 1, .l_linger = 0 };
+	struct pair p;
+
+	pair_open(&p, AF_INET);
+	cr_assert(sockdiag_still_connected(p.server));
+	shutdown(p.client, SHUT_WR);	/* CLOSE_WAIT on our side: still joined */
+	cr_assert(sockdiag_still_connected(p.server));
+	cr_assert_eq(setsockopt(p.client, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)), 0);
+	close(p.client);
+	p.client = -1;
+	cr_assert_not(sockdiag_still_connected(p.server));
+	close(p.server);
+	close(p.listener);
 }
