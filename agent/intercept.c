@@ -365,19 +365,34 @@ void intercept_heartbeat(struct intercept *ic)
 	__atomic_store_n(&ic->skel->bss->heartbeat_ns, clock_monotonic_ns(), __ATOMIC_RELEASE);
 }
 
-static int take_by_tuple(struct intercept *ic, const struct netaddr *peer,
+/*
+ * With listen_pods: the entry sockops published under the 4-tuple. It is
+ * deleted only once @fd proved alive: a dead connection in the accept
+ * queue must not take the entry of the new socket that reused its port.
+ */
+static int take_by_tuple(struct intercept *ic, int fd, const struct netaddr *peer,
 			 const struct netaddr *local, struct intercept_origin *out)
 {
+	int map = bpf_map__fd(ic->skel->maps.origin_by_tuple);
 	struct intercept_tuple key;
+	char text[NETADDR_STRLEN];
 
 	memset(&key, 0, sizeof(key));
 	memcpy(key.peer_addr, peer->ip, 16);
 	memcpy(key.local_addr, local->ip, 16);
 	key.peer_port = htons(peer->port);
 	key.local_port = htons(local->port);
-	if (bpf_map_lookup_and_delete_elem(bpf_map__fd(ic->skel->maps.origin_by_tuple),
-					   &key, out) < 0)
+	if (bpf_map_lookup_elem(map, &key, out) < 0)
 		return -errno;
+	if (!sockdiag_still_connected(fd))
+		return -ENOENT;
+	bpf_map_delete_elem(map, &key);
+	if (out->flags & INTERCEPT_ORIGIN_COLLIDED) {
+		netaddr_format(peer, text, sizeof(text));
+		log_warn("intercept: two sockets in different network namespaces connected from %s "
+			 "to the agent: neither is trusted, the connection is refused", text);
+		return -EADDRINUSE;
+	}
 	return 0;
 }
 
@@ -387,24 +402,20 @@ int intercept_find_origin(struct intercept *ic, int diag_fd, int fd, const struc
 	uint64_t cookie;
 	int err;
 
-	if (ic->by_tuple) {
-		err = take_by_tuple(ic, peer, local, out);
-	} else {
-		err = sockdiag_peer_cookie(diag_fd, fd, peer, local, &cookie);
-		if (!err && bpf_map_lookup_elem(bpf_map__fd(ic->skel->maps.origin_by_cookie),
-						&cookie, out) < 0)
-			err = -errno;
-		/* An LRU slot can be reused while it is copied: the key must match. */
-		if (!err && out->socket_cookie != cookie)
-			err = -ENOENT;
-	}
+	if (ic->by_tuple)
+		return take_by_tuple(ic, fd, peer, local, out);
+	err = sockdiag_peer_cookie(diag_fd, fd, peer, local, &cookie);
 	if (err)
 		return err;
+	if (bpf_map_lookup_elem(bpf_map__fd(ic->skel->maps.origin_by_cookie), &cookie, out) < 0)
+		return -errno;
+	/* An LRU slot can be reused while it is copied: the key must match. */
+	if (out->socket_cookie != cookie)
+		return -ENOENT;
 	/*
-	 * Last: our end still holds the tuple, so what was found under it
-	 * was published by our own peer. A workload end that died in the
-	 * accept queue, and a new socket that took its port (and published
-	 * under the same tuple, or reconnected the same socket), is caught.
+	 * Last: our end still holds the tuple, so the socket found under it
+	 * is our own peer. A workload end that died in the accept queue, or
+	 * reconnected, while a new connection took its tuple, is caught.
 	 */
 	return sockdiag_still_connected(fd) ? 0 : -ENOENT;
 }

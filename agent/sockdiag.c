@@ -3,8 +3,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
@@ -152,11 +152,16 @@ static bool synchronized(uint8_t state)
 
 bool sockdiag_still_connected(int fd)
 {
+	struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
 	struct tcp_info info;
 	socklen_t len = sizeof(info);
 
-	/* An accepted socket not yet closed by us holds its tuple until its
-	 * state is CLOSE (a reset, or the end of the shutdown). */
+	/* An accepted socket we have not shut down holds its tuple until its
+	 * state is CLOSE (a reset, or a timeout). A reset sets the socket's
+	 * error before it lets go of the tuple, and the state after: ask both
+	 * (a peer's FIN alone is POLLRDHUP, not POLLHUP). */
+	if (poll(&p, 1, 0) < 0 || (p.revents & (POLLERR | POLLHUP | POLLNVAL)))
+		return false;
 	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
 	       len >= offsetof(struct tcp_info, tcpi_state) + sizeof(info.tcpi_state) &&
 	       info.tcpi_state != TCP_CLOSE;
@@ -204,8 +209,14 @@ static int self_pair(int fds[3], uint32_t mark, struct netaddr *client_end,
 	    getsockname(fds[1], (struct sockaddr *)&ss, &ss_len) < 0)
 		return -errno;
 	ready = (struct pollfd){ .fd = fds[0], .events = POLLIN };
-	if (poll(&ready, 1, 1000) != 1)
+	switch (poll(&ready, 1, 1000)) {
+	case 1:
+		break;
+	case 0:
 		return -ETIMEDOUT;
+	default:
+		return -errno;
+	}
 	fds[2] = accept4(fds[0], NULL, NULL, SOCK_CLOEXEC);
 	if (fds[2] < 0)
 		return -errno;

@@ -41,9 +41,10 @@ int sockdiag_peer_cookie(int diag_fd, int fd, const struct netaddr *peer,
 			 const struct netaddr *local, uint64_t *cookie);
 
 /*
- * Whether the accepted socket @fd still holds its 4-tuple: its TCP state
- * is not CLOSE (it was not reset). Ask it last, after whatever was found
- * by the tuple.
+ * Whether the accepted socket @fd, not yet shut down or closed by us,
+ * still holds its 4-tuple: no error or hang-up on it and its TCP state is
+ * not CLOSE (it was not reset). Ask it last, after whatever was found by
+ * the tuple.
  */
 bool sockdiag_still_connected(int fd);
 

@@ -31,6 +31,7 @@
 #define IPPROTO_TCP 6
 #define EPERM 1
 #define ENOENT 2
+#define EEXIST 17
 
 #define SYS_PROCEED 1
 #define SYS_REJECT 0
@@ -302,11 +303,24 @@ static __always_inline void tuple_from_ops(struct intercept_tuple *t, struct bpf
 	t->local_port = bpf_htons((__u16)bpf_ntohl(skops->remote_port));
 }
 
+static __always_inline bool same_addr(const __u8 a[16], const __u8 b[16])
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+/*
+ * Once established, and only if still connected where connect4 sent it
+ * (a socket that disconnected and connected elsewhere keeps its cookie
+ * and record). A key taken already is marked collided, never replaced.
+ */
 static __always_inline void origin_publish(struct bpf_sock_ops *skops)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct intercept_tuple tuple = {};
 	struct intercept_origin *found, origin;
+	long err;
 
 	found = bpf_map_lookup_elem(&origin_by_cookie, &cookie);
 	if (!found)
@@ -316,27 +330,39 @@ static __always_inline void origin_publish(struct bpf_sock_ops *skops)
 	if (origin.socket_cookie != cookie)
 		return;
 	tuple_from_ops(&tuple, skops);
-	if (bpf_map_update_elem(&origin_by_tuple, &tuple, &origin, BPF_ANY) == 0)
-		count(INTERCEPT_CNT_TUPLE_SAVED);
+	if (!same_addr(tuple.local_addr, origin.via_addr) || tuple.local_port != origin.via_port)
+		return;
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	err = bpf_map_update_elem(&origin_by_tuple, &tuple, &origin, BPF_NOEXIST);
+	if (err == 0) {
+		count(INTERCEPT_CNT_TUPLE_SAVED);
+	} else if (err == -EEXIST) {
+		found = bpf_map_lookup_elem(&origin_by_tuple, &tuple);
+		if (found)
+			found->flags |= INTERCEPT_ORIGIN_COLLIDED;
+		count(INTERCEPT_CNT_TUPLE_COLLIDED);
+	}
 }
 
 /*
  * At TCP close of a socket origin_publish asked state callbacks for: its
- * tuple entry goes (a later connection on the same tuple must not find
- * it) and so does its record (its connection is over, and one that
- * never reached the agent would otherwise wait for the LRU).
+ * tuple entry goes, if it is its own (a later connection on the same
+ * tuple must not find it), and so does its record (its connection is
+ * over, and one that never reached the agent would otherwise wait for
+ * the LRU).
  */
 static __always_inline void origin_retract(struct bpf_sock_ops *skops)
 {
+	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct intercept_tuple tuple = {};
-	__u64 cookie;
+	struct intercept_origin *held;
 
 	if (skops->args[1] != BPF_TCP_CLOSE)
 		return;
 	tuple_from_ops(&tuple, skops);
-	bpf_map_delete_elem(&origin_by_tuple, &tuple);
-	cookie = bpf_get_socket_cookie(skops);
+	held = bpf_map_lookup_elem(&origin_by_tuple, &tuple);
+	if (held && held->socket_cookie == cookie)
+		bpf_map_delete_elem(&origin_by_tuple, &tuple);
 	bpf_map_delete_elem(&origin_by_cookie, &cookie);
 }
 

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 
 from dbward_env import (
     PYTHON,
@@ -157,12 +158,70 @@ if mode == "reset":
     s.close()
     print(json.dumps({}))
     sys.exit(0)
+first = list(s.getpeername())
 libc = ctypes.CDLL(None, use_errno=True)
 unspec = (ctypes.c_ubyte * 16)()  # sa_family 0: AF_UNSPEC
 if libc.connect(s.fileno(), unspec, 16) != 0:
     sys.exit(f"connect(AF_UNSPEC): errno {ctypes.get_errno()}")
 s.connect((host, int(sys.argv[4])))
-print(json.dumps({"peer": list(s.getpeername())}))
+print(json.dumps({"first": first, "peer": list(s.getpeername())}))
+"""
+
+
+# From FROM_ADDR:PORT (0: any) to HOST:TARGET; prints {"port"}, waits for a
+# line on stdin, then logs in as APP (unless "-") and prints what came back.
+# "listen" as APP instead: a listener on HOST:TARGET, held until stdin ends.
+CLIENT_SRC = r"""
+import json, socket, sys
+sys.path.insert(0, sys.argv[1])
+import pgwire as w
+here, port, host, target, app = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
+if app == "listen":
+    l = socket.create_server((host, target))
+    print(json.dumps({"port": target}), flush=True)
+    sys.stdin.read()
+    sys.exit(0)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((here, port))
+s.connect((host, target))
+print(json.dumps({"port": s.getsockname()[1]}), flush=True)
+if sys.stdin.readline() == "" or app == "-":
+    sys.stdin.read()
+    sys.exit(0)
+s.settimeout(20)
+s.sendall(w.startup_message({"user": "app", "database": "orders", "application_name": app}))
+r, got = w.Reader(s), []
+while True:
+    try:
+        m = r.message()
+    except OSError:
+        m = None
+    if m is None:
+        got.append({"type": "eof"})
+        break
+    got.append(w.describe(*m))
+    if m[0] in "ZE":
+        break
+print(json.dumps({"got": got}), flush=True)
+"""
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# From FROM_ADDR (any port) to HOST:TARGET: a startup packet, then a reset.
+RESET_FROM_SRC = r"""
+import json, socket, struct, sys
+sys.path.insert(0, sys.argv[1])
+import pgwire as w
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[2], 0))
+s.connect((sys.argv[3], int(sys.argv[4])))
+s.sendall(w.startup_message({"user": "app", "database": "orders",
+                             "application_name": "dead-first"}))
+port = s.getsockname()[1]
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+print(json.dumps({"port": port}))
 """
 
 
@@ -176,7 +235,10 @@ class Paused:
         os.kill(self.pid, signal.SIGSTOP)
 
     def __exit__(self, *exc):
-        os.kill(self.pid, signal.SIGCONT)
+        try:
+            os.kill(self.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def test_getpeername_after_reconnecting_elsewhere_shows_the_new_peer(
@@ -190,7 +252,9 @@ def test_getpeername_after_reconnecting_elsewhere_shows_the_new_peer(
             res = run_in_cgroup(test_cgroup, [PYTHON, "-c", RECONNECT_SRC, "127.0.0.1",
                                               str(pg.port), "elsewhere", str(other_port)])
         assert res.returncode == 0, res.stderr
-        assert json.loads(res.stdout)["peer"] == ["127.0.0.1", other_port]
+        out = json.loads(res.stdout)
+        assert out["first"] == ["127.0.0.1", pg.port], "the first connect was not redirected"
+        assert out["peer"] == ["127.0.0.1", other_port]
     finally:
         other.close()
 
@@ -211,6 +275,68 @@ def test_pods_agent_forgets_records_and_tuples_too(
     wait_until(lambda: origin_records(test_cgroup) == [] and
                origin_records(test_cgroup, "origin_by_tupl") == [],
                timeout=10, interval=0.1, what="records and tuples to be forgotten")
+
+
+def test_pods_agent_gives_a_reused_port_to_the_live_connection_only(
+        pg, netns, agent_factory, test_cgroup, run_in_cgroup, spawn_in_cgroup):
+    agent = agent_factory(listen_pods=f"{netns.host_addr}:{free_port()}",
+                          heartbeat_timeout_ms=60000)
+    app = marker("reused")
+    with Paused(agent):
+        # The first connection writes and resets while queued; a second
+        # takes its port, so both publish the same 4-tuple, in turn.
+        first = run_in_cgroup(test_cgroup, [PYTHON, "-c", RESET_FROM_SRC, HERE, netns.ns_addr,
+                                            netns.host_addr, str(pg.port)], netns=netns)
+        assert first.returncode == 0, first.stderr
+        port = json.loads(first.stdout)["port"]
+        second = spawn_in_cgroup(test_cgroup, [PYTHON, "-c", CLIENT_SRC, HERE, netns.ns_addr,
+                                               str(port), netns.host_addr, str(pg.port), app],
+                                 netns=netns, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert json.loads(second.stdout.readline())["port"] == port
+    second.stdin.write("go\n")
+    second.stdin.flush()
+    got = json.loads(second.stdout.readline())["got"]
+    assert got[-1]["type"] == "Z", got
+    opened = agent.wait_for_event(by_app(app), kind="connection_open")
+    assert opened["pid"] == second.pid
+
+
+def test_pods_agent_refuses_a_tuple_another_namespace_published_too(
+        pg, netns, agent_factory, test_cgroup, spawn_in_cgroup):
+    pods_port = free_port()
+    agent = agent_factory(listen_pods=f"{netns.host_addr}:{pods_port}",
+                          heartbeat_timeout_ms=60000)
+    # A namespace of the forger's own, which claims the pod's address and
+    # the agent's: its redirected connect lands on its own listener, and
+    # sockops publishes it under the pod connection's exact 4-tuple.
+    forge = f"dbwforge-{os.getpid()}"
+    run(["ip", "netns", "add", forge])
+    try:
+        run(["ip", "-n", forge, "link", "set", "lo", "up"])
+        for addr in (netns.host_addr, netns.ns_addr):
+            run(["ip", "-n", forge, "addr", "add", f"{addr}/32", "dev", "lo"])
+        app = marker("victim")
+
+        def client(ns, *args):
+            proc = spawn_in_cgroup(test_cgroup, [PYTHON, "-c", CLIENT_SRC, HERE, *args], netns=ns,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            return proc, json.loads(proc.stdout.readline())["port"]
+
+        with Paused(agent):
+            victim, port = client(netns, netns.ns_addr, "0", netns.host_addr, str(pg.port), app)
+            client(forge, netns.ns_addr, "0", netns.host_addr, str(pods_port), "listen")
+            forger, _ = client(forge, netns.ns_addr, str(port), netns.host_addr, str(pg.port),
+                               "-")
+        victim.stdin.write("go\n")
+        victim.stdin.flush()
+        got = json.loads(victim.stdout.readline())["got"]
+        assert got[0]["type"] == "E" and got[0]["fields"]["C"] == "08004", got
+        wait_until(lambda: "two sockets in different network namespaces" in agent.output(), 10,
+                   what="the agent's log of the collision")
+        assert not [e for e in agent.audit_events("connection_open")
+                    if e.get("pid") == forger.pid], "the forger was given the victim's connection"
+    finally:
+        run(["ip", "netns", "del", forge], check=False)
 
 
 def test_pods_agent_programs_forget_a_connection_reset_before_accept(
