@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,7 +67,7 @@ static const struct hook hook_table[5] = {
 	{ "connect4", BPF_CGROUP_INET4_CONNECT, prog_connect4, false, NULL },
 };
 
-/* Without listen_pods the 4-tuple map is never written: keep it small. */
+/* Without listen_pods the 4-tuple maps are never written: keep them small. */
 #define ORIGIN_BY_TUPLE_UNUSED_ENTRIES 64
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -329,9 +330,12 @@ int intercept_start(const struct agent_config *cfg, struct intercept **out)
 	}
 	fill_settings(&ic->skel->bss->settings, cfg, netns_cookie);
 	ic->skel->bss->heartbeat_ns = clock_monotonic_ns();
-	if (!ic->by_tuple)
+	if (!ic->by_tuple) {
 		bpf_map__set_max_entries(ic->skel->maps.origin_by_tuple,
 					 ORIGIN_BY_TUPLE_UNUSED_ENTRIES);
+		bpf_map__set_max_entries(ic->skel->maps.tuple_collided,
+					 ORIGIN_BY_TUPLE_UNUSED_ENTRIES);
+	}
 	err = intercept_bpf__load(ic->skel);
 	if (err) {
 		log_error("intercept: loading the BPF programs: %s", strerror(-err));
@@ -365,15 +369,29 @@ void intercept_heartbeat(struct intercept *ic)
 	__atomic_store_n(&ic->skel->bss->heartbeat_ns, clock_monotonic_ns(), __ATOMIC_RELEASE);
 }
 
+/* Another socket reached the agent under @key lately (intercept.h). */
+static bool collided_lately(struct intercept *ic, const struct intercept_tuple *key)
+{
+	uint64_t when;
+
+	if (bpf_map_lookup_elem(bpf_map__fd(ic->skel->maps.tuple_collided), key, &when) < 0)
+		return false;
+	return clock_monotonic_ns() - when < INTERCEPT_COLLIDED_NS;
+}
+
 /*
  * With listen_pods: the entry sockops published under the 4-tuple. It is
- * deleted only once @fd proved alive: a dead connection in the accept
- * queue must not take the entry of the new socket that reused its port.
+ * taken only once @fd proved alive (a dead connection in the accept queue
+ * must not take the entry of the new socket that reused its port), and
+ * only if the entry taken is the one looked at (LRU slots are reused
+ * without a grace period) and no other socket reached the agent under
+ * the same key lately.
  */
 static int take_by_tuple(struct intercept *ic, int fd, const struct netaddr *peer,
 			 const struct netaddr *local, struct intercept_origin *out)
 {
 	int map = bpf_map__fd(ic->skel->maps.origin_by_tuple);
+	struct intercept_origin seen;
 	struct intercept_tuple key;
 	char text[NETADDR_STRLEN];
 
@@ -382,15 +400,18 @@ static int take_by_tuple(struct intercept *ic, int fd, const struct netaddr *pee
 	memcpy(key.local_addr, local->ip, 16);
 	key.peer_port = htons(peer->port);
 	key.local_port = htons(local->port);
-	if (bpf_map_lookup_elem(map, &key, out) < 0)
+	if (bpf_map_lookup_elem(map, &key, &seen) < 0)
 		return -errno;
 	if (!sockdiag_still_connected(fd))
 		return -ENOENT;
-	bpf_map_delete_elem(map, &key);
-	if (out->flags & INTERCEPT_ORIGIN_COLLIDED) {
+	if (bpf_map_lookup_and_delete_elem(map, &key, out) < 0 || memcmp(&seen, out, sizeof(seen)))
+		return -ENOENT;
+	if (collided_lately(ic, &key)) {
 		netaddr_format(peer, text, sizeof(text));
-		log_warn("intercept: two sockets in different network namespaces connected from %s "
-			 "to the agent: neither is trusted, the connection is refused", text);
+		log_warn("intercept: connection from %s refused: another socket reached the agent "
+			 "from the same address and port lately (the record found is pid %u's, "
+			 "network namespace %" PRIu64 ")", text, out->who.tgid,
+			 (uint64_t)out->who.netns_cookie);
 		return -EADDRINUSE;
 	}
 	return 0;

@@ -71,6 +71,14 @@ struct {
 	__uint(max_entries, 65536);
 } origin_by_tuple SEC(".maps");
 
+/* Written by key, never by a publisher's retract: see intercept.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct intercept_tuple);
+	__type(value, __u64);
+	__uint(max_entries, 8192);
+} tuple_collided SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
@@ -310,38 +318,60 @@ static __always_inline bool same_addr(const __u8 a[16], const __u8 b[16])
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
+/* The socket is connected to one of the agent's addresses. */
+static __always_inline bool at_agent(const struct intercept_tuple *t)
+{
+	if (settings.has_pods && t->local_port == settings.pods_port &&
+	    same_addr(t->local_addr, settings.pods_addr))
+		return true;
+	if (settings.has_listen6 && t->local_port == settings.listen6_port &&
+	    same_addr(t->local_addr, settings.listen6_addr))
+		return true;
+	return t->local_port == settings.listen_port && same_addr(t->local_addr, settings.listen_addr);
+}
+
+static __always_inline void collided(const struct intercept_tuple *t)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	bpf_map_update_elem(&tuple_collided, t, &now, BPF_ANY);
+	count(INTERCEPT_CNT_TUPLE_COLLIDED);
+}
+
 /*
- * Once established, and only if still connected where connect4 sent it
- * (a socket that disconnected and connected elsewhere keeps its cookie
- * and record). A key taken already is marked collided, never replaced.
+ * Once a socket is established to the agent: its record goes under the
+ * 4-tuple, if it has one and is still connected where connect4 sent it (a
+ * socket that disconnected and connected elsewhere keeps its cookie and
+ * record), and if the key is free. Otherwise the key is noted as collided:
+ * whatever another socket published under it is not to be trusted.
  */
 static __always_inline void origin_publish(struct bpf_sock_ops *skops)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct intercept_tuple tuple = {};
 	struct intercept_origin *found, origin;
-	long err;
 
-	found = bpf_map_lookup_elem(&origin_by_cookie, &cookie);
-	if (!found)
+	tuple_from_ops(&tuple, skops);
+	if (!at_agent(&tuple))
 		return;
+	/* At close, its record goes (and its tuple entry, if it made one). */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	found = bpf_map_lookup_elem(&origin_by_cookie, &cookie);
+	if (!found) {
+		collided(&tuple);
+		return;
+	}
 	/* An LRU slot can be reused while it is read: copy, then check. */
 	__builtin_memcpy(&origin, found, sizeof(origin));
-	if (origin.socket_cookie != cookie)
+	if (origin.socket_cookie != cookie || !same_addr(tuple.local_addr, origin.via_addr) ||
+	    tuple.local_port != origin.via_port) {
+		collided(&tuple);
 		return;
-	tuple_from_ops(&tuple, skops);
-	if (!same_addr(tuple.local_addr, origin.via_addr) || tuple.local_port != origin.via_port)
-		return;
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-	err = bpf_map_update_elem(&origin_by_tuple, &tuple, &origin, BPF_NOEXIST);
-	if (err == 0) {
-		count(INTERCEPT_CNT_TUPLE_SAVED);
-	} else if (err == -EEXIST) {
-		found = bpf_map_lookup_elem(&origin_by_tuple, &tuple);
-		if (found)
-			found->flags |= INTERCEPT_ORIGIN_COLLIDED;
-		count(INTERCEPT_CNT_TUPLE_COLLIDED);
 	}
+	if (bpf_map_update_elem(&origin_by_tuple, &tuple, &origin, BPF_NOEXIST) == 0)
+		count(INTERCEPT_CNT_TUPLE_SAVED);
+	else
+		collided(&tuple);
 }
 
 /*

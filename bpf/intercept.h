@@ -60,28 +60,25 @@ struct intercept_origin {
 	__u32 target_index;
 	__u8 via_addr[16];		/* where it was sent instead: the agent */
 	__be16 via_port;
-	__u16 flags;			/* INTERCEPT_ORIGIN_* */
-	__u32 pad;
+	__u16 pad;
+	__u32 pad2;
 	__u64 socket_cookie;		/* the key it is kept under */
 	struct intercept_identity who;
 };
 
 /*
- * In origin_by_tuple: a second socket, in another network namespace that
- * uses the same addresses, found this 4-tuple taken. Neither is trusted:
- * the agent refuses the connection.
+ * Key of origin_by_tuple and tuple_collided (only with listen_pods: a
+ * pod's socket is in a network namespace where the agent cannot ask for
+ * its cookie): the connection as the agent sees it after accept(): peer =
+ * the workload's local address, local = the agent's listen address. The
+ * namespace is not in the key (the agent cannot know its peer's), and
+ * whoever owns a namespace picks its addresses. So an entry is never
+ * replaced: a socket that reaches the agent under a key taken already, or
+ * with no record of its own, notes the key in tuple_collided (the time,
+ * bpf_ktime_get_ns), and the agent refuses a connection whose key was
+ * noted there less than INTERCEPT_COLLIDED_NS ago.
  */
-#define INTERCEPT_ORIGIN_COLLIDED 1
-
-/*
- * Key of origin_by_tuple (only with listen_pods: a pod's socket is in a
- * network namespace where the agent cannot ask for its cookie): the
- * connection as the agent sees it after accept(): peer = the workload's
- * local address, local = the agent's listen address. The namespace is
- * not in the key (the agent cannot know its peer's), and whoever owns a
- * namespace picks its addresses: a second socket publishing the same key
- * marks it INTERCEPT_ORIGIN_COLLIDED instead of replacing it.
- */
+#define INTERCEPT_COLLIDED_NS (10ull * 1000000000ull)
 struct intercept_tuple {
 	__u8 peer_addr[16];
 	__u8 local_addr[16];

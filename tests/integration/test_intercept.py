@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 
+import pytest
+
 from dbward_env import (
     PYTHON,
     assert_went_direct,
@@ -170,9 +172,10 @@ print(json.dumps({"first": first, "peer": list(s.getpeername())}))
 
 # From FROM_ADDR:PORT (0: any) to HOST:TARGET; prints {"port"}, waits for a
 # line on stdin, then logs in as APP (unless "-") and prints what came back.
-# "listen" as APP instead: a listener on HOST:TARGET, held until stdin ends.
+# "listen" as APP instead: a listener on HOST:TARGET, held until stdin ends;
+# "again": on the line, resets and connects again from the same port.
 CLIENT_SRC = r"""
-import json, socket, sys
+import json, socket, struct, sys
 sys.path.insert(0, sys.argv[1])
 import pgwire as w
 here, port, host, target, app = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
@@ -185,7 +188,19 @@ s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((here, port))
 s.connect((host, target))
-print(json.dumps({"port": s.getsockname()[1]}), flush=True)
+port = s.getsockname()[1]
+print(json.dumps({"port": port}), flush=True)
+if app == "again":  # on a line: reset, connect again from the same port
+    sys.stdin.readline()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((here, port))
+    s.connect((host, target))
+    print(json.dumps({"again": s.getsockname()[1]}), flush=True)
+    sys.stdin.read()
+    sys.exit(0)
 if sys.stdin.readline() == "" or app == "-":
     sys.stdin.read()
     sys.exit(0)
@@ -301,8 +316,9 @@ def test_pods_agent_gives_a_reused_port_to_the_live_connection_only(
     assert opened["pid"] == second.pid
 
 
+@pytest.mark.parametrize("forger", ["after", "before-and-again"])
 def test_pods_agent_refuses_a_tuple_another_namespace_published_too(
-        pg, netns, agent_factory, test_cgroup, spawn_in_cgroup):
+        pg, netns, agent_factory, test_cgroup, spawn_in_cgroup, forger):
     pods_port = free_port()
     agent = agent_factory(listen_pods=f"{netns.host_addr}:{pods_port}",
                           heartbeat_timeout_ms=60000)
@@ -323,15 +339,27 @@ def test_pods_agent_refuses_a_tuple_another_namespace_published_too(
             return proc, json.loads(proc.stdout.readline())["port"]
 
         with Paused(agent):
-            victim, port = client(netns, netns.ns_addr, "0", netns.host_addr, str(pg.port), app)
             client(forge, netns.ns_addr, "0", netns.host_addr, str(pods_port), "listen")
-            forger, _ = client(forge, netns.ns_addr, str(port), netns.host_addr, str(pg.port),
-                               "-")
+            if forger == "after":
+                victim, port = client(netns, netns.ns_addr, "0", netns.host_addr, str(pg.port),
+                                      app)
+                forger, _ = client(forge, netns.ns_addr, str(port), netns.host_addr,
+                                   str(pg.port), "-")
+            else:
+                # First, so the victim finds its key taken; then the forger
+                # resets (its retract drops its entry) and publishes again.
+                forger, port = client(forge, netns.ns_addr, "0", netns.host_addr,
+                                      str(pg.port), "again")
+                victim, _ = client(netns, netns.ns_addr, str(port), netns.host_addr,
+                                   str(pg.port), app)
+                forger.stdin.write("go\n")
+                forger.stdin.flush()
+                assert json.loads(forger.stdout.readline()) == {"again": port}
         victim.stdin.write("go\n")
         victim.stdin.flush()
         got = json.loads(victim.stdout.readline())["got"]
         assert got[0]["type"] == "E" and got[0]["fields"]["C"] == "08004", got
-        wait_until(lambda: "two sockets in different network namespaces" in agent.output(), 10,
+        wait_until(lambda: "from the same address and port lately" in agent.output(), 10,
                    what="the agent's log of the collision")
         assert not [e for e in agent.audit_events("connection_open")
                     if e.get("pid") == forger.pid], "the forger was given the victim's connection"
