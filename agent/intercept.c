@@ -42,9 +42,11 @@ struct intercept {
 	int cgroup_fd;
 	uint64_t cgroup_id;
 	char pin_dir[PATH_MAX];
-	/* With listen_pods, origins are also published by 4-tuple (sockops):
-	 * a pod's socket is out of reach of the agent's sock_diag. */
+	/* With listen_pods, origins of connections to the pods address are
+	 * also published by 4-tuple (sockops): a pod's socket is out of reach
+	 * of the agent's sock_diag. */
 	bool by_tuple;
+	struct netaddr pods;
 	struct hook hooks[5];
 };
 
@@ -276,8 +278,8 @@ static void detach_unused(struct intercept *ic, const struct hook *h)
 	bpf_link__destroy(link);
 }
 
-/* Without listen_pods every origin is found through sock_diag: make sure
- * this kernel answers before anything is redirected. */
+/* Origins of connections from the agent's own namespace are found through
+ * sock_diag: make sure this kernel answers before anything is redirected. */
 static int check_sockdiag(uint32_t mark)
 {
 	int fd = sockdiag_open();
@@ -304,6 +306,7 @@ int intercept_start(const struct agent_config *cfg, struct intercept **out)
 	ic->cgroup_fd = -1;
 	memcpy(ic->hooks, hook_table, sizeof(hook_table));
 	ic->by_tuple = cfg->has_listen_pods;
+	ic->pods = cfg->listen_pods;
 	libbpf_set_print(libbpf_log);
 	snprintf(ic->pin_dir, sizeof(ic->pin_dir), "%s", cfg->pin_dir);
 
@@ -319,7 +322,7 @@ int intercept_start(const struct agent_config *cfg, struct intercept **out)
 			  "(needs Linux 5.14 or later)", strerror(-err));
 		goto fail;
 	}
-	if (!ic->by_tuple && (err = check_sockdiag(cfg->upstream_mark)) < 0)
+	if ((err = check_sockdiag(cfg->upstream_mark)) < 0)
 		goto fail;
 
 	ic->skel = intercept_bpf__open();
@@ -369,23 +372,27 @@ void intercept_heartbeat(struct intercept *ic)
 	__atomic_store_n(&ic->skel->bss->heartbeat_ns, clock_monotonic_ns(), __ATOMIC_RELEASE);
 }
 
-/* Another socket reached the agent under @key lately (intercept.h). */
-static bool collided_lately(struct intercept *ic, const struct intercept_tuple *key)
+/* Whether another socket reached the agent under @key (intercept.h); the
+ * note is dropped: the live connection under that key is handled now. */
+static bool collided(struct intercept *ic, const struct intercept_tuple *key)
 {
+	int notes = bpf_map__fd(ic->skel->maps.tuple_collided);
 	uint64_t when;
 
-	if (bpf_map_lookup_elem(bpf_map__fd(ic->skel->maps.tuple_collided), key, &when) < 0)
+	if (bpf_map_lookup_elem(notes, key, &when) < 0)
 		return false;
-	return clock_monotonic_ns() - when < INTERCEPT_COLLIDED_NS;
+	bpf_map_delete_elem(notes, key);
+	return true;
 }
 
 /*
- * With listen_pods: the entry sockops published under the 4-tuple. It is
- * taken only once @fd proved alive (a dead connection in the accept queue
- * must not take the entry of the new socket that reused its port), and
- * only if the entry taken is the one looked at (LRU slots are reused
- * without a grace period) and no other socket reached the agent under
- * the same key lately.
+ * With listen_pods, a connection to the pods address: the entry sockops
+ * published under the 4-tuple. It is taken only once @fd proved alive (a
+ * dead connection in the accept queue must not take the entry of the new
+ * socket that reused its port), and only if the entry taken is the one
+ * looked at (LRU slots are reused without a grace period; one that was
+ * replaced in between goes back) and no other socket reached the agent
+ * under the same key.
  */
 static int take_by_tuple(struct intercept *ic, int fd, const struct netaddr *peer,
 			 const struct netaddr *local, struct intercept_origin *out)
@@ -400,17 +407,24 @@ static int take_by_tuple(struct intercept *ic, int fd, const struct netaddr *pee
 	memcpy(key.local_addr, local->ip, 16);
 	key.peer_port = htons(peer->port);
 	key.local_port = htons(local->port);
-	if (bpf_map_lookup_elem(map, &key, &seen) < 0)
-		return -errno;
+	if (bpf_map_lookup_elem(map, &key, &seen) < 0) {
+		if (sockdiag_still_connected(fd))
+			collided(ic, &key);
+		return -ENOENT;
+	}
 	if (!sockdiag_still_connected(fd))
 		return -ENOENT;
-	if (bpf_map_lookup_and_delete_elem(map, &key, out) < 0 || memcmp(&seen, out, sizeof(seen)))
+	if (bpf_map_lookup_and_delete_elem(map, &key, out) < 0)
 		return -ENOENT;
-	if (collided_lately(ic, &key)) {
+	if (memcmp(&seen, out, sizeof(seen))) {
+		bpf_map_update_elem(map, &key, out, BPF_NOEXIST);
+		return -ENOENT;
+	}
+	if (collided(ic, &key)) {
 		netaddr_format(peer, text, sizeof(text));
 		log_warn("intercept: connection from %s refused: another socket reached the agent "
-			 "from the same address and port lately (the record found is pid %u's, "
-			 "network namespace %" PRIu64 ")", text, out->who.tgid,
+			 "from the same address and port (the record found is pid %u's, network "
+			 "namespace %" PRIu64 ")", text, out->who.tgid,
 			 (uint64_t)out->who.netns_cookie);
 		return -EADDRINUSE;
 	}
@@ -423,7 +437,7 @@ int intercept_find_origin(struct intercept *ic, int diag_fd, int fd, const struc
 	uint64_t cookie;
 	int err;
 
-	if (ic->by_tuple)
+	if (ic->by_tuple && local->port == ic->pods.port && !memcmp(local->ip, ic->pods.ip, 16))
 		return take_by_tuple(ic, fd, peer, local, out);
 	err = sockdiag_peer_cookie(diag_fd, fd, peer, local, &cookie);
 	if (err)
@@ -439,6 +453,23 @@ int intercept_find_origin(struct intercept *ic, int diag_fd, int fd, const struc
 	 * reconnected, while a new connection took its tuple, is caught.
 	 */
 	return sockdiag_still_connected(fd) ? 0 : -ENOENT;
+}
+
+void intercept_sweep(struct intercept *ic)
+{
+	int notes = bpf_map__fd(ic->skel->maps.tuple_collided);
+	struct intercept_tuple key, next;
+	uint64_t now = clock_monotonic_ns(), when;
+	bool more;
+
+	if (!ic->by_tuple || bpf_map_get_next_key(notes, NULL, &key) != 0)
+		return;
+	do {	/* the next key first: a deleted one would restart the walk */
+		more = bpf_map_get_next_key(notes, &key, &next) == 0;
+		if (bpf_map_lookup_elem(notes, &key, &when) == 0 && now - when > INTERCEPT_COLLIDED_NS)
+			bpf_map_delete_elem(notes, &key);
+		key = next;
+	} while (more);
 }
 
 void intercept_forget_origin(struct intercept *ic, uint64_t socket_cookie)

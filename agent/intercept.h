@@ -34,6 +34,8 @@ void intercept_heartbeat(struct intercept *ic);
  */
 int intercept_find_origin(struct intercept *ic, int diag_fd, int fd, const struct netaddr *peer,
 			  const struct netaddr *local, struct intercept_origin *out);
+/* Drops notes of collided 4-tuples nobody came for (listen_pods only). */
+void intercept_sweep(struct intercept *ic);
 /* Drops the record of a connection the agent is done with. */
 void intercept_forget_origin(struct intercept *ic, uint64_t socket_cookie);
 

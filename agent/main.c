@@ -341,6 +341,7 @@ static int serve(struct agent *agent, const sigset_t *signals, const char *confi
 			intercept_heartbeat(agent->intercept);
 		else
 			log_warn("an event loop is stuck; withholding the heartbeat");
+		intercept_sweep(agent->intercept);
 	}
 }
 

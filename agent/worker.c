@@ -116,8 +116,7 @@ int worker_init(struct worker *w, struct agent *agent, unsigned index)
 	w->wake.owner = w;
 	if (worker_watch(w, &w->wake) < 0)
 		return -errno;
-	/* With listen_pods, origins come by 4-tuple from the programs. */
-	if (!cfg->has_listen_pods && (w->diag_fd = sockdiag_open()) < 0) {
+	if ((w->diag_fd = sockdiag_open()) < 0) {
 		log_error("sock_diag: %s", strerror(-w->diag_fd));
 		return w->diag_fd;
 	}

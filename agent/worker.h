@@ -53,8 +53,7 @@ struct worker {
 	struct endpoint wake;
 	struct endpoint listeners[WORKER_MAX_LISTENERS];
 	unsigned n_listeners;
-	int diag_fd;			/* sock_diag: finds an accepted connection's origin
-					 * (-1 with listen_pods: not needed) */
+	int diag_fd;			/* sock_diag: finds an accepted connection's origin */
 	pthread_t thread;
 	bool started;
 	bool stopping;			/* atomic */

@@ -318,16 +318,13 @@ static __always_inline bool same_addr(const __u8 a[16], const __u8 b[16])
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
-/* The socket is connected to one of the agent's addresses. */
+/* The socket is connected to the agent's address for pods (connections
+ * to listen/listen6 come from the agent's own namespace: it finds those
+ * by cookie, and loopback addresses exist in every namespace). */
 static __always_inline bool at_agent(const struct intercept_tuple *t)
 {
-	if (settings.has_pods && t->local_port == settings.pods_port &&
-	    same_addr(t->local_addr, settings.pods_addr))
-		return true;
-	if (settings.has_listen6 && t->local_port == settings.listen6_port &&
-	    same_addr(t->local_addr, settings.listen6_addr))
-		return true;
-	return t->local_port == settings.listen_port && same_addr(t->local_addr, settings.listen_addr);
+	return settings.has_pods && t->local_port == settings.pods_port &&
+	       same_addr(t->local_addr, settings.pods_addr);
 }
 
 static __always_inline void collided(const struct intercept_tuple *t)
@@ -339,8 +336,8 @@ static __always_inline void collided(const struct intercept_tuple *t)
 }
 
 /*
- * Once a socket is established to the agent: its record goes under the
- * 4-tuple, if it has one and is still connected where connect4 sent it (a
+ * Once a socket is established to the agent's pods address: its record
+ * goes under the 4-tuple, if it has one and is still connected where connect4 sent it (a
  * socket that disconnected and connected elsewhere keeps its cookie and
  * record), and if the key is free. Otherwise the key is noted as collided:
  * whatever another socket published under it is not to be trusted.

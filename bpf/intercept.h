@@ -67,18 +67,20 @@ struct intercept_origin {
 };
 
 /*
- * Key of origin_by_tuple and tuple_collided (only with listen_pods: a
- * pod's socket is in a network namespace where the agent cannot ask for
- * its cookie): the connection as the agent sees it after accept(): peer =
- * the workload's local address, local = the agent's listen address. The
- * namespace is not in the key (the agent cannot know its peer's), and
- * whoever owns a namespace picks its addresses. So an entry is never
- * replaced: a socket that reaches the agent under a key taken already, or
- * with no record of its own, notes the key in tuple_collided (the time,
- * bpf_ktime_get_ns), and the agent refuses a connection whose key was
- * noted there less than INTERCEPT_COLLIDED_NS ago.
+ * Key of origin_by_tuple and tuple_collided (only with listen_pods, and
+ * only for connections to the pods address: a pod's socket is in a
+ * network namespace where the agent cannot ask for its cookie): the
+ * connection as the agent sees it after accept(): peer = the workload's
+ * local address, local = the agent's pods address. The namespace is not
+ * in the key (the agent cannot know its peer's), and whoever owns a
+ * namespace picks its addresses. So an entry is never replaced: a socket
+ * that reaches the agent under a key taken already, or with no record of
+ * its own, notes the key in tuple_collided (with bpf_ktime_get_ns). The
+ * agent refuses a live connection whose key is noted, and drops the note
+ * once it has handled a live connection under that key; notes nobody
+ * came for go after INTERCEPT_COLLIDED_NS.
  */
-#define INTERCEPT_COLLIDED_NS (10ull * 1000000000ull)
+#define INTERCEPT_COLLIDED_NS (60ull * 1000000000ull)
 struct intercept_tuple {
 	__u8 peer_addr[16];
 	__u8 local_addr[16];

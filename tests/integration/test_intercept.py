@@ -359,12 +359,37 @@ def test_pods_agent_refuses_a_tuple_another_namespace_published_too(
         victim.stdin.flush()
         got = json.loads(victim.stdout.readline())["got"]
         assert got[0]["type"] == "E" and got[0]["fields"]["C"] == "08004", got
-        wait_until(lambda: "from the same address and port lately" in agent.output(), 10,
+        wait_until(lambda: "reached the agent from the same address and port" in agent.output(), 10,
                    what="the agent's log of the collision")
         assert not [e for e in agent.audit_events("connection_open")
                     if e.get("pid") == forger.pid], "the forger was given the victim's connection"
     finally:
         run(["ip", "netns", "del", forge], check=False)
+
+
+def test_a_pods_own_loopback_on_the_listen_port_does_not_touch_host_connections(
+        pg, netns, agent_factory, test_cgroup, spawn_in_cgroup):
+    agent = agent_factory(listen_pods=f"{netns.host_addr}:{free_port()}")
+    _, listen_port = agent.listen
+    # Loopback exists in every namespace: a pod may use 127.0.0.1 and the
+    # agent's listen port for something of its own.
+    for args in (("127.0.0.1", "0", "127.0.0.1", str(listen_port), "listen"),
+                 ("127.0.0.1", "0", "127.0.0.1", str(listen_port), "-")):
+        proc = spawn_in_cgroup(test_cgroup, [PYTHON, "-c", CLIENT_SRC, HERE, *args], netns=netns,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        port = json.loads(proc.stdout.readline())["port"]
+    assert origin_records(test_cgroup, "tuple_collided") == []
+    # A host connection from the same port is found by cookie, as ever.
+    app = marker("hostsameport")
+    host = spawn_in_cgroup(test_cgroup, [PYTHON, "-c", CLIENT_SRC, HERE, "127.0.0.1", str(port),
+                                         "127.0.0.1", str(pg.port), app],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert json.loads(host.stdout.readline())["port"] == port
+    host.stdin.write("go\n")
+    host.stdin.flush()
+    got = json.loads(host.stdout.readline())["got"]
+    assert got[-1]["type"] == "Z", got
+    assert agent.wait_for_event(by_app(app), kind="connection_open")["pid"] == host.pid
 
 
 def test_pods_agent_programs_forget_a_connection_reset_before_accept(
