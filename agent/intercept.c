@@ -374,7 +374,7 @@ void intercept_heartbeat(struct intercept *ic)
 
 /* Whether another socket reached the agent under @key (intercept.h); the
  * note is dropped: the live connection under that key is handled now. */
-static bool collided(struct intercept *ic, const struct intercept_tuple *key)
+static bool take_collision_note(struct intercept *ic, const struct intercept_tuple *key)
 {
 	int notes = bpf_map__fd(ic->skel->maps.tuple_collided);
 	uint64_t when;
@@ -409,7 +409,7 @@ static int take_by_tuple(struct intercept *ic, int fd, const struct netaddr *pee
 	key.local_port = htons(local->port);
 	if (bpf_map_lookup_elem(map, &key, &seen) < 0) {
 		if (sockdiag_still_connected(fd))
-			collided(ic, &key);
+			take_collision_note(ic, &key);
 		return -ENOENT;
 	}
 	if (!sockdiag_still_connected(fd))
@@ -420,7 +420,7 @@ static int take_by_tuple(struct intercept *ic, int fd, const struct netaddr *pee
 		bpf_map_update_elem(map, &key, out, BPF_NOEXIST);
 		return -ENOENT;
 	}
-	if (collided(ic, &key)) {
+	if (take_collision_note(ic, &key)) {
 		netaddr_format(peer, text, sizeof(text));
 		log_warn("intercept: connection from %s refused: another socket reached the agent "
 			 "from the same address and port (the record found is pid %u's, network "

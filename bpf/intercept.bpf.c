@@ -31,7 +31,6 @@
 #define IPPROTO_TCP 6
 #define EPERM 1
 #define ENOENT 2
-#define EEXIST 17
 
 #define SYS_PROCEED 1
 #define SYS_REJECT 0
@@ -337,10 +336,11 @@ static __always_inline void collided(const struct intercept_tuple *t)
 
 /*
  * Once a socket is established to the agent's pods address: its record
- * goes under the 4-tuple, if it has one and is still connected where connect4 sent it (a
- * socket that disconnected and connected elsewhere keeps its cookie and
- * record), and if the key is free. Otherwise the key is noted as collided:
- * whatever another socket published under it is not to be trusted.
+ * goes under the 4-tuple, if it has one and is still connected where
+ * connect4 sent it (a socket that disconnected and connected elsewhere
+ * keeps its cookie and record), and if the key is free. Otherwise the key
+ * is noted as collided: whatever another socket published under it is
+ * not to be trusted.
  */
 static __always_inline void origin_publish(struct bpf_sock_ops *skops)
 {

@@ -108,16 +108,10 @@ class Peer:
         return parse_ack(self._read(length - 1) or b"")
 
     def _read(self, n):
-        data = b""
-        while len(data) < n:
-            try:
-                chunk = self.sock.recv(n - len(data))
-            except (ssl.SSLError, ConnectionResetError):
-                return None
-            if not chunk:
-                return None
-            data += chunk
-        return data
+        try:
+            return _read_exact(self.sock, n)
+        except (ssl.SSLError, ConnectionResetError):
+            return None
 
     def close(self):
         self.sock.close()
@@ -506,6 +500,7 @@ class NothingStored:
 
 
 def _read_exact(conn, n):
+    """@n bytes from @conn, or None when it closes first."""
     data = b""
     while len(data) < n:
         chunk = conn.recv(n - len(data))

@@ -148,24 +148,18 @@ def test_origin_records_are_forgotten_when_connections_close(
                what="origin records to be forgotten")
 
 
-# Connects to HOST:PORT (a target), then per MODE: "reset" closes with a
-# reset; "elsewhere" disconnects (connect AF_UNSPEC) and connects to
-# HOST:OTHER instead, printing getpeername() there.
+# Connects to HOST:PORT (a target), disconnects (connect AF_UNSPEC) and
+# connects to HOST:OTHER instead, printing getpeername() before and after.
 RECONNECT_SRC = r"""
-import ctypes, json, socket, struct, sys
-host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+import ctypes, json, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
 s = socket.create_connection((host, port), timeout=10)
-if mode == "reset":
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
-    print(json.dumps({}))
-    sys.exit(0)
 first = list(s.getpeername())
 libc = ctypes.CDLL(None, use_errno=True)
 unspec = (ctypes.c_ubyte * 16)()  # sa_family 0: AF_UNSPEC
 if libc.connect(s.fileno(), unspec, 16) != 0:
     sys.exit(f"connect(AF_UNSPEC): errno {ctypes.get_errno()}")
-s.connect((host, int(sys.argv[4])))
+s.connect((host, int(sys.argv[3])))
 print(json.dumps({"first": first, "peer": list(s.getpeername())}))
 """
 
@@ -265,7 +259,7 @@ def test_getpeername_after_reconnecting_elsewhere_shows_the_new_peer(
         # Paused: the first connection's record stays (nobody forgets it).
         with Paused(agent):
             res = run_in_cgroup(test_cgroup, [PYTHON, "-c", RECONNECT_SRC, "127.0.0.1",
-                                              str(pg.port), "elsewhere", str(other_port)])
+                                              str(pg.port), str(other_port)])
         assert res.returncode == 0, res.stderr
         out = json.loads(res.stdout)
         assert out["first"] == ["127.0.0.1", pg.port], "the first connect was not redirected"
@@ -399,8 +393,8 @@ def test_pods_agent_programs_forget_a_connection_reset_before_accept(
     # Paused, the agent neither takes the tuple entry nor forgets the
     # record: what goes, the programs dropped at the workload's TCP close.
     with Paused(agent):
-        res = run_in_cgroup(test_cgroup, [PYTHON, "-c", RECONNECT_SRC, netns.host_addr,
-                                          str(pg.port), "reset"], netns=netns)
+        res = run_in_cgroup(test_cgroup, [PYTHON, "-c", RESET_FROM_SRC, HERE, netns.ns_addr,
+                                          netns.host_addr, str(pg.port)], netns=netns)
         assert res.returncode == 0, res.stderr
         assert origin_records(test_cgroup) == []
         assert origin_records(test_cgroup, "origin_by_tupl") == []
