@@ -12,6 +12,9 @@
 #include <string.h>
 
 #include "collector/store_backend.h"
+#include "collector/store_origin.h"
+#include "collector/store_schema.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 static const struct store_backend *backend_for(const char *url)
@@ -39,18 +42,64 @@ static int no_row(void *arg, const struct sql_value *cols, int ncols)
 	return 0;
 }
 
+static bool has_column(struct store *s, const char *sql)
+{
+	return s->be->exec(s->writer, STMT_DYNAMIC, sql, NULL, 0, no_row, NULL, NULL) == 0;
+}
+
+/* Schema 2 to 3 in one write transaction, under the ledger's lock: a
+ * replica that starts beside us and upgrades first makes our ALTER fail,
+ * and finds the column when it looks again. */
+static int schema_upgrade(struct store *s, char *err, size_t errlen)
+{
+	const struct store_backend *be = s->be;
+	uint64_t t0 = clock_monotonic_ns();
+	int rc;
+
+	log_info("store: upgrading the database from schema 2 to 3 (origins); this reads "
+		 "every event once");
+	rc = be->begin(s->writer, true);
+	if (rc == 0)
+		rc = be->exec(s->writer, STMT_DYNAMIC, be->ledger_lock_sql, NULL, 0, no_row, NULL,
+			      NULL);
+	if (rc == 0)
+		rc = origin_upgrade_schema2(be, s->writer);
+	if (rc == 0)
+		rc = be->commit(s->writer);
+	if (rc == 0) {
+		log_info("store: upgraded to schema 3 in %.1f s",
+			 (double)(clock_monotonic_ns() - t0) / 1e9);
+		return 0;
+	}
+	snprintf(err, errlen, "upgrading the database from schema 2: %s",
+		 rc == -EIO ? be->errmsg(s->writer) : strerror(-rc));
+	be->rollback(s->writer);
+	return has_column(s, "SELECT origin FROM events LIMIT 0") ? 0 : -1;
+}
+
 /* CREATE TABLE IF NOT EXISTS leaves an older database as it was. Schema 1
- * (leaf hashes as level-0 nodes) lacks events.leaf_hash. */
+ * (leaf hashes as level-0 nodes) lacks events.leaf_hash and is refused;
+ * schema 2 (identity columns in events) lacks events.origin and is
+ * upgraded. */
 static int schema_check(struct store *s, char *err, size_t errlen)
 {
-	if (s->be->exec(s->writer, STMT_DYNAMIC, "SELECT leaf_hash FROM events LIMIT 0", NULL, 0,
-			no_row, NULL, NULL) == 0)
-		return 0;
-	snprintf(err, errlen,
-		 "the database was created by an older dbward-collector (schema 1: no "
-		 "events.leaf_hash) and cannot be used by this version: start with a new "
-		 "database (docs/collector.md, Storage)");
-	return -1;
+	if (!has_column(s, "SELECT leaf_hash FROM events LIMIT 0")) {
+		snprintf(err, errlen,
+			 "the database was created by an older dbward-collector (schema 1: no "
+			 "events.leaf_hash) and cannot be used by this version: start with a new "
+			 "database (docs/collector.md, Storage)");
+		return -1;
+	}
+	if (!has_column(s, "SELECT origin FROM events LIMIT 0") &&
+	    schema_upgrade(s, err, errlen) < 0)
+		return -1;
+	if (s->be->exec(s->writer, STMT_DYNAMIC, STORE_SCHEMA_ORIGIN_INDEX, NULL, 0, NULL, NULL,
+			NULL) < 0) {
+		snprintf(err, errlen, "creating the index on events.origin: %s",
+			 s->be->errmsg(s->writer));
+		return -1;
+	}
+	return 0;
 }
 
 int store_open(const char *url, struct store **out, char *err, size_t errlen)
@@ -77,6 +126,11 @@ int store_open(const char *url, struct store **out, char *err, size_t errlen)
 		goto fail;
 	if (schema_check(s, err, errlen) < 0)
 		goto fail;
+	s->origins = origin_cache_new();
+	if (!s->origins) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	if (open_readers(s, url, err, errlen) < 0)
 		goto fail;
 	*out = s;
@@ -95,6 +149,7 @@ void store_close(struct store *s)
 			s->be->disconnect(s->readers[i]);
 	if (s->writer)
 		s->be->disconnect(s->writer);
+	origin_cache_free(s->origins);
 	pthread_cond_destroy(&s->pool_free);
 	pthread_mutex_destroy(&s->pool_lock);
 	pthread_mutex_destroy(&s->write_lock);

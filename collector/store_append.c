@@ -17,6 +17,7 @@
 #include "collector/store.h"
 #include "collector/store_backend.h"
 #include "collector/store_columns.h"
+#include "collector/store_origin.h"
 #include "common/clock.h"
 #include "common/event_json.h"
 #include "common/log.h"
@@ -26,7 +27,13 @@
 #define SEQ_SPAN_PER_SEQ 16
 /* Rows per multi-row INSERT: fewer statements, the same rows. */
 #define EVENT_ROWS 16
-#define EVENT_PARAMS (STORE_NCOLUMNS + 4)
+/* An event row: its own columns, origin, leaf_index, leaf_hash, raw, id. */
+#define EVENT_OWN_COLUMNS "agent_id, epoch, seq, ts, kind, verdict, statement_kind, sql"
+static const enum store_column event_own[] = { COL_AGENT_ID, COL_EPOCH, COL_SEQ, COL_TS,
+					       COL_KIND, COL_VERDICT, COL_STATEMENT_KIND,
+					       COL_SQL };
+#define EVENT_NOWN ((int)(sizeof(event_own) / sizeof(event_own[0])))
+#define EVENT_PARAMS (EVENT_NOWN + 5)
 #define NODE_ROWS 64
 #define NODE_PARAMS 3
 
@@ -300,7 +307,8 @@ static char *insert_sql(const char *head, int ncols, int rows)
 	return sql;
 }
 
-#define EVENT_INSERT "INSERT INTO events (" STORE_COLUMN_LIST ", leaf_index, leaf_hash, raw, id)"
+#define EVENT_INSERT \
+	"INSERT INTO events (" EVENT_OWN_COLUMNS ", origin, leaf_index, leaf_hash, raw, id)"
 #define NODE_INSERT "INSERT INTO nodes (level, idx, hash)"
 
 static char *event_insert_many, *event_insert_one, *node_insert_many, *node_insert_one;
@@ -377,15 +385,24 @@ static int event_insert(struct append *a, const struct store_event_in *in,
 {
 	struct store_row *row = &a->event_rows[a->n_events];
 	struct sql_value *p = &a->event_params[a->n_events * EVENT_PARAMS];
+	int64_t origin;
+	int rc;
 
 	if (store_columns_derive(in->ev, row) < 0)
 		return -ENOMEM;
+	rc = origin_resolve(a->s->be, a->c, a->s->origins, row, &origin);
+	if (rc < 0) {
+		store_row_release(row);
+		return rc;
+	}
 	memcpy(a->event_leaves[a->n_events], leaf, MERKLE_HASH_LEN);
-	memcpy(p, row->v, sizeof(row->v));
-	p[STORE_NCOLUMNS] = sql_u64(a->frontier.size);
-	p[STORE_NCOLUMNS + 1] = sql_blob(a->event_leaves[a->n_events], MERKLE_HASH_LEN);
-	p[STORE_NCOLUMNS + 2] = sql_blob(in->raw, in->len);
-	p[STORE_NCOLUMNS + 3] = sql_u64(a->frontier.size + 1);
+	for (int i = 0; i < EVENT_NOWN; i++)
+		p[i] = row->v[event_own[i]];
+	p[EVENT_NOWN] = sql_int(origin);
+	p[EVENT_NOWN + 1] = sql_u64(a->frontier.size);
+	p[EVENT_NOWN + 2] = sql_blob(a->event_leaves[a->n_events], MERKLE_HASH_LEN);
+	p[EVENT_NOWN + 3] = sql_blob(in->raw, in->len);
+	p[EVENT_NOWN + 4] = sql_u64(a->frontier.size + 1);
 	if (++a->n_events == EVENT_ROWS)
 		return flush_events(a);
 	return 0;
@@ -718,6 +735,7 @@ static int append_locked(struct append *a, const struct signing_key *key, char *
 		rc = append_run(a, key);
 	if (rc == 0)
 		rc = be->commit(a->c);
+	origin_cache_end(a->s->origins, rc == 0);
 	if (rc == 0)
 		return 0;
 	if (a->why)

@@ -18,6 +18,8 @@
 
 #include "collector/store.h"
 
+struct origin_cache;
+
 #define STORE_MAX_PARAMS 512
 #define STORE_MAX_COLUMNS 32
 #define STORE_READERS 4
@@ -76,6 +78,8 @@ enum store_stmt {
 	STMT_BATCH_SEQS,
 	STMT_EVENT_INSERT,
 	STMT_EVENT_INSERT_MANY,
+	STMT_ORIGIN_GET,
+	STMT_ORIGIN_INSERT,
 	STMT_EVENT_RAW_BY_SEQ,
 	STMT_EVENT_BY_ID,
 	STMT_EVENT_COUNT,
@@ -141,6 +145,7 @@ struct store {
 
 	pthread_mutex_t write_lock;	/* appends, one at a time */
 	struct store_conn *writer;
+	struct origin_cache *origins;	/* the writer's, under write_lock */
 
 	pthread_mutex_t pool_lock;
 	pthread_cond_t pool_free;

@@ -35,11 +35,6 @@ enum store_column {
 	STORE_NCOLUMNS
 };
 
-/* The same columns, in enum order, for SQL column lists. */
-#define STORE_COLUMN_LIST                                                              \
-	"agent_id, epoch, seq, ts, kind, session_id, pid, comm, user_name, pod_uid, "  \
-	"pod_name, pod_namespace, db_user, database, verdict, statement_kind, sql"
-
 extern const char *const store_column_names[STORE_NCOLUMNS];
 
 /* "statement", "connection_open", "connection_close" or NULL (no body). */

@@ -84,23 +84,24 @@ static int64_t clamp_int64(uint64_t v)
 	return v > INT64_MAX ? INT64_MAX : (int64_t)v;
 }
 
-static void filter_where(struct query_sql *q, const struct store_filter *f, const char *substr_fn)
+/* Who sent the event: the conditions on its origin (store_schema.h). */
+static bool filter_has_origin(const struct store_filter *f)
 {
-	if (f->since_ns)
-		where_int(q, "ts >= $%d", clamp_int64(f->since_ns));
-	if (f->until_ns)
-		where_int(q, "ts < $%d", clamp_int64(f->until_ns));
+	return f->pid >= 0 || given(f->comm) || given(f->user) || given(f->db_user) ||
+	       given(f->database) || given(f->session_id) || given(f->pod);
+}
+
+static void origin_where(struct query_sql *q, const struct store_filter *f)
+{
+	q_cond(q);
+	q_add(q, "events.origin IN (SELECT id FROM origins");
+	q->where = false;
 	if (f->pid >= 0)
 		where_int(q, "pid = $%d", f->pid);
-	if (f->after_id)
-		where_int(q, "id > $%d", clamp_int64(f->after_id));
-	where_text(q, "agent_id", f->agent_id);
 	where_text(q, "comm", f->comm);
 	where_text(q, "user_name", f->user);
 	where_text(q, "db_user", f->db_user);
 	where_text(q, "database", f->database);
-	where_text(q, "verdict", f->verdict);
-	where_text(q, "kind", f->kind);
 	where_text(q, "session_id", f->session_id);
 	if (given(f->pod)) {
 		int p = q_param(q, sql_text(f->pod));
@@ -109,9 +110,27 @@ static void filter_where(struct query_sql *q, const struct store_filter *f, cons
 		q_add(q, "(pod_uid = $%d OR pod_name = $%d OR pod_namespace || '/' || pod_name = $%d)",
 		      p, p, p);
 	}
+	q_add(q, ")");
+	q->where = true;
+}
+
+/* Column names are qualified: the sessions query joins origins. */
+static void filter_where(struct query_sql *q, const struct store_filter *f, const char *substr_fn)
+{
+	if (f->since_ns)
+		where_int(q, "events.ts >= $%d", clamp_int64(f->since_ns));
+	if (f->until_ns)
+		where_int(q, "events.ts < $%d", clamp_int64(f->until_ns));
+	if (f->after_id)
+		where_int(q, "events.id > $%d", clamp_int64(f->after_id));
+	where_text(q, "events.agent_id", f->agent_id);
+	where_text(q, "events.verdict", f->verdict);
+	where_text(q, "events.kind", f->kind);
+	if (filter_has_origin(f))
+		origin_where(q, f);
 	if (given(f->text)) {
 		q_cond(q);
-		q_add(q, "%s(sql, $%d) > 0", substr_fn, q_param(q, sql_text(f->text)));
+		q_add(q, "%s(events.sql, $%d) > 0", substr_fn, q_param(q, sql_text(f->text)));
 	}
 }
 
@@ -236,18 +255,20 @@ int store_sessions(struct store *s, const struct store_filter *f, store_session_
 	struct query_sql q = { .len = 0 };
 	struct session_walk w = { fn, arg };
 
-	q_add(&q, "SELECT session_id, agent_id, CAST(min(ts) AS BIGINT), CAST(max(ts) AS BIGINT), "
-		  "CAST(sum(CASE WHEN kind = 'statement' THEN 1 ELSE 0 END) AS BIGINT), "
-		  "CAST(sum(CASE WHEN verdict = 'deny' THEN 1 ELSE 0 END) AS BIGINT), "
-		  "CAST(max(CASE WHEN kind = 'connection_close' THEN 1 ELSE 0 END) AS BIGINT), "
-		  "CAST(min(CASE WHEN kind = 'connection_open' THEN id END) AS BIGINT) "
-		  "FROM events WHERE session_id IS NOT NULL");
+	q_add(&q, "SELECT o.session_id, e.agent_id, CAST(min(e.ts) AS BIGINT), "
+		  "CAST(max(e.ts) AS BIGINT), "
+		  "CAST(sum(CASE WHEN e.kind = 'statement' THEN 1 ELSE 0 END) AS BIGINT), "
+		  "CAST(sum(CASE WHEN e.verdict = 'deny' THEN 1 ELSE 0 END) AS BIGINT), "
+		  "CAST(max(CASE WHEN e.kind = 'connection_close' THEN 1 ELSE 0 END) AS BIGINT), "
+		  "CAST(min(CASE WHEN e.kind = 'connection_open' THEN e.id END) AS BIGINT) "
+		  "FROM events e JOIN origins o ON o.id = e.origin WHERE o.session_id <> ''");
 	if (filter_narrows(f)) {
-		q_add(&q, " AND (agent_id, session_id) IN (SELECT agent_id, session_id FROM events");
+		q_add(&q, " AND (e.agent_id, o.session_id) IN (SELECT events.agent_id, "
+			  "origins.session_id FROM events JOIN origins ON origins.id = events.origin");
 		filter_where(&q, f, s->be->substr_fn);
 		q_add(&q, ")");
 	}
-	q_add(&q, " GROUP BY agent_id, session_id ORDER BY max(ts) DESC, session_id");
+	q_add(&q, " GROUP BY e.agent_id, o.session_id ORDER BY max(e.ts) DESC, o.session_id");
 	filter_limit(&q, f);
 	return q_run(s, &q, session_row, &w);
 }

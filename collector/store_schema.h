@@ -10,19 +10,39 @@
  * its own row (leaf_hash); nodes holds the perfect subtrees of 16 leaves and
  * more (STORE_NODE_MIN_LEVEL: the levels below are hashed from leaf_hash
  * when a proof needs them); ledger is one row, the tree's size and right
- * edge. A schema-1 database (leaf hashes as level-0 nodes) is refused when
- * opened (store.c).
+ * edge.
+ *
+ * Schema 3: who sent an event (its session and identity, the same for
+ * every event of a connection) is one row of origins, which events point
+ * at; an event row keeps what changes per event. Each index on events
+ * costs every append a B-tree insert, so events has three (the UNIQUE
+ * key, ts, origin) and the identity filters search the much smaller
+ * origins. An origin is found by its key, the SHA-256 of its values
+ * (store_origin.c), so that one small UNIQUE index finds it whatever the
+ * values' sizes; its columns hold an absent value as '' (text) or -1
+ * (pid), never NULL, so that filters compare with plain equality, which
+ * indexes serve in both dialects. A schema-2 database (identity columns
+ * in events) is upgraded when opened (store.c); a schema-1 one is
+ * refused.
  */
 #ifndef DBWARD_COLLECTOR_STORE_SCHEMA_H
 #define DBWARD_COLLECTOR_STORE_SCHEMA_H
 
 /* Same text in both dialects: the indexes the filters use. agent_id is
- * served by the UNIQUE key; the other filters narrow within these (each
- * index costs every append a B-tree insert). */
+ * served by the UNIQUE key; the identity filters find origins first. The
+ * index on events.origin is made by store.c, after a schema-2 upgrade
+ * has added the column. */
 #define STORE_SCHEMA_INDEXES                                                            \
 	"CREATE INDEX IF NOT EXISTS events_ts ON events (ts);\n"                        \
-	"CREATE INDEX IF NOT EXISTS events_session ON events (session_id);\n"           \
-	"CREATE INDEX IF NOT EXISTS events_pid ON events (pid);\n"
+	"CREATE INDEX IF NOT EXISTS origins_session ON origins (session_id);\n"         \
+	"CREATE INDEX IF NOT EXISTS origins_pid ON origins (pid);\n"
+
+/* The events' own index on origin, once the column exists. */
+#define STORE_SCHEMA_ORIGIN_INDEX "CREATE INDEX IF NOT EXISTS events_origin ON events (origin)"
+
+/* An origin's columns, in store_column order (COL_SESSION_ID ...). */
+#define STORE_ORIGIN_COLUMNS                                                            \
+	"session_id, pid, comm, user_name, pod_uid, pod_name, pod_namespace, db_user, database"
 
 #define STORE_SCHEMA_SQLITE                                                             \
 	"CREATE TABLE IF NOT EXISTS events (\n"                                         \
@@ -30,11 +50,14 @@
 	"  agent_id TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,\n"     \
 	"  ts INTEGER NOT NULL, leaf_index INTEGER NOT NULL,\n"                         \
 	"  leaf_hash BLOB NOT NULL,\n"                                                  \
-	"  kind TEXT, session_id TEXT, pid INTEGER, comm TEXT, user_name TEXT,\n"       \
-	"  pod_uid TEXT, pod_name TEXT, pod_namespace TEXT, db_user TEXT,\n"            \
-	"  database TEXT, verdict TEXT, statement_kind TEXT, sql TEXT,\n"               \
+	"  kind TEXT, origin INTEGER, verdict TEXT, statement_kind TEXT, sql TEXT,\n"   \
 	"  raw BLOB NOT NULL,\n"                                                        \
 	"  UNIQUE (agent_id, epoch, seq));\n"                                           \
+	"CREATE TABLE IF NOT EXISTS origins (\n"                                        \
+	"  id INTEGER PRIMARY KEY, key BLOB UNIQUE,\n"                                  \
+	"  session_id TEXT NOT NULL, pid INTEGER NOT NULL, comm TEXT NOT NULL,\n"       \
+	"  user_name TEXT NOT NULL, pod_uid TEXT NOT NULL, pod_name TEXT NOT NULL,\n"   \
+	"  pod_namespace TEXT NOT NULL, db_user TEXT NOT NULL, database TEXT NOT NULL);\n" \
 	STORE_SCHEMA_INDEXES                                                            \
 	"CREATE TABLE IF NOT EXISTS nodes (\n"                                          \
 	"  level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,\n"         \
@@ -67,11 +90,14 @@
 	"  agent_id TEXT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,\n"       \
 	"  ts BIGINT NOT NULL, leaf_index BIGINT NOT NULL,\n"                           \
 	"  leaf_hash BYTEA NOT NULL,\n"                                                 \
-	"  kind TEXT, session_id TEXT, pid BIGINT, comm TEXT, user_name TEXT,\n"        \
-	"  pod_uid TEXT, pod_name TEXT, pod_namespace TEXT, db_user TEXT,\n"            \
-	"  database TEXT, verdict TEXT, statement_kind TEXT, sql TEXT,\n"               \
+	"  kind TEXT, origin BIGINT, verdict TEXT, statement_kind TEXT, sql TEXT,\n"    \
 	"  raw BYTEA NOT NULL,\n"                                                       \
 	"  UNIQUE (agent_id, epoch, seq));\n"                                           \
+	"CREATE TABLE IF NOT EXISTS origins (\n"                                        \
+	"  id BIGSERIAL PRIMARY KEY, key BYTEA UNIQUE,\n"                               \
+	"  session_id TEXT NOT NULL, pid BIGINT NOT NULL, comm TEXT NOT NULL,\n"        \
+	"  user_name TEXT NOT NULL, pod_uid TEXT NOT NULL, pod_name TEXT NOT NULL,\n"   \
+	"  pod_namespace TEXT NOT NULL, db_user TEXT NOT NULL, database TEXT NOT NULL);\n" \
 	STORE_SCHEMA_INDEXES                                                            \
 	"CREATE TABLE IF NOT EXISTS nodes (\n"                                          \
 	"  level BIGINT NOT NULL, idx BIGINT NOT NULL, hash BYTEA NOT NULL,\n"          \

@@ -426,7 +426,7 @@ static int check_chain(struct verify *v, const struct event_name *name, const ch
 	return 0;
 }
 
-/* Columns: id, leaf_index, raw, leaf_hash, then STORE_COLUMN_LIST. */
+/* Columns: id, leaf_index, raw, leaf_hash, then every store_column. */
 static int event_row(void *arg, const struct sql_value *cols, int ncols)
 {
 	struct verify *v = arg;
@@ -467,8 +467,16 @@ static int event_row(void *arg, const struct sql_value *cols, int ncols)
 	return v->stopped;
 }
 
-#define VERIFY_EVENTS_SELECT \
-	"SELECT id, leaf_index, raw, leaf_hash, " STORE_COLUMN_LIST " FROM events "
+/* The columns in store_column order, an origin's absent values as NULL
+ * again; an event whose origin is missing reads as having none. */
+#define VERIFY_EVENTS_SELECT                                                             \
+	"SELECT events.id, events.leaf_index, events.raw, events.leaf_hash, "           \
+	"events.agent_id, events.epoch, events.seq, events.ts, events.kind, "           \
+	"NULLIF(o.session_id, ''), NULLIF(o.pid, -1), NULLIF(o.comm, ''), "             \
+	"NULLIF(o.user_name, ''), NULLIF(o.pod_uid, ''), NULLIF(o.pod_name, ''), "      \
+	"NULLIF(o.pod_namespace, ''), NULLIF(o.db_user, ''), NULLIF(o.database, ''), "  \
+	"events.verdict, events.statement_kind, events.sql "                            \
+	"FROM events LEFT JOIN origins o ON o.id = events.origin "
 
 static int walk_events(struct verify *v)
 {

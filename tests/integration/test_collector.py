@@ -210,7 +210,9 @@ def test_tampering_makes_verify_fail_and_say_where(ledger_with_statements, tampe
         store_exec(storage, "update events set sql = ? where id = ?",
                    ("select 1 as harmless", victim))
     elif tamper == "comm column":
-        store_exec(storage, "update events set comm = ? where id = ?", ("cron", victim))
+        # Who sent an event is its origin's row, shared by its connection's events.
+        store_exec(storage, "update origins set comm = ? where id = "
+                   "(select origin from events where id = ?)", ("cron", victim))
     elif tamper == "seq column":
         store_exec(storage, "update events set seq = seq + 1000 where id = ?", (victim,))
     elif tamper == "event bytes":

@@ -751,12 +751,12 @@ static void append_mixed(void)
 	bytes_free(eb, 2);
 }
 
-STORE_TEST(each_filter_narrows)
+/* Every filter over append_mixed()'s events (the identity ones go
+ * through origins). */
+static void check_mixed_filters(void)
 {
 	struct store_filter f = { .pid = -1 };
-	struct problems pr;
 
-	append_mixed();
 	cr_assert_eq(count_events(&f), 8);
 #define NARROWS(field, value, want)                                                     \
 	do {                                                                            \
@@ -790,12 +790,26 @@ STORE_TEST(each_filter_narrows)
 	NARROWS(text, "%", 1);
 	NARROWS(after_id, 6, 2);
 	NARROWS(limit, 3, 3);
+#undef NARROWS
 	f.agent_id = "agent-a";
 	f.session_id = "sa1";
 	f.kind = "statement";
 	cr_assert_eq(count_events(&f), 2);
 	f.verdict = "deny";
 	cr_assert_eq(count_events(&f), 1);
+	f = (struct store_filter){ .pid = 200, .comm = "python3", .session_id = "sa2",
+				   .since_ns = 6000 };
+	cr_assert_eq(count_events(&f), 1);
+	f.comm = "psql";
+	cr_assert_eq(count_events(&f), 0);
+}
+
+STORE_TEST(each_filter_narrows)
+{
+	struct problems pr;
+
+	append_mixed();
+	check_mixed_filters();
 	cr_assert_eq(verify(&pr), 0);
 }
 
@@ -1077,6 +1091,60 @@ STORE_TEST(verify_finds_a_deleted_node)
 	cr_assert(has_problem(&pr, 0, "ledger level 4 holds 3 nodes"));
 }
 
+/* Runs @sql (statements separated by ';') on the store's database. */
+static void db_exec(const char *sql)
+{
+	if (fx.pg) {
+		PGconn *pg = PQconnectdb(fx.url);
+		PGresult *res = PQexec(pg, sql);
+
+		cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s: %s", sql,
+			     PQresultErrorMessage(res));
+		PQclear(res);
+		PQfinish(pg);
+	} else {
+		char path[600], *msg = NULL;
+		sqlite3 *db;
+
+		snprintf(path, sizeof(path), "%s/audit.db", fx.dir);
+		cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+		cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, &msg), SQLITE_OK, "%s: %s", sql,
+			     msg);
+		sqlite3_close(db);
+	}
+}
+
+/* The one integer @sql selects. */
+static long long db_int(const char *sql)
+{
+	long long v;
+
+	if (fx.pg) {
+		PGconn *pg = PQconnectdb(fx.url);
+		PGresult *res = PQexec(pg, sql);
+
+		cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s: %s", sql,
+			     PQresultErrorMessage(res));
+		v = atoll(PQgetvalue(res, 0, 0));
+		PQclear(res);
+		PQfinish(pg);
+	} else {
+		char path[600];
+		sqlite3 *db;
+		sqlite3_stmt *st;
+
+		snprintf(path, sizeof(path), "%s/audit.db", fx.dir);
+		cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+		cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
+			     sqlite3_errmsg(db));
+		cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "%s", sql);
+		v = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+		sqlite3_close(db);
+	}
+	return v;
+}
+
 STORE_TEST(a_schema_1_database_is_refused)
 {
 	struct store *s = NULL;
@@ -1085,27 +1153,148 @@ STORE_TEST(a_schema_1_database_is_refused)
 	store_close(fx.s);
 	fx.s = NULL;
 	/* Schema 1 kept leaf hashes in nodes, not in events. */
-	if (fx.pg) {
-		PGconn *pg = PQconnectdb(fx.url);
-		PGresult *res = PQexec(pg, "ALTER TABLE events DROP COLUMN leaf_hash");
-
-		cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
-		PQclear(res);
-		PQfinish(pg);
-	} else {
-		char path[600];
-		sqlite3 *db;
-
-		snprintf(path, sizeof(path), "%s/audit.db", fx.dir);
-		cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-		cr_assert_eq(sqlite3_exec(db, "ALTER TABLE events DROP COLUMN leaf_hash", NULL, NULL,
-					  NULL),
-			     SQLITE_OK);
-		sqlite3_close(db);
-	}
+	db_exec("ALTER TABLE events DROP COLUMN leaf_hash");
 	cr_assert_eq(store_open(fx.url, &s, err, sizeof(err)), -1);
 	cr_assert_null(s);
 	cr_assert(strstr(err, "created by an older dbward-collector"), "%s", err);
+}
+
+/* --- origins: who sent an event, stored once ----------------------------- */
+
+STORE_TEST(a_connections_events_share_one_origin)
+{
+	struct chain c = { .agent = "agent-c", .epoch = 1 };
+	struct spec sp = { .session = "sa1", .pid = 100 };
+	struct event_bytes e[2];
+	struct store_append_result res;
+	struct problems pr;
+
+	append_mixed();
+	/* sa1 (alice, pid 100), sa2 (bob, pid 200, a pod), sb1 (no identity). */
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 3);
+	cr_assert_eq(db_int("SELECT count(DISTINCT origin) FROM events"), 3);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins WHERE pid = -1 AND comm = ''"), 1);
+
+	/* The same identity later, from a store that has forgotten its cache. */
+	store_reopen();
+	e[0] = chain_next(&c, &sp);
+	/* The same session seen with another pid is another origin. */
+	sp.pid = 101;
+	e[1] = chain_next(&c, &sp);
+	cr_assert_eq(append("agent-c", e, 2, &res), 0);
+	cr_assert_eq(res.accepted, 2);
+	bytes_free(e, 2);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 4);
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE origin = "
+			    "(SELECT origin FROM events WHERE id = 1)"),
+		     5);
+	{
+		struct store_filter f = { .pid = 100 };
+
+		cr_assert_eq(count_events(&f), 5);
+		f.pid = 101;
+		cr_assert_eq(count_events(&f), 1);
+		f = (struct store_filter){ .pid = -1, .session_id = "sa1" };
+		cr_assert_eq(count_events(&f), 6);
+	}
+	cr_assert_eq(verify(&pr), 0);
+}
+
+STORE_TEST(verify_finds_a_changed_origin)
+{
+	struct problems pr;
+
+	append_mixed();
+	tamper_both("UPDATE origins SET comm = 'cron' WHERE comm = 'python3'");
+	cr_assert_eq(verify(&pr), 2);
+	cr_assert(has_problem(&pr, 5, "column comm differs from the event's bytes"));
+	cr_assert(has_problem(&pr, 6, "column comm differs from the event's bytes"));
+}
+
+STORE_TEST(verify_finds_an_event_pointed_at_another_origin)
+{
+	struct problems pr;
+
+	append_mixed();
+	tamper_both("UPDATE events SET origin = (SELECT origin FROM events WHERE id = 1) "
+		    "WHERE id = 6");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 6, "column session_id differs from the event's bytes"));
+	cr_assert(has_problem(&pr, 6, "column comm differs from the event's bytes"));
+	for (uint64_t id = 1; id <= 8; id++)
+		cr_assert(id == 6 || !has_problem(&pr, id, ""), "event %llu", (unsigned long long)id);
+}
+
+/* What a schema-2 database looked like: the identity columns in events,
+ * indexed by session and pid, and no origins. Made from a schema-3 one. */
+static void downgrade_to_schema_2(void)
+{
+	store_close(fx.s);
+	fx.s = NULL;
+	db_exec("ALTER TABLE events ADD COLUMN session_id TEXT;"
+		"ALTER TABLE events ADD COLUMN pid BIGINT;"
+		"ALTER TABLE events ADD COLUMN comm TEXT;"
+		"ALTER TABLE events ADD COLUMN user_name TEXT;"
+		"ALTER TABLE events ADD COLUMN pod_uid TEXT;"
+		"ALTER TABLE events ADD COLUMN pod_name TEXT;"
+		"ALTER TABLE events ADD COLUMN pod_namespace TEXT;"
+		"ALTER TABLE events ADD COLUMN db_user TEXT;"
+		"ALTER TABLE events ADD COLUMN database TEXT;"
+		"UPDATE events SET "
+		"session_id = (SELECT NULLIF(o.session_id, '') FROM origins o WHERE o.id = origin), "
+		"pid = (SELECT NULLIF(o.pid, -1) FROM origins o WHERE o.id = origin), "
+		"comm = (SELECT NULLIF(o.comm, '') FROM origins o WHERE o.id = origin), "
+		"user_name = (SELECT NULLIF(o.user_name, '') FROM origins o WHERE o.id = origin), "
+		"pod_uid = (SELECT NULLIF(o.pod_uid, '') FROM origins o WHERE o.id = origin), "
+		"pod_name = (SELECT NULLIF(o.pod_name, '') FROM origins o WHERE o.id = origin), "
+		"pod_namespace = (SELECT NULLIF(o.pod_namespace, '') FROM origins o "
+		"WHERE o.id = origin), "
+		"db_user = (SELECT NULLIF(o.db_user, '') FROM origins o WHERE o.id = origin), "
+		"database = (SELECT NULLIF(o.database, '') FROM origins o WHERE o.id = origin);"
+		"DROP INDEX events_origin;"
+		"ALTER TABLE events DROP COLUMN origin;"
+		"DROP TABLE origins;"
+		"CREATE INDEX events_session ON events (session_id);"
+		"CREATE INDEX events_pid ON events (pid);");
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE comm = 'python3'"), 2);
+}
+
+STORE_TEST(a_schema_2_database_is_upgraded_when_opened)
+{
+	struct chain c = { .agent = "agent-c", .epoch = 1 };
+	struct spec sp = { .session = "sa2", .pid = 200, .comm = "python3", .user = "bob",
+			   .pod_uid = "uid-9", .pod_name = "web-1", .pod_ns = "prod",
+			   .db_user = "admin", .database = "billing", .sql = "SELECT 1",
+			   .ts = 9000 };
+	struct event_bytes e;
+	struct store_append_result res;
+	struct problems pr;
+
+	append_mixed();
+	downgrade_to_schema_2();
+	store_reopen();
+	cr_assert_eq(db_int("SELECT count(*) FROM origins WHERE key IS NOT NULL"), 3);
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE origin IS NULL"), 0);
+	cr_assert_eq(verify(&pr), 0);
+	check_mixed_filters();
+
+	/* New events of a known identity find the origin the upgrade made. */
+	e = chain_next(&c, &sp);
+	cr_assert_eq(append("agent-c", &e, 1, &res), 0);
+	cr_assert_eq(res.accepted, 1);
+	bytes_free(&e, 1);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 3);
+	{
+		struct store_filter f = { .pid = -1, .comm = "python3" };
+
+		cr_assert_eq(count_events(&f), 3);
+	}
+	cr_assert_eq(verify(&pr), 0);
+
+	/* Opening it again changes nothing. */
+	store_reopen();
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 3);
+	cr_assert_eq(verify(&pr), 0);
 }
 
 STORE_TEST(verify_finds_a_forged_tree_head)

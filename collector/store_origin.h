@@ -1,0 +1,44 @@
+/*
+ * Origins: who sent an event (session id, pid, comm, user, pod, database
+ * user and name), stored once per distinct value and pointed at by every
+ * event that has it (store_schema.h, schema 3). The writer keeps a cache
+ * of the origins it has seen, so an append looks one up in the database
+ * only the first time a connection's events arrive.
+ */
+#ifndef DBWARD_COLLECTOR_STORE_ORIGIN_H
+#define DBWARD_COLLECTOR_STORE_ORIGIN_H
+
+#include <stdint.h>
+
+#include "collector/store_backend.h"
+#include "collector/store_columns.h"
+
+/* The identity columns of a row, COL_SESSION_ID .. COL_DATABASE. */
+#define ORIGIN_FIRST_COL COL_SESSION_ID
+#define ORIGIN_NCOLS (COL_DATABASE - COL_SESSION_ID + 1)
+
+struct origin_cache;
+
+struct origin_cache *origin_cache_new(void);
+void origin_cache_free(struct origin_cache *oc);
+
+/*
+ * The id of the origins row holding @row's identity columns, inserted
+ * when there is none, on the writer connection @c inside its write
+ * transaction. 0, -ENOMEM or -EIO (the backend's message on @c).
+ */
+int origin_resolve(const struct store_backend *be, struct store_conn *c,
+		   struct origin_cache *oc, const struct store_row *row, int64_t *id);
+
+/* The write transaction ended: committed (the cache keeps what it learnt)
+ * or rolled back (origins inserted in it are gone: forget them). */
+void origin_cache_end(struct origin_cache *oc, bool committed);
+
+/*
+ * A schema-2 database: fills origins from the identity columns of every
+ * event, points each event at its origin and drops the old indexes. Runs
+ * on @c inside a write transaction the caller opened. 0, -ENOMEM or -EIO.
+ */
+int origin_upgrade_schema2(const struct store_backend *be, struct store_conn *c);
+
+#endif
