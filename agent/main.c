@@ -291,8 +291,20 @@ static void reload(struct agent *agent, const char *path)
 	config_free(&next);
 }
 
-/* How often the classification cache's counters are logged (info). */
+/* How often the counters are logged (info). */
 #define STATS_INTERVAL_NS (600 * (uint64_t)1000000000)
+
+/* What the interception programs have done since they were loaded. */
+static void log_intercept_stats(struct intercept *ic)
+{
+#define N(which) (unsigned long long)intercept_counter(ic, INTERCEPT_CNT_##which)
+	log_info("interception: %llu connects redirected, %llu of the agent's own skipped, %llu "
+		 "with no room for their origin; with no agent alive %llu refused, %llu let "
+		 "through; pods: %llu published by address, %llu collisions",
+		 N(REDIRECTED), N(SKIPPED_MARK), N(NO_STORAGE), N(REFUSED_NO_AGENT),
+		 N(BYPASSED_NO_AGENT), N(TUPLE_SAVED), N(TUPLE_COLLIDED));
+#undef N
+}
 
 /* What the classification caches of every worker have done so far. */
 static void log_cache_stats(void)
@@ -326,10 +338,12 @@ static int serve(struct agent *agent, const sigset_t *signals, const char *confi
 		if (sig == SIGTERM || sig == SIGINT) {
 			log_info("%s: detaching and stopping", strsignal(sig));
 			log_cache_stats();
+			log_intercept_stats(agent->intercept);
 			return 0;
 		}
 		if (sig == SIGUSR1 || clock_monotonic_ns() >= stats_due) {
 			log_cache_stats();
+			log_intercept_stats(agent->intercept);
 			stats_due = clock_monotonic_ns() + STATS_INTERVAL_NS;
 		}
 		if (sig == SIGHUP)

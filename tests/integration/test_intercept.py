@@ -487,6 +487,16 @@ def test_agent_upstream_is_not_reintercepted(pg, agent_factory, test_cgroup, run
     assert [e["pid"] for e in opens if e.get("application_name") == app] == [res.pid]
     assert not [e for e in opens if e.get("pid") == agent.pid]
 
+    # The programs' counters say so too (SIGUSR1: docs/operations.md).
+    agent.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: "interception:" in agent.output(), 10, what="the interception counters")
+    line = [ln for ln in agent.output().splitlines() if "interception:" in ln][-1]
+    counts = {k: int(v) for v, k in re.findall(
+        r"(\d+) (connects redirected|of the agent's own skipped|refused|let through)", line)}
+    assert counts["connects redirected"] >= 1, line
+    assert counts["of the agent's own skipped"] >= 1, line
+    assert counts["refused"] == 0 and counts["let through"] == 0, line
+
 
 # bpftool spells attach types either way, depending on its version.
 HOOKS = {
