@@ -47,42 +47,45 @@ static bool has_column(struct store *s, const char *sql)
 	return s->be->exec(s->writer, STMT_DYNAMIC, sql, NULL, 0, no_row, NULL, NULL) == 0;
 }
 
-/* Schema 2 to 3 in one write transaction, under the ledger's lock: a
- * replica that starts beside us and upgrades first makes our ALTER fail,
- * and finds the column when it looks again. */
-static int schema_upgrade(struct store *s, char *err, size_t errlen)
+/*
+ * The schema's last steps, in one write transaction under the ledger's
+ * lock, so that replicas starting together take turns (PostgreSQL's
+ * CREATE INDEX IF NOT EXISTS is not safe against a concurrent one):
+ * @upgrade, schema 2 to 3; then the index on events.origin, which a
+ * schema-2 database gets only once the upgrade has added the column.
+ */
+static int schema_settle(struct store *s, bool upgrade)
 {
 	const struct store_backend *be = s->be;
-	uint64_t t0 = clock_monotonic_ns();
-	int rc;
+	int rc = be->begin(s->writer, true);
 
-	log_info("store: upgrading the database from schema 2 to 3 (origins); this reads "
-		 "every event once");
-	rc = be->begin(s->writer, true);
 	if (rc == 0)
 		rc = be->exec(s->writer, STMT_DYNAMIC, be->ledger_lock_sql, NULL, 0, no_row, NULL,
 			      NULL);
-	if (rc == 0)
+	if (rc == 0 && upgrade)
 		rc = origin_upgrade_schema2(be, s->writer);
 	if (rc == 0)
+		rc = be->exec(s->writer, STMT_DYNAMIC, STORE_SCHEMA_ORIGIN_INDEX, NULL, 0, no_row,
+			      NULL, NULL);
+	if (rc == 0)
 		rc = be->commit(s->writer);
-	if (rc == 0) {
-		log_info("store: upgraded to schema 3 in %.1f s",
-			 (double)(clock_monotonic_ns() - t0) / 1e9);
-		return 0;
-	}
-	snprintf(err, errlen, "upgrading the database from schema 2: %s",
-		 rc == -EIO ? be->errmsg(s->writer) : strerror(-rc));
-	be->rollback(s->writer);
-	return has_column(s, "SELECT origin FROM events LIMIT 0") ? 0 : -1;
+	return rc;
+}
+
+/* A schema-2 events table has the identity columns (an upgraded one has
+ * them renamed, a schema-3 one none). */
+static bool is_schema_2(struct store *s)
+{
+	return has_column(s, "SELECT session_id FROM events LIMIT 0");
 }
 
 /* CREATE TABLE IF NOT EXISTS leaves an older database as it was. Schema 1
  * (leaf hashes as level-0 nodes) lacks events.leaf_hash and is refused;
- * schema 2 (identity columns in events) lacks events.origin and is
- * upgraded. */
+ * schema 2 (identity columns in events) is upgraded. */
 static int schema_check(struct store *s, char *err, size_t errlen)
 {
+	const struct store_backend *be = s->be;
+
 	if (!has_column(s, "SELECT leaf_hash FROM events LIMIT 0")) {
 		snprintf(err, errlen,
 			 "the database was created by an older dbward-collector (schema 1: no "
@@ -90,16 +93,30 @@ static int schema_check(struct store *s, char *err, size_t errlen)
 			 "database (docs/collector.md, Storage)");
 		return -1;
 	}
-	if (!has_column(s, "SELECT origin FROM events LIMIT 0") &&
-	    schema_upgrade(s, err, errlen) < 0)
-		return -1;
-	if (s->be->exec(s->writer, STMT_DYNAMIC, STORE_SCHEMA_ORIGIN_INDEX, NULL, 0, NULL, NULL,
-			NULL) < 0) {
-		snprintf(err, errlen, "creating the index on events.origin: %s",
-			 s->be->errmsg(s->writer));
-		return -1;
+	for (int attempt = 0;; attempt++) {
+		bool upgrade = is_schema_2(s);
+		uint64_t t0 = clock_monotonic_ns();
+		int rc;
+
+		if (upgrade)
+			log_info("store: upgrading the database from schema 2 to 3 (origins); this "
+				 "rewrites every event row once");
+		rc = schema_settle(s, upgrade);
+		if (rc == 0) {
+			if (upgrade)
+				log_info("store: upgraded to schema 3 in %.1f s",
+					 (double)(clock_monotonic_ns() - t0) / 1e9);
+			return 0;
+		}
+		snprintf(err, errlen, "%s: %s",
+			 upgrade ? "upgrading the database from schema 2" : "creating events_origin",
+			 rc == -EIO ? be->errmsg(s->writer) : strerror(-rc));
+		be->rollback(s->writer);
+		/* A replica beside us may have upgraded first: then once more. */
+		if (!upgrade || attempt > 0 || is_schema_2(s))
+			return -1;
+		log_info("store: another collector upgraded the database first (%s)", err);
 	}
-	return 0;
 }
 
 int store_open(const char *url, struct store **out, char *err, size_t errlen)

@@ -1,10 +1,12 @@
 /*
- * The events table's query columns, derived from an event's bytes. The
- * derivation is the only one: appending stores it, verifying recomputes
- * it from the stored bytes and compares, column by column.
+ * An event's query columns, derived from its bytes: its own (events) and
+ * who sent it (COL_SESSION_ID .. COL_DATABASE, stored once in origins:
+ * collector/store_origin.h). The derivation is the only one: appending
+ * stores it, verifying recomputes it from the stored bytes and compares,
+ * column by column.
  *
  * Empty strings are NULL (proto3 cannot tell empty from unset); pid is
- * NULL when the event has no identity. Text that is not valid UTF-8 is
+ * NULL when the event has no identity (origins holds those as '' and -1). Text that is not valid UTF-8 is
  * stored with each bad byte as U+FFFD (PostgreSQL refuses it otherwise);
  * the bytes themselves stay intact in raw.
  */

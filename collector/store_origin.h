@@ -34,9 +34,15 @@ int origin_resolve(const struct store_backend *be, struct store_conn *c,
  * or rolled back (origins inserted in it are gone: forget them). */
 void origin_cache_end(struct origin_cache *oc, bool committed);
 
+/* Calls @fn with the id of each origins row whose key is not the hash of
+ * its values (tampered with). 0, -ENOMEM or -EIO. */
+int origin_check_keys(const struct store_backend *be, struct store_conn *c,
+		      void (*fn)(void *arg, int64_t id), void *arg);
+
 /*
  * A schema-2 database: fills origins from the identity columns of every
- * event, points each event at its origin and drops the old indexes. Runs
+ * event, points each event at its origin, drops the old indexes and
+ * renames the old columns (schema2_session_id ...). Runs
  * on @c inside a write transaction the caller opened. 0, -ENOMEM or -EIO.
  */
 int origin_upgrade_schema2(const struct store_backend *be, struct store_conn *c);

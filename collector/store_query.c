@@ -107,7 +107,9 @@ static void origin_where(struct query_sql *q, const struct store_filter *f)
 		int p = q_param(q, sql_text(f->pod));
 
 		q_cond(q);
-		q_add(q, "(pod_uid = $%d OR pod_name = $%d OR pod_namespace || '/' || pod_name = $%d)",
+		/* Absent values are '' here: "ns/" or "/name" is no pod. */
+		q_add(q, "(pod_uid = $%d OR pod_name = $%d OR (pod_namespace <> '' AND "
+			 "pod_name <> '' AND pod_namespace || '/' || pod_name = $%d))",
 		      p, p, p);
 	}
 	q_add(q, ")");

@@ -22,6 +22,7 @@
 #include "collector/store.h"
 #include "collector/store_backend.h"
 #include "collector/store_columns.h"
+#include "collector/store_origin.h"
 #include "common/event_json.h"
 #include "common/log.h"
 #include "common/wire.h"
@@ -786,6 +787,24 @@ static int check_heads(struct verify *v)
 	return 0;
 }
 
+/* --- origins: each key is the hash of its values ------------------------ */
+
+static void origin_key_differs(void *arg, int64_t id)
+{
+	report_store((struct verify *)arg,
+		     "origin %lld: its key is not the hash of its values (origins row altered)",
+		     (long long)id);
+}
+
+static int check_origins(struct verify *v)
+{
+	int rc = origin_check_keys(v->s->be, v->c, origin_key_differs, v);
+
+	if (rc == -EIO)
+		log_error("store (%s): %s", v->s->be->name, v->s->be->errmsg(v->c));
+	return rc;
+}
+
 /* --- the whole walk ----------------------------------------------------- */
 
 static int verify_all(struct verify *v)
@@ -798,6 +817,8 @@ static int verify_all(struct verify *v)
 		rc = walk_events(v);
 	if (rc == 0)
 		agents_unseen(v);
+	if (rc == 0)
+		rc = check_origins(v);
 	if (rc == 0)
 		rc = check_leaves(v);
 	if (rc == 0)

@@ -148,6 +148,7 @@ struct spec {
 	const char *comm, *user, *pod_uid, *pod_name, *pod_ns;
 	const char *db_user, *database, *verdict, *sql;
 	uint64_t ts;
+	bool no_session;		/* no Session at all: nothing says who */
 };
 
 /* One agent's chain: what the next event's seq and prev_hash are. */
@@ -181,7 +182,7 @@ static struct event_bytes pack(const struct chain *ch, uint64_t seq, const uint8
 	ev.ts = sp->ts ? sp->ts : 1700000000000000000ull + seq * 1000;
 	ev.prev_hash.data = (uint8_t *)prev;
 	ev.prev_hash.len = EVENT_HASH_LEN;
-	ev.session = &session;
+	ev.session = sp->no_session ? NULL : &session;
 	session.session_id = (char *)(sp->session ? sp->session : "s-1");
 	session.db_user = (char *)(sp->db_user ? sp->db_user : "app");
 	session.database = (char *)(sp->database ? sp->database : "shop");
@@ -899,6 +900,25 @@ STORE_TEST(sessions_sum_up_their_events_newest_first)
 	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
 	cr_assert_eq(ss.n, 1);
 	cr_assert_str_eq(ss.ids[0], "sb1");
+
+	/* By who: through origins, inside a query that joins them too. */
+	memset(&ss, 0, sizeof(ss));
+	f = (struct store_filter){ .pid = 200 };
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 1);
+	cr_assert_str_eq(ss.ids[0], "sa2");
+	cr_assert_eq(ss.s[0].statements, 1);
+	memset(&ss, 0, sizeof(ss));
+	f = (struct store_filter){ .pid = -1, .comm = "psql", .kind = "statement" };
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 1);
+	cr_assert_str_eq(ss.ids[0], "sa1");
+	cr_assert_eq(ss.s[0].statements, 2);
+	memset(&ss, 0, sizeof(ss));
+	f = (struct store_filter){ .pid = -1, .pod = "prod/web-1", .since_ns = 5500 };
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 1);
+	cr_assert_str_eq(ss.ids[0], "sa2");
 }
 
 /* --- receipts ---------------------------------------------------------------- */
@@ -1145,6 +1165,46 @@ static long long db_int(const char *sql)
 	return v;
 }
 
+/* @sql fails on the store's database. */
+static bool db_fails(const char *sql)
+{
+	bool failed;
+
+	if (fx.pg) {
+		PGconn *pg = PQconnectdb(fx.url);
+		PGresult *res = PQexec(pg, sql);
+
+		failed = PQresultStatus(res) != PGRES_COMMAND_OK &&
+			 PQresultStatus(res) != PGRES_TUPLES_OK;
+		PQclear(res);
+		PQfinish(pg);
+	} else {
+		char path[600];
+		sqlite3 *db;
+
+		snprintf(path, sizeof(path), "%s/audit.db", fx.dir);
+		cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+		failed = sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK;
+		sqlite3_close(db);
+	}
+	return failed;
+}
+
+/* How many of the named indexes exist. */
+static long long index_count(const char *quoted_names)
+{
+	char sql[256];
+
+	if (fx.pg)
+		snprintf(sql, sizeof(sql),
+			 "SELECT count(*) FROM pg_indexes WHERE indexname IN (%s)", quoted_names);
+	else
+		snprintf(sql, sizeof(sql),
+			 "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN (%s)",
+			 quoted_names);
+	return db_int(sql);
+}
+
 STORE_TEST(a_schema_1_database_is_refused)
 {
 	struct store *s = NULL;
@@ -1165,12 +1225,14 @@ STORE_TEST(a_connections_events_share_one_origin)
 {
 	struct chain c = { .agent = "agent-c", .epoch = 1 };
 	struct spec sp = { .session = "sa1", .pid = 100 };
-	struct event_bytes e[2];
+	struct spec nobody = { .no_session = true, .sql = "SELECT 'nobody'" };
+	struct event_bytes e[4];
 	struct store_append_result res;
 	struct problems pr;
 
 	append_mixed();
-	/* sa1 (alice, pid 100), sa2 (bob, pid 200, a pod), sb1 (no identity). */
+	/* sa1 (alice, pid 100), sa2 (bob, pid 200, a pod), sb1 (a session
+	 * and database, no identity). */
 	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 3);
 	cr_assert_eq(db_int("SELECT count(DISTINCT origin) FROM events"), 3);
 	cr_assert_eq(db_int("SELECT count(*) FROM origins WHERE pid = -1 AND comm = ''"), 1);
@@ -1181,13 +1243,19 @@ STORE_TEST(a_connections_events_share_one_origin)
 	/* The same session seen with another pid is another origin. */
 	sp.pid = 101;
 	e[1] = chain_next(&c, &sp);
-	cr_assert_eq(append("agent-c", e, 2, &res), 0);
-	cr_assert_eq(res.accepted, 2);
-	bytes_free(e, 2);
-	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 4);
+	/* An event that says nothing of who sent it: every value absent. */
+	e[2] = chain_next(&c, &nobody);
+	e[3] = chain_next(&c, &nobody);
+	cr_assert_eq(append("agent-c", e, 4, &res), 0);
+	cr_assert_eq(res.accepted, 4);
+	bytes_free(e, 4);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 5);
 	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE origin = "
 			    "(SELECT origin FROM events WHERE id = 1)"),
 		     5);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins WHERE session_id = '' AND pid = -1 "
+			    "AND db_user = '' AND database = ''"),
+		     1);
 	{
 		struct store_filter f = { .pid = 100 };
 
@@ -1196,6 +1264,52 @@ STORE_TEST(a_connections_events_share_one_origin)
 		cr_assert_eq(count_events(&f), 1);
 		f = (struct store_filter){ .pid = -1, .session_id = "sa1" };
 		cr_assert_eq(count_events(&f), 6);
+		/* Absent is no value: "/" or "/name" names no pod. */
+		f = (struct store_filter){ .pid = -1, .pod = "/" };
+		cr_assert_eq(count_events(&f), 0);
+		f.pod = "/web-1";
+		cr_assert_eq(count_events(&f), 0);
+		f = (struct store_filter){ .pid = -1, .text = "nobody" };
+		cr_assert_eq(count_events(&f), 2);
+	}
+	cr_assert_eq(verify(&pr), 0);
+}
+
+/* An append that fails after it made an origin forgets it: SQLite gives
+ * a rolled-back row's id to the next row, which must not be taken for the
+ * first one's. */
+STORE_TEST(a_failed_append_forgets_the_origins_it_made)
+{
+	struct chain a = { .agent = "agent-a", .epoch = 1 }, b = { .agent = "agent-b", .epoch = 1 };
+	struct spec alice = { .session = "s-a", .pid = 300, .comm = "alice-app" };
+	struct spec bob = { .session = "s-b", .pid = 400, .comm = "bob-app" };
+	struct event_bytes ea = chain_next(&a, &alice), eb = chain_next(&b, &bob);
+	struct store_event_in in = { .raw = ea.raw, .len = ea.len };
+	struct store_append_result res;
+	char err[STORE_ERR_LEN];
+	struct problems pr;
+
+	/* No signing key: the append fails at the tree head, after its rows. */
+	in.ev = dbward__v1__event__unpack(NULL, ea.len, ea.raw);
+	cr_assert_not_null(in.ev);
+	cr_assert_eq(store_append(fx.s, "agent-a", &in, 1, NULL, &res, err, sizeof(err)), -1);
+	dbward__v1__event__free_unpacked((Dbward__V1__Event *)in.ev, NULL);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 0);
+
+	/* Bob's origin may get the id alice's had; alice's, again, is hers. */
+	cr_assert_eq(append("agent-b", &eb, 1, &res), 0);
+	cr_assert_eq(append("agent-a", &ea, 1, &res), 0);
+	bytes_free(&ea, 1);
+	bytes_free(&eb, 1);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 2);
+	{
+		struct store_filter f = { .pid = -1, .comm = "alice-app" };
+
+		cr_assert_eq(count_events(&f), 1);
+		f.comm = "bob-app";
+		cr_assert_eq(count_events(&f), 1);
+		f = (struct store_filter){ .pid = 300 };
+		cr_assert_eq(count_events(&f), 1);
 	}
 	cr_assert_eq(verify(&pr), 0);
 }
@@ -1206,9 +1320,22 @@ STORE_TEST(verify_finds_a_changed_origin)
 
 	append_mixed();
 	tamper_both("UPDATE origins SET comm = 'cron' WHERE comm = 'python3'");
-	cr_assert_eq(verify(&pr), 2);
+	cr_assert_eq(verify(&pr), 3);
+	cr_assert(has_problem(&pr, 0, "its key is not the hash of its values"));
 	cr_assert(has_problem(&pr, 5, "column comm differs from the event's bytes"));
 	cr_assert(has_problem(&pr, 6, "column comm differs from the event's bytes"));
+}
+
+/* A key changed alone would send a later connection's events to this row. */
+STORE_TEST(verify_finds_a_changed_origin_key)
+{
+	struct problems pr;
+
+	append_mixed();
+	tamper("UPDATE origins SET key = zeroblob(32) WHERE comm = 'python3'",
+	       "UPDATE origins SET key = decode(repeat('00', 32), 'hex') WHERE comm = 'python3'");
+	cr_assert_eq(verify(&pr), 1);
+	cr_assert(has_problem(&pr, 0, "its key is not the hash of its values"));
 }
 
 STORE_TEST(verify_finds_an_event_pointed_at_another_origin)
@@ -1221,7 +1348,7 @@ STORE_TEST(verify_finds_an_event_pointed_at_another_origin)
 	cr_assert_gt(verify(&pr), 0);
 	cr_assert(has_problem(&pr, 6, "column session_id differs from the event's bytes"));
 	cr_assert(has_problem(&pr, 6, "column comm differs from the event's bytes"));
-	for (uint64_t id = 1; id <= 8; id++)
+	for (uint64_t id = 0; id <= 8; id++)
 		cr_assert(id == 6 || !has_problem(&pr, id, ""), "event %llu", (unsigned long long)id);
 }
 
@@ -1256,37 +1383,50 @@ static void downgrade_to_schema_2(void)
 		"DROP TABLE origins;"
 		"CREATE INDEX events_session ON events (session_id);"
 		"CREATE INDEX events_pid ON events (pid);");
-	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE comm = 'python3'"), 2);
 }
 
 STORE_TEST(a_schema_2_database_is_upgraded_when_opened)
 {
 	struct chain c = { .agent = "agent-c", .epoch = 1 };
-	struct spec sp = { .session = "sa2", .pid = 200, .comm = "python3", .user = "bob",
-			   .pod_uid = "uid-9", .pod_name = "web-1", .pod_ns = "prod",
-			   .db_user = "admin", .database = "billing", .sql = "SELECT 1",
-			   .ts = 9000 };
-	struct event_bytes e;
+	const struct spec again[] = {
+		{ .session = "sa2", .pid = 200, .comm = "python3", .user = "bob", .pod_uid = "uid-9",
+		  .pod_name = "web-1", .pod_ns = "prod", .db_user = "admin", .database = "billing",
+		  .sql = "SELECT 1", .ts = 9000 },
+		{ .session = "sa1", .pid = 100, .sql = "SELECT 2", .ts = 9001 },
+		{ .session = "sb1", .sql = "SELECT 3", .ts = 9002 },
+	};
+	struct event_bytes e[3];
 	struct store_append_result res;
 	struct problems pr;
 
 	append_mixed();
 	downgrade_to_schema_2();
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE comm = 'python3'"), 2);
 	store_reopen();
 	cr_assert_eq(db_int("SELECT count(*) FROM origins WHERE key IS NOT NULL"), 3);
 	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE origin IS NULL"), 0);
+	cr_assert_eq(index_count("'events_session', 'events_pid'"), 0);
+	cr_assert_eq(index_count("'events_origin'"), 1);
+	/* The old columns keep their values under new names, out of an old
+	 * collector's way: its INSERT now fails instead of leaving no origin. */
+	cr_assert(db_fails("SELECT session_id FROM events"));
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE schema2_comm = 'python3'"), 2);
 	cr_assert_eq(verify(&pr), 0);
 	check_mixed_filters();
 
-	/* New events of a known identity find the origin the upgrade made. */
-	e = chain_next(&c, &sp);
-	cr_assert_eq(append("agent-c", &e, 1, &res), 0);
-	cr_assert_eq(res.accepted, 1);
-	bytes_free(&e, 1);
+	/* New events of each known identity, present or absent values alike,
+	 * find the origin the upgrade made. */
+	for (int i = 0; i < 3; i++)
+		e[i] = chain_next(&c, &again[i]);
+	cr_assert_eq(append("agent-c", e, 3, &res), 0);
+	cr_assert_eq(res.accepted, 3);
+	bytes_free(e, 3);
 	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 3);
 	{
 		struct store_filter f = { .pid = -1, .comm = "python3" };
 
+		cr_assert_eq(count_events(&f), 3);
+		f = (struct store_filter){ .pid = -1, .session_id = "sb1" };
 		cr_assert_eq(count_events(&f), 3);
 	}
 	cr_assert_eq(verify(&pr), 0);
@@ -1295,6 +1435,43 @@ STORE_TEST(a_schema_2_database_is_upgraded_when_opened)
 	store_reopen();
 	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 3);
 	cr_assert_eq(verify(&pr), 0);
+}
+
+/* More origins than one page of the upgrade's key pass. */
+STORE_TEST(a_schema_2_upgrade_keys_every_origin)
+{
+	enum { SESSIONS = 2500 };
+	struct chain c = { .agent = "agent-m", .epoch = 1 };
+	struct event_bytes *e = calloc(SESSIONS, sizeof(*e));
+	char names[SESSIONS][16];
+	struct store_append_result res;
+	struct problems pr;
+
+	cr_assert_not_null(e);
+	for (int i = 0; i < SESSIONS; i++) {
+		struct spec sp = { .session = names[i], .pid = 1000 + i % 7 };
+
+		snprintf(names[i], sizeof(names[i]), "m-%d", i);
+		e[i] = chain_next(&c, &sp);
+	}
+	cr_assert_eq(append("agent-m", e, SESSIONS, &res), 0);
+	bytes_free(e, SESSIONS);
+	downgrade_to_schema_2();
+	store_reopen();
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), SESSIONS);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins WHERE key IS NULL"), 0);
+	cr_assert_eq(verify(&pr), 0);	/* each key is its values' hash */
+
+	/* The last one, again: found by its key, not made anew. */
+	{
+		struct spec sp = { .session = names[SESSIONS - 1], .pid = 1000 + (SESSIONS - 1) % 7 };
+
+		e[0] = chain_next(&c, &sp);
+		cr_assert_eq(append("agent-m", e, 1, &res), 0);
+		bytes_free(e, 1);
+	}
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), SESSIONS);
+	free(e);
 }
 
 STORE_TEST(verify_finds_a_forged_tree_head)
