@@ -4,6 +4,7 @@ disk fills while the collector is away. Neither may lose an event or take
 anything else down.
 """
 
+import hashlib
 import json
 import os
 import socket
@@ -531,3 +532,89 @@ def test_a_collector_that_stores_nothing_gets_the_batch_again_only_after_a_backo
     # it, a full batch waiting sent it again after every round trip.
     assert len(got) <= 12, f"{len(got)} batches in {got[-1] - got[0]:.1f} s"
     assert agent.running
+
+
+# --- a schema-2 database upgraded on a disk without room -------------------------
+
+# What a schema-2 database looked like, made from a schema-3 one (as
+# tests/unit/test_store.c's downgrade_to_schema_2 does).
+SCHEMA2_COLUMNS = ["session_id", "pid", "comm", "user_name", "pod_uid", "pod_name",
+                   "pod_namespace", "db_user", "database"]
+
+
+def downgrade_to_schema_2(path):
+    import sqlite3
+    db = sqlite3.connect(path)
+    for col in SCHEMA2_COLUMNS:
+        db.execute(f"alter table events add column {col} {'integer' if col == 'pid' else 'text'}")
+        absent = "-1" if col == "pid" else "''"
+        db.execute(f"update events set {col} = (select nullif(o.{col}, {absent}) from origins o "
+                   "where o.id = events.origin)")
+    db.executescript("drop index events_origin; alter table events drop column origin;"
+                     "drop table origins; create index events_session on events (session_id);"
+                     "create index events_pid on events (pid);")
+    db.commit()
+    db.close()
+
+
+def is_schema_2(path):
+    import sqlite3
+    db = sqlite3.connect(path)
+    try:
+        cols = {row[1] for row in db.execute("pragma table_info(events)")}
+        ok = db.execute("pragma integrity_check").fetchone()[0]
+    finally:
+        db.close()
+    return "session_id" in cols and "origin" not in cols and ok == "ok"
+
+
+def test_a_schema_2_upgrade_without_room_changes_no_event_and_says_so(pki, collector_factory,
+                                                                      tmp_path):
+    from collector_env import Collector, collector_config
+    db = tmp_path / "audit.db"
+    collector = collector_factory(f"sqlite:{db}")
+    peer = Peer(collector, pki)
+    prev = b"\0" * 32
+    for first in range(1, 3001, 500):
+        events = []
+        for seq in range(first, first + 500):
+            events.append(pb_field(1, "agent-1") + pb_field(2, 1) + pb_field(3, seq)
+                          + pb_field(4, seq) + pb_field(5, prev)
+                          + pb_field(12, pb_field(1, f"select {seq}, '{'x' * 400}'")))
+            prev = hashlib.sha256(events[-1]).digest()
+        peer.send(frame(b"B", zstd(batch_bytes(events))))
+        ack = peer.ack()
+        assert ack.get(1) == 1 and ack.get(4) == first + 499, ack
+    peer.close()
+    collector.stop()
+    downgrade_to_schema_2(str(db))
+    assert is_schema_2(str(db))
+
+    # Room for the database and a little more, not for a second copy of
+    # its events (the upgrade rewrites every row in one transaction).
+    disk = tmp_path / "tight-disk"
+    disk.mkdir()
+    size = (os.path.getsize(db) + 256 * 1024 + 4095) // 4096 * 4096
+    run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(disk)])
+    try:
+        run(["cp", str(db), str(disk / "audit.db")])
+        tight = Collector(collector_config(tmp_path, pki, f"sqlite:{disk / 'audit.db'}",
+                                           "tight"), tmp_path, "tight")
+        tight.start(wait=False)
+        tight.proc.wait(60)
+        tight._reap()
+        out = tight.output()
+        assert tight.returncode not in (0, 86), out
+        assert "upgrading the database from schema 2" in out and "full" in out, out
+        assert is_schema_2(str(disk / "audit.db")), "the events are as they were"
+        for f in disk.iterdir():
+            run(["cp", str(f), str(tmp_path / ("roomy" + f.name[len("audit"):]))])
+    finally:
+        run(["umount", "-l", str(disk)], check=False)
+
+    # With room, the same file upgrades and every event is there, verified.
+    roomy = collector_factory(f"sqlite:{tmp_path / 'roomy.db'}")
+    assert "upgraded to schema 3" in roomy.output()
+    assert [e["seq"] for e in roomy.events()] == list(range(1, 3001))
+    status, body = roomy.get("verify")
+    assert status == 200 and body["ok"] is True, body
