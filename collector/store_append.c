@@ -131,6 +131,7 @@ struct append {
 	struct agent_state agent;
 	struct seq_map seen;
 	bool *is_new;			/* per batch event */
+	int64_t *origin_ids;		/* per batch event not stored before */
 	struct event_hashes *hashes;	/* per batch event, taken before the lock */
 
 	/* Rows not yet sent: each buffer is flushed when full and at the end. */
@@ -380,21 +381,14 @@ static int node_insert(void *arg, unsigned level, uint64_t index, const merkle_h
 	return 0;
 }
 
-static int event_insert(struct append *a, const struct store_event_in *in,
+static int event_insert(struct append *a, const struct store_event_in *in, int64_t origin,
 			const uint8_t *leaf)
 {
 	struct store_row *row = &a->event_rows[a->n_events];
 	struct sql_value *p = &a->event_params[a->n_events * EVENT_PARAMS];
-	int64_t origin;
-	int rc;
 
 	if (store_columns_derive(in->ev, row) < 0)
 		return -ENOMEM;
-	rc = origin_resolve(a->s->be, a->c, a->s->origins, row, &origin);
-	if (rc < 0) {
-		store_row_release(row);
-		return rc;
-	}
 	memcpy(a->event_leaves[a->n_events], leaf, MERKLE_HASH_LEN);
 	for (int i = 0; i < EVENT_NOWN; i++)
 		p[i] = row->v[event_own[i]];
@@ -415,7 +409,7 @@ static int add_event(struct append *a, size_t i)
 	struct seq_entry *e;
 	int rc;
 
-	rc = event_insert(a, in, h->leaf);
+	rc = event_insert(a, in, a->origin_ids[i], h->leaf);
 	if (rc < 0)
 		return rc;
 	rc = merkle_frontier_append(&a->frontier, h->leaf, node_insert, a);
@@ -449,10 +443,28 @@ static int check_resend(struct append *a, size_t i, const struct seq_entry *stor
 		     (unsigned long long)a->events[i].ev->seq);
 }
 
-static int add_events(struct append *a)
+/* Who sent each event not stored before, for all of them at once. */
+static int resolve_origins(struct append *a)
 {
+	bool *want = calloc(a->n, sizeof(*want));
 	int rc;
 
+	if (!want)
+		return -ENOMEM;
+	for (size_t i = 0; i < a->n; i++)
+		want[i] = !seq_find(&a->seen, a->events[i].ev->seq);
+	rc = origin_resolve_events(a->s->be, a->c, a->s->origins, a->events, want, a->n,
+				   a->origin_ids);
+	free(want);
+	return rc;
+}
+
+static int add_events(struct append *a)
+{
+	int rc = resolve_origins(a);
+
+	if (rc < 0)
+		return rc;
 	for (size_t i = 0; i < a->n; i++) {
 		const struct seq_entry *e = seq_find(&a->seen, a->events[i].ev->seq);
 
@@ -754,6 +766,7 @@ static void append_free(struct append *a)
 		store_row_release(&a->event_rows[r]);
 	free(a->seen.slots);
 	free(a->is_new);
+	free(a->origin_ids);
 	free(a->hashes);
 	free(a);
 }
@@ -769,8 +782,9 @@ static struct append *append_new(struct store *s, const char *agent_id,
 	*a = (struct append){ .s = s, .agent_id = agent_id, .events = events, .n = n };
 	a->epoch = events[0].ev->epoch;
 	a->is_new = calloc(n, sizeof(*a->is_new));
+	a->origin_ids = calloc(n, sizeof(*a->origin_ids));
 	a->hashes = malloc(n * sizeof(*a->hashes));
-	if (!a->is_new || !a->hashes || seq_map_init(&a->seen, n + 1) < 0) {
+	if (!a->is_new || !a->origin_ids || !a->hashes || seq_map_init(&a->seen, n + 1) < 0) {
 		append_free(a);
 		return NULL;
 	}

@@ -192,6 +192,18 @@ int store_columns_derive(const Dbward__V1__Event *ev, struct store_row *row)
 	return 0;
 }
 
+int store_columns_derive_origin(const Dbward__V1__Event *ev, struct store_row *row)
+{
+	memset(row, 0, sizeof(*row));
+	for (int i = 0; i < STORE_NCOLUMNS; i++)
+		row->v[i] = (struct sql_value){ .type = SQL_NULL };
+	if (derive_session(ev->session, row)) {
+		store_row_release(row);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 bool store_column_equal(const struct sql_value *stored, const struct sql_value *derived)
 {
 	if (stored->type != derived->type)

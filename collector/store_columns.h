@@ -50,6 +50,8 @@ struct store_row {
 
 /* Fills @row from @ev (which must outlive it). 0 or -ENOMEM. */
 int store_columns_derive(const Dbward__V1__Event *ev, struct store_row *row);
+/* Only who sent it (COL_SESSION_ID .. COL_DATABASE); the rest NULL. */
+int store_columns_derive_origin(const Dbward__V1__Event *ev, struct store_row *row);
 void store_row_release(struct store_row *row);
 
 /* Stored and derived values are the same (NULL = NULL; type and bytes). */

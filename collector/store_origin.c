@@ -128,12 +128,58 @@ static void cache_put(struct origin_cache *oc, const origin_key key, int64_t id)
 	s->pending = true;
 }
 
-/* --- finding or adding the row ----------------------------------------- */
+/* --- finding or adding the rows of a batch ------------------------------ */
 
-static int id_row(void *arg, const struct sql_value *cols, int ncols)
+/* Keys per SELECT ... IN, rows per INSERT (10 parameters each): both
+ * within STORE_MAX_PARAMS. */
+#define SELECT_CHUNK 256
+#define INSERT_CHUNK 48
+
+/* An origin the cache did not have: its values, and its id once known. */
+struct miss {
+	origin_key key;
+	struct store_row row;
+	int64_t id;
+};
+
+struct misses {
+	struct miss *m;
+	size_t n;
+	uint32_t *index;		/* open addressing: miss number + 1, 0 free */
+	size_t mask;
+};
+
+static size_t miss_slot(const struct misses *ms, const origin_key key)
 {
+	uint64_t h;
+	size_t i;
+
+	memcpy(&h, key, sizeof(h));
+	for (i = h & ms->mask; ms->index[i]; i = (i + 1) & ms->mask)
+		if (memcmp(ms->m[ms->index[i] - 1].key, key, sizeof(origin_key)) == 0)
+			break;
+	return i;
+}
+
+static struct miss *miss_find(const struct misses *ms, const origin_key key)
+{
+	size_t i = miss_slot(ms, key);
+
+	return ms->index[i] ? &ms->m[ms->index[i] - 1] : NULL;
+}
+
+/* Columns: id, key (of a miss). */
+static int miss_id_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct misses *ms = arg;
+	struct miss *m;
+
 	(void)ncols;
-	*(int64_t *)arg = cols[0].i;
+	if (cols[1].type != SQL_BLOB || cols[1].len != sizeof(origin_key))
+		return 0;
+	m = miss_find(ms, cols[1].p);
+	if (m)
+		m->id = cols[0].i;
 	return 0;
 }
 
@@ -145,40 +191,172 @@ static struct sql_value stored_value(const struct sql_value *v, bool is_pid)
 	return is_pid ? sql_int(-1) : (struct sql_value){ .type = SQL_TEXT, .p = "", .len = 0 };
 }
 
-int origin_resolve(const struct store_backend *be, struct store_conn *c,
-		   struct origin_cache *oc, const struct store_row *row, int64_t *id)
+/* "HEAD ($1, ...), (...) TAIL" for @rows rows of @ncols. */
+static char *chunk_sql(const char *head, int ncols, int rows, const char *tail)
 {
-	const struct sql_value *v = &row->v[ORIGIN_FIRST_COL];
-	struct sql_value p[1 + ORIGIN_NCOLS];
+	size_t cap = strlen(head) + strlen(tail) + (size_t)rows * (size_t)ncols * 8 + 16, len;
+	char *sql = malloc(cap);
+	int param = 1;
+
+	if (!sql)
+		return NULL;
+	len = (size_t)snprintf(sql, cap, "%s", head);
+	for (int r = 0; r < rows; r++) {
+		const char *row_start = ncols > 1 ? (r ? "), (" : "(") : (r ? ", " : "");
+
+		for (int c = 0; c < ncols; c++)
+			len += (size_t)snprintf(sql + len, cap - len, "%s$%d", c ? ", " : row_start,
+						param++);
+	}
+	snprintf(sql + len, cap - len, "%s%s", ncols > 1 ? ")" : "", tail);
+	return sql;
+}
+
+/* Those of @ms already in origins (another collector, an earlier run). */
+static int misses_select(const struct store_backend *be, struct store_conn *c,
+			 struct misses *ms)
+{
+	struct sql_value p[SELECT_CHUNK];
+
+	for (size_t at = 0; at < ms->n; at += SELECT_CHUNK) {
+		int k = (int)(ms->n - at < SELECT_CHUNK ? ms->n - at : SELECT_CHUNK), rc;
+		char *sql = chunk_sql("SELECT id, key FROM origins WHERE key IN (", 1, k, ")");
+
+		if (!sql)
+			return -ENOMEM;
+		for (int i = 0; i < k; i++)
+			p[i] = sql_blob(ms->m[at + (size_t)i].key, sizeof(origin_key));
+		rc = be->exec(c, STMT_DYNAMIC, sql, p, k, miss_id_row, ms, NULL);
+		free(sql);
+		if (rc)
+			return rc < 0 ? rc : -EIO;
+	}
+	return 0;
+}
+
+/* The rest, inserted; RETURNING gives their ids. */
+static int misses_insert(const struct store_backend *be, struct store_conn *c,
+			 struct misses *ms)
+{
+	struct sql_value p[INSERT_CHUNK * (1 + ORIGIN_NCOLS)];
+	size_t at = 0;
+
+	while (at < ms->n) {
+		int k = 0, rc;
+		char *sql;
+
+		for (; at < ms->n && k < INSERT_CHUNK; at++) {
+			const struct miss *m = &ms->m[at];
+			struct sql_value *row = &p[k * (1 + ORIGIN_NCOLS)];
+
+			if (m->id >= 0)
+				continue;
+			row[0] = sql_blob(m->key, sizeof(origin_key));
+			for (int i = 0; i < ORIGIN_NCOLS; i++)
+				row[1 + i] = stored_value(&m->row.v[ORIGIN_FIRST_COL + i],
+							  ORIGIN_FIRST_COL + i == COL_PID);
+			k++;
+		}
+		if (!k)
+			break;
+		sql = chunk_sql("INSERT INTO origins (key, " STORE_ORIGIN_COLUMNS ") VALUES ",
+				1 + ORIGIN_NCOLS, k, " RETURNING id, key");
+		if (!sql)
+			return -ENOMEM;
+		rc = be->exec(c, STMT_DYNAMIC, sql, p, k * (1 + ORIGIN_NCOLS), miss_id_row, ms,
+			      NULL);
+		free(sql);
+		if (rc)
+			return rc < 0 ? rc : -EIO;
+	}
+	return 0;
+}
+
+static void misses_release(struct misses *ms)
+{
+	for (size_t i = 0; i < ms->n; i++)
+		store_row_release(&ms->m[i].row);
+	free(ms->m);
+	free(ms->index);
+}
+
+/*
+ * One event: its id from the cache, or the number of its miss (+1) in
+ * @pending[i], its row kept for the INSERT.
+ */
+static int look_up(struct origin_cache *oc, struct misses *ms, const Dbward__V1__Event *ev,
+		   int64_t *id, uint32_t *pending)
+{
+	struct store_row row;
 	struct cache_slot *slot;
 	origin_key key;
-	int rc;
+	size_t at;
 
-	if (origin_key_of(oc, v, key) < 0)
+	if (store_columns_derive_origin(ev, &row) < 0)
 		return -ENOMEM;
+	if (origin_key_of(oc, &row.v[ORIGIN_FIRST_COL], key) < 0) {
+		store_row_release(&row);
+		return -ENOMEM;
+	}
 	slot = slot_for(oc, key);
 	if (slot->used && memcmp(slot->key, key, sizeof(key)) == 0) {
 		*id = slot->id;
+		store_row_release(&row);
 		return 0;
 	}
-	p[0] = sql_blob(key, sizeof(key));
-	*id = -1;
-	rc = be->exec(c, STMT_ORIGIN_GET, "SELECT id FROM origins WHERE key = $1", p, 1, id_row,
-		      id, NULL);
-	if (rc == 0 && *id < 0) {
-		for (int i = 0; i < ORIGIN_NCOLS; i++)
-			p[1 + i] = stored_value(&v[i], ORIGIN_FIRST_COL + i == COL_PID);
-		rc = be->exec(c, STMT_ORIGIN_INSERT,
-			      "INSERT INTO origins (key, " STORE_ORIGIN_COLUMNS ") VALUES "
-			      "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-			      p, 1 + ORIGIN_NCOLS, id_row, id, NULL);
-		if (rc == 0 && *id < 0)
-			rc = -EPROTO;	/* RETURNING gave no row */
+	at = miss_slot(ms, key);
+	if (!ms->index[at]) {
+		struct miss *m = &ms->m[ms->n++];
+
+		memcpy(m->key, key, sizeof(key));
+		m->row = row;
+		m->id = -1;
+		ms->index[at] = (uint32_t)ms->n;
+	} else {
+		store_row_release(&row);
 	}
-	if (rc < 0)
-		return rc;
-	cache_put(oc, key, *id);
+	*pending = ms->index[at];
 	return 0;
+}
+
+int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
+			  struct origin_cache *oc, const struct store_event_in *events,
+			  const bool *want, size_t n, int64_t *ids)
+{
+	struct misses ms = { 0 };
+	uint32_t *pending = calloc(n ? n : 1, sizeof(*pending));
+	size_t cap = 16;
+	int rc = 0;
+
+	while (cap < 2 * n + 2)
+		cap *= 2;
+	ms.m = calloc(n ? n : 1, sizeof(*ms.m));
+	ms.index = calloc(cap, sizeof(*ms.index));
+	ms.mask = cap - 1;
+	if (!pending || !ms.m || !ms.index) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		if (want[i])
+			rc = look_up(oc, &ms, events[i].ev, &ids[i], &pending[i]);
+	if (rc == 0 && ms.n)
+		rc = misses_select(be, c, &ms);
+	if (rc == 0 && ms.n)
+		rc = misses_insert(be, c, &ms);
+	for (size_t i = 0; rc == 0 && i < ms.n; i++) {
+		if (ms.m[i].id < 0)
+			rc = -EPROTO;	/* neither found nor given back by RETURNING */
+		else
+			cache_put(oc, ms.m[i].key, ms.m[i].id);
+	}
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		if (want[i] && pending[i])
+			ids[i] = ms.m[pending[i] - 1].id;
+out:
+	misses_release(&ms);
+	free(pending);
+	return rc;
 }
 
 /* --- origins a page at a time, by id ---------------------------------- */

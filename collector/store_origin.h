@@ -23,12 +23,15 @@ struct origin_cache *origin_cache_new(void);
 void origin_cache_free(struct origin_cache *oc);
 
 /*
- * The id of the origins row holding @row's identity columns, inserted
- * when there is none, on the writer connection @c inside its write
- * transaction. 0, -ENOMEM or -EIO (the backend's message on @c).
+ * The origin ids of a batch's events (@want[i] false: skipped), on the
+ * writer connection @c inside its write transaction: from the cache, else
+ * found or inserted together, one SELECT and one INSERT per chunk of new
+ * origins (a round trip each on PostgreSQL, however many connections the
+ * batch opens). 0, -ENOMEM, -EIO (the backend's message on @c) or -EPROTO.
  */
-int origin_resolve(const struct store_backend *be, struct store_conn *c,
-		   struct origin_cache *oc, const struct store_row *row, int64_t *id);
+int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
+			  struct origin_cache *oc, const struct store_event_in *events,
+			  const bool *want, size_t n, int64_t *ids);
 
 /* The write transaction ended: committed (the cache keeps what it learnt)
  * or rolled back (origins inserted in it are gone: forget them). */
