@@ -193,6 +193,26 @@ void store_reader_put(struct store *s, struct store_conn *c)
 	pthread_mutex_unlock(&s->pool_lock);
 }
 
+char *store_rows_sql(const char *head, int ncols, int rows, const char *tail)
+{
+	size_t cap = strlen(head) + strlen(tail) + (size_t)rows * (size_t)ncols * 8 + 16, len;
+	char *sql = malloc(cap);
+	int param = 1;
+
+	if (!sql)
+		return NULL;
+	len = (size_t)snprintf(sql, cap, "%s", head);
+	for (int r = 0; r < rows; r++) {
+		const char *row_start = ncols > 1 ? (r ? "), (" : "(") : (r ? ", " : "");
+
+		for (int c = 0; c < ncols; c++)
+			len += (size_t)snprintf(sql + len, cap - len, "%s$%d", c ? ", " : row_start,
+						param++);
+	}
+	snprintf(sql + len, cap - len, "%s%s", ncols > 1 ? ")" : "", tail);
+	return sql;
+}
+
 int store_exec(struct store *s, struct store_conn *c, enum store_stmt id, const char *sql,
 	       const struct sql_value *params, int n, sql_row_fn *fn, void *arg)
 {

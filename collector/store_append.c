@@ -289,25 +289,6 @@ static int load_state(struct append *a)
 
 /* --- storing new events ------------------------------------------------- */
 
-/* "INSERT INTO t (cols) VALUES ($1, ...), (...)": @rows rows of @ncols. */
-static char *insert_sql(const char *head, int ncols, int rows)
-{
-	size_t cap = strlen(head) + (size_t)rows * (size_t)ncols * 8 + 16, len;
-	char *sql = malloc(cap);
-	int param = 1;
-
-	if (!sql)
-		return NULL;
-	len = (size_t)snprintf(sql, cap, "%s VALUES ", head);
-	for (int r = 0; r < rows; r++) {
-		for (int c = 0; c < ncols; c++)
-			len += (size_t)snprintf(sql + len, cap - len, "%s$%d", c ? ", " : r ? "), (" : "(",
-						param++);
-	}
-	snprintf(sql + len, cap - len, ")");
-	return sql;
-}
-
 #define EVENT_INSERT \
 	"INSERT INTO events (" EVENT_OWN_COLUMNS ", origin, leaf_index, leaf_hash, raw, id)"
 #define NODE_INSERT "INSERT INTO nodes (level, idx, hash)"
@@ -317,10 +298,10 @@ static pthread_once_t insert_sql_once = PTHREAD_ONCE_INIT;
 
 static void insert_sql_init(void)
 {
-	event_insert_many = insert_sql(EVENT_INSERT, EVENT_PARAMS, EVENT_ROWS);
-	event_insert_one = insert_sql(EVENT_INSERT, EVENT_PARAMS, 1);
-	node_insert_many = insert_sql(NODE_INSERT, NODE_PARAMS, NODE_ROWS);
-	node_insert_one = insert_sql(NODE_INSERT, NODE_PARAMS, 1);
+	event_insert_many = store_rows_sql(EVENT_INSERT " VALUES ", EVENT_PARAMS, EVENT_ROWS, "");
+	event_insert_one = store_rows_sql(EVENT_INSERT " VALUES ", EVENT_PARAMS, 1, "");
+	node_insert_many = store_rows_sql(NODE_INSERT " VALUES ", NODE_PARAMS, NODE_ROWS, "");
+	node_insert_one = store_rows_sql(NODE_INSERT " VALUES ", NODE_PARAMS, 1, "");
 }
 
 /* Sends @n buffered rows: full buffers in one statement, else one by one. */

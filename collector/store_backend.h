@@ -166,6 +166,10 @@ int store_read_end(struct store *s, struct store_conn *c, int rc);
 int store_exec(struct store *s, struct store_conn *c, enum store_stmt id, const char *sql,
 	       const struct sql_value *params, int n, sql_row_fn *fn, void *arg);
 
+/* "HEAD($1, $2), ($3, $4)TAIL" for @rows rows of @ncols placeholders; one
+ * column: "HEAD$1, $2TAIL". malloc'd, NULL when out of memory. */
+char *store_rows_sql(const char *head, int ncols, int rows, const char *tail);
+
 /* One event row, as every reader wants it. */
 #define SQL_EVENT_COLUMNS "id, leaf_index, agent_id, epoch, seq, ts, raw"
 #define SQL_EVENT_BY_ID "SELECT " SQL_EVENT_COLUMNS " FROM events WHERE id = $1"

@@ -191,27 +191,6 @@ static struct sql_value stored_value(const struct sql_value *v, bool is_pid)
 	return is_pid ? sql_int(-1) : (struct sql_value){ .type = SQL_TEXT, .p = "", .len = 0 };
 }
 
-/* "HEAD ($1, ...), (...) TAIL" for @rows rows of @ncols. */
-static char *chunk_sql(const char *head, int ncols, int rows, const char *tail)
-{
-	size_t cap = strlen(head) + strlen(tail) + (size_t)rows * (size_t)ncols * 8 + 16, len;
-	char *sql = malloc(cap);
-	int param = 1;
-
-	if (!sql)
-		return NULL;
-	len = (size_t)snprintf(sql, cap, "%s", head);
-	for (int r = 0; r < rows; r++) {
-		const char *row_start = ncols > 1 ? (r ? "), (" : "(") : (r ? ", " : "");
-
-		for (int c = 0; c < ncols; c++)
-			len += (size_t)snprintf(sql + len, cap - len, "%s$%d", c ? ", " : row_start,
-						param++);
-	}
-	snprintf(sql + len, cap - len, "%s%s", ncols > 1 ? ")" : "", tail);
-	return sql;
-}
-
 /* Those of @ms already in origins (another collector, an earlier run). */
 static int misses_select(const struct store_backend *be, struct store_conn *c,
 			 struct misses *ms)
@@ -220,7 +199,7 @@ static int misses_select(const struct store_backend *be, struct store_conn *c,
 
 	for (size_t at = 0; at < ms->n; at += SELECT_CHUNK) {
 		int k = (int)(ms->n - at < SELECT_CHUNK ? ms->n - at : SELECT_CHUNK), rc;
-		char *sql = chunk_sql("SELECT id, key FROM origins WHERE key IN (", 1, k, ")");
+		char *sql = store_rows_sql("SELECT id, key FROM origins WHERE key IN (", 1, k, ")");
 
 		if (!sql)
 			return -ENOMEM;
@@ -259,8 +238,8 @@ static int misses_insert(const struct store_backend *be, struct store_conn *c,
 		}
 		if (!k)
 			break;
-		sql = chunk_sql("INSERT INTO origins (key, " STORE_ORIGIN_COLUMNS ") VALUES ",
-				1 + ORIGIN_NCOLS, k, " RETURNING id, key");
+		sql = store_rows_sql("INSERT INTO origins (key, " STORE_ORIGIN_COLUMNS ") VALUES ",
+				     1 + ORIGIN_NCOLS, k, " RETURNING id, key");
 		if (!sql)
 			return -ENOMEM;
 		rc = be->exec(c, STMT_DYNAMIC, sql, p, k * (1 + ORIGIN_NCOLS), miss_id_row, ms,
