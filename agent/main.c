@@ -294,12 +294,13 @@ static void reload(struct agent *agent, const char *path)
 /* How often the counters are logged (info). */
 #define STATS_INTERVAL_NS (600 * (uint64_t)1000000000)
 
-/* What the interception programs have done since they were loaded. */
+/* What the interception programs have done since they were loaded
+ * (docs/operations.md says what each counts). */
 static void log_intercept_stats(struct intercept *ic)
 {
 #define N(which) (unsigned long long)intercept_counter(ic, INTERCEPT_CNT_##which)
 	log_info("interception: %llu connects redirected, %llu of the agent's own skipped, %llu "
-		 "with no room for their origin; with no agent alive %llu refused, %llu let "
+		 "with no room for their origin; not redirected: %llu refused, %llu let "
 		 "through; pods: %llu published by address, %llu collisions",
 		 N(REDIRECTED), N(SKIPPED_MARK), N(NO_STORAGE), N(REFUSED_NO_AGENT),
 		 N(BYPASSED_NO_AGENT), N(TUPLE_SAVED), N(TUPLE_COLLIDED));

@@ -424,18 +424,31 @@ static int check_resend(struct append *a, size_t i, const struct seq_entry *stor
 		     (unsigned long long)a->events[i].ev->seq);
 }
 
-/* Who sent each event not stored before, for all of them at once. */
+/* Who sent each event that will be stored (not stored before, the first
+ * of its seq in the batch), for all of them at once. */
 static int resolve_origins(struct append *a)
 {
 	bool *want = calloc(a->n, sizeof(*want));
-	int rc;
+	struct seq_map batch = { 0 };
+	int rc = -ENOMEM;
 
-	if (!want)
-		return -ENOMEM;
-	for (size_t i = 0; i < a->n; i++)
-		want[i] = !seq_find(&a->seen, a->events[i].ev->seq);
+	if (!want || seq_map_init(&batch, a->n) < 0)
+		goto out;
+	for (size_t i = 0; i < a->n; i++) {
+		uint64_t seq = a->events[i].ev->seq;
+
+		if (seq_find(&a->seen, seq) || seq_find(&batch, seq))
+			continue;
+		if (!seq_put(&batch, seq))
+			goto out;
+		want[i] = true;
+	}
 	rc = origin_resolve_events(a->s->be, a->c, a->s->origins, a->events, want, a->n,
 				   a->origin_ids);
+	if (rc == -EPROTO)
+		a->why = "an origin was neither found nor given back by its INSERT";
+out:
+	free(batch.slots);
 	free(want);
 	return rc;
 }

@@ -12,7 +12,7 @@
 #include "common/merkle.h"
 
 /* Direct-mapped: a connection's events find their origin in one probe;
- * a miss costs one indexed SELECT (on PostgreSQL, a round trip). 3 MiB:
+ * a batch's misses are looked up together (origin_resolve_events). 3 MiB:
  * room for tens of thousands of connections at once. */
 #define CACHE_SLOTS 65536
 #define KEY_PAGE 1000
@@ -26,11 +26,17 @@ struct cache_slot {
 	bool pending;			/* learnt in the open transaction */
 };
 
+/* The bytes a key is hashed from, in a buffer kept between keys. */
+struct key_buf {
+	uint8_t *data;
+	size_t cap;
+};
+
 struct origin_cache {
 	struct cache_slot slots[CACHE_SLOTS];
-	unsigned n_pending;
-	uint8_t *enc;			/* encoding buffer, reused */
-	size_t enc_cap;
+	uint32_t *pending;		/* slots learnt in the open transaction */
+	size_t n_pending, cap_pending;
+	struct key_buf kb;
 };
 
 struct origin_cache *origin_cache_new(void)
@@ -42,20 +48,19 @@ void origin_cache_free(struct origin_cache *oc)
 {
 	if (!oc)
 		return;
-	free(oc->enc);
+	free(oc->pending);
+	free(oc->kb.data);
 	free(oc);
 }
 
 void origin_cache_end(struct origin_cache *oc, bool committed)
 {
-	if (!oc->n_pending)
-		return;
-	for (unsigned i = 0; i < CACHE_SLOTS; i++) {
-		if (!oc->slots[i].pending)
-			continue;
-		oc->slots[i].pending = false;
+	for (size_t i = 0; i < oc->n_pending; i++) {
+		struct cache_slot *s = &oc->slots[oc->pending[i]];
+
+		s->pending = false;
 		if (!committed)
-			oc->slots[i].used = false;
+			s->used = false;
 	}
 	oc->n_pending = 0;
 }
@@ -64,11 +69,11 @@ void origin_cache_end(struct origin_cache *oc, bool committed)
 
 static const char key_domain[] = "dbward origin key v1";
 
-static int enc_put(struct origin_cache *oc, size_t *len, const void *p, size_t n)
+static int key_put(struct key_buf *kb, size_t *len, const void *p, size_t n)
 {
-	if (bytes_reserve(&oc->enc, &oc->enc_cap, *len + n, 512) < 0)
+	if (bytes_reserve(&kb->data, &kb->cap, *len + n, 512) < 0)
 		return -ENOMEM;
-	memcpy(oc->enc + *len, p, n);
+	memcpy(kb->data + *len, p, n);
 	*len += n;
 	return 0;
 }
@@ -76,22 +81,22 @@ static int enc_put(struct origin_cache *oc, size_t *len, const void *p, size_t n
 /* A domain string and its NUL, then each value: a tag (0 NULL, 1 integer,
  * 2 text), then 8 bytes of integer, or 8 bytes of length and the text;
  * numbers little-endian. */
-static int origin_key_of(struct origin_cache *oc, const struct sql_value *v, origin_key out)
+static int origin_key_of(struct key_buf *kb, const struct sql_value *v, origin_key out)
 {
 	size_t len = 0;
 
-	if (enc_put(oc, &len, key_domain, sizeof(key_domain)) < 0)
+	if (key_put(kb, &len, key_domain, sizeof(key_domain)) < 0)
 		return -ENOMEM;
 	for (int i = 0; i < ORIGIN_NCOLS; i++) {
 		uint8_t tag = v[i].type == SQL_INT ? 1 : v[i].type == SQL_TEXT ? 2 : 0;
 		uint64_t n = htole64(tag == 1 ? (uint64_t)v[i].i : (uint64_t)v[i].len);
 
-		if (enc_put(oc, &len, &tag, 1) < 0 ||
-		    (tag && enc_put(oc, &len, &n, sizeof(n)) < 0) ||
-		    (tag == 2 && enc_put(oc, &len, v[i].p, v[i].len) < 0))
+		if (key_put(kb, &len, &tag, 1) < 0 ||
+		    (tag && key_put(kb, &len, &n, sizeof(n)) < 0) ||
+		    (tag == 2 && key_put(kb, &len, v[i].p, v[i].len) < 0))
 			return -ENOMEM;
 	}
-	event_hash(oc->enc, len, out);
+	event_hash(kb->data, len, out);
 	return 0;
 }
 
@@ -108,24 +113,38 @@ static void values_of_row(const struct sql_value *cols, struct sql_value v[ORIGI
 	}
 }
 
-static struct cache_slot *slot_for(struct origin_cache *oc, const origin_key key)
+static uint32_t slot_of(const origin_key key)
 {
 	uint32_t h;
 
 	memcpy(&h, key, sizeof(h));
-	return &oc->slots[h % CACHE_SLOTS];
+	return h % CACHE_SLOTS;
 }
 
-static void cache_put(struct origin_cache *oc, const origin_key key, int64_t id)
+/* Remembers @key's id; -ENOMEM (nothing remembered) when the list of
+ * what the transaction learnt cannot grow. */
+static int cache_put(struct origin_cache *oc, const origin_key key, int64_t id)
 {
-	struct cache_slot *s = slot_for(oc, key);
+	uint32_t i = slot_of(key);
+	struct cache_slot *s = &oc->slots[i];
 
+	if (!s->pending) {
+		if (oc->n_pending == oc->cap_pending) {
+			size_t cap = oc->cap_pending ? 2 * oc->cap_pending : 256;
+			uint32_t *p = realloc(oc->pending, cap * sizeof(*p));
+
+			if (!p)
+				return -ENOMEM;
+			oc->pending = p;
+			oc->cap_pending = cap;
+		}
+		oc->pending[oc->n_pending++] = i;
+		s->pending = true;
+	}
 	memcpy(s->key, key, sizeof(origin_key));
 	s->id = id;
 	s->used = true;
-	if (!s->pending)
-		oc->n_pending++;
-	s->pending = true;
+	return 0;
 }
 
 /* --- finding or adding the rows of a batch ------------------------------ */
@@ -144,7 +163,7 @@ struct miss {
 
 struct misses {
 	struct miss *m;
-	size_t n;
+	size_t n, cap;
 	uint32_t *index;		/* open addressing: miss number + 1, 0 free */
 	size_t mask;
 };
@@ -273,11 +292,11 @@ static int look_up(struct origin_cache *oc, struct misses *ms, const Dbward__V1_
 
 	if (store_columns_derive_origin(ev, &row) < 0)
 		return -ENOMEM;
-	if (origin_key_of(oc, &row.v[ORIGIN_FIRST_COL], key) < 0) {
+	if (origin_key_of(&oc->kb, &row.v[ORIGIN_FIRST_COL], key) < 0) {
 		store_row_release(&row);
 		return -ENOMEM;
 	}
-	slot = slot_for(oc, key);
+	slot = &oc->slots[slot_of(key)];
 	if (slot->used && memcmp(slot->key, key, sizeof(key)) == 0) {
 		*id = slot->id;
 		store_row_release(&row);
@@ -285,7 +304,20 @@ static int look_up(struct origin_cache *oc, struct misses *ms, const Dbward__V1_
 	}
 	at = miss_slot(ms, key);
 	if (!ms->index[at]) {
-		struct miss *m = &ms->m[ms->n++];
+		struct miss *m;
+
+		if (ms->n == ms->cap) {
+			size_t cap = ms->cap ? 2 * ms->cap : 64;
+			struct miss *more = realloc(ms->m, cap * sizeof(*more));
+
+			if (!more) {
+				store_row_release(&row);
+				return -ENOMEM;
+			}
+			ms->m = more;
+			ms->cap = cap;
+		}
+		m = &ms->m[ms->n++];
 
 		memcpy(m->key, key, sizeof(key));
 		m->row = row;
@@ -309,10 +341,9 @@ int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
 
 	while (cap < 2 * n + 2)
 		cap *= 2;
-	ms.m = calloc(n ? n : 1, sizeof(*ms.m));
 	ms.index = calloc(cap, sizeof(*ms.index));
 	ms.mask = cap - 1;
-	if (!pending || !ms.m || !ms.index) {
+	if (!pending || !ms.index) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -327,7 +358,7 @@ int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
 		if (ms.m[i].id < 0)
 			rc = -EPROTO;	/* neither found nor given back by RETURNING */
 		else
-			cache_put(oc, ms.m[i].key, ms.m[i].id);
+			rc = cache_put(oc, ms.m[i].key, ms.m[i].id);
 	}
 	for (size_t i = 0; rc == 0 && i < n; i++)
 		if (want[i] && pending[i])
@@ -341,7 +372,7 @@ out:
 /* --- origins a page at a time, by id ---------------------------------- */
 
 struct key_page {
-	struct origin_cache *oc;
+	struct key_buf *kb;
 	int64_t ids[KEY_PAGE];
 	origin_key keys[KEY_PAGE];	/* computed from the values */
 	bool stored_ok[KEY_PAGE];	/* the stored key is that one */
@@ -360,7 +391,7 @@ static int key_row(void *arg, const struct sql_value *cols, int ncols)
 		return 0;
 	values_of_row(&cols[2], v);
 	pg->ids[pg->n] = cols[0].i;
-	if (origin_key_of(pg->oc, v, pg->keys[pg->n]) < 0) {
+	if (origin_key_of(pg->kb, v, pg->keys[pg->n]) < 0) {
 		pg->rc = -ENOMEM;
 		return 1;
 	}
@@ -377,19 +408,17 @@ static int walk_keys(const struct store_backend *be, struct store_conn *c,
 			       int64_t id, const origin_key key),
 		     void *arg)
 {
-	struct origin_cache *oc = origin_cache_new();
 	struct key_page *pg = malloc(sizeof(*pg));
+	struct key_buf kb = { 0 };
 	int64_t after = 0;
 	int rc = 0;
 
-	if (!oc || !pg) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	if (!pg)
+		return -ENOMEM;
 	do {
 		struct sql_value p[] = { sql_int(after), sql_int(KEY_PAGE) };
 
-		*pg = (struct key_page){ .oc = oc };
+		*pg = (struct key_page){ .kb = &kb };
 		rc = be->exec(c, STMT_DYNAMIC,
 			      "SELECT id, key, " STORE_ORIGIN_COLUMNS " FROM origins WHERE id > $1 "
 			      "ORDER BY id LIMIT $2",
@@ -402,9 +431,8 @@ static int walk_keys(const struct store_backend *be, struct store_conn *c,
 		if (pg->n)
 			after = pg->ids[pg->n - 1];
 	} while (rc == 0 && pg->n == KEY_PAGE);
-out:
 	free(pg);
-	origin_cache_free(oc);
+	free(kb.data);
 	return rc;
 }
 

@@ -1,17 +1,20 @@
 /*
  * bench-rowcost [--events N] [--dir DIR]: what one event row costs SQLite,
  * table layout by table layout, with nothing else around it. Each layout
- * gets the same 200k events in transactions of ~5000 (multi-row INSERTs of
+ * gets 200k events of the same sizes (the literals differ) in
+ * transactions of ~5000 (multi-row INSERTs of
  * 16 rows, as collector/store_append.c sends them), WAL, synchronous=FULL,
- * 16 KiB pages, checkpoints on a thread of their own as the collector does.
+ * 16 KiB pages, PASSIVE checkpoints on a thread of their own (every 20 ms
+ * here; the collector's run every 1000 WAL pages).
  * No hashing, decoding, ledger nodes or tree heads: the floor of a store
  * that keeps one row per event (docs/performance.md, "Collector ingest").
  *
  * Layouts:
  *   schema2      the events table before schema 3: nine identity columns,
  *                indexes on ts, session_id, pid and the unique key
- *   schema3      now: identity in origins (one row per connection), indexes
- *                on ts, origin and the unique key
+ *   schema3      now: identity in origins (one row per connection, not
+ *                written here: ~1 per 600 events), indexes on ts, origin
+ *                and the unique key
  *   batch-raw    schema3 with each event's bytes left in its batch's
  *                compressed payload (one blob per batch, ~1/7 of the
  *                bytes) and an offset in the row
@@ -271,6 +274,7 @@ static void run(enum layout l, long n, const char *dir)
 	sqlite3_close(db);
 	if (stat(path, &st) < 0)
 		st.st_size = 0;
+	n = n / BATCH * BATCH;	/* what was inserted: whole batches */
 	printf("rowcost %-10s events=%ld: %7.0f events/s (%.2f us CPU/event, %.2f on the "
 	       "appending thread; %.0f bytes on disk per event)\n",
 	       names[l], n, (double)n / (t1 - t0), (p1 - p0) / (double)n * 1e6,

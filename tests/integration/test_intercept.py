@@ -493,6 +493,7 @@ def test_agent_upstream_is_not_reintercepted(pg, agent_factory, test_cgroup, run
     line = [ln for ln in agent.output().splitlines() if "interception:" in ln][-1]
     counts = {k: int(v) for v, k in re.findall(
         r"(\d+) (connects redirected|of the agent's own skipped|refused|let through)", line)}
+    assert len(counts) == 4, line
     assert counts["connects redirected"] >= 1, line
     assert counts["of the agent's own skipped"] >= 1, line
     assert counts["refused"] == 0 and counts["let through"] == 0, line

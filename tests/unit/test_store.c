@@ -1314,6 +1314,31 @@ STORE_TEST(a_failed_append_forgets_the_origins_it_made)
 	cr_assert_eq(verify(&pr), 0);
 }
 
+/* An equivocation inside one batch: the second copy of a seq is not
+ * stored, and neither is who it claims to come from. */
+STORE_TEST(a_seq_sent_twice_in_a_batch_makes_one_origin)
+{
+	static const uint8_t first_prev[EVENT_HASH_LEN];
+	struct chain c = { .agent = "agent-d", .epoch = 1 };
+	struct spec real = { .session = "s-d", .pid = 500 }, forged = { .session = "s-d", .pid = 501 };
+	struct event_bytes e[2];
+	struct store_append_result res;
+	struct alerts al = { 0 };
+	struct problems pr;
+
+	e[0] = chain_next(&c, &real);
+	e[1] = pack(&c, 1, first_prev, &forged);
+	cr_assert_eq(append("agent-d", e, 2, &res), 0);
+	bytes_free(e, 2);
+	cr_assert_eq(res.accepted, 1);
+	cr_assert_eq(res.duplicates, 1);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 1);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins WHERE pid = 501"), 0);
+	cr_assert_eq(store_alerts(fx.s, 0, 10, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 1);
+	cr_assert_eq(verify(&pr), 0);
+}
+
 STORE_TEST(verify_finds_a_changed_origin)
 {
 	struct problems pr;
