@@ -1,6 +1,7 @@
 #include "collector/batch_hash.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 
 struct hash_range {
 	const struct store_event_in *events;
@@ -11,11 +12,15 @@ struct hash_range {
 static void *hash_range(void *arg)
 {
 	const struct hash_range *r = arg;
+	struct origin_key_buf kb = { 0 };
 
 	for (size_t i = 0; i < r->n; i++) {
 		merkle_leaf_hash(r->events[i].raw, r->events[i].len, r->out[i].leaf);
 		event_hash(r->events[i].raw, r->events[i].len, r->out[i].chain);
+		r->out[i].has_origin =
+			origin_key_of_event(r->events[i].ev, &kb, r->out[i].origin) == 0;
 	}
+	free(kb.data);
 	return NULL;
 }
 

@@ -429,26 +429,30 @@ static int check_resend(struct append *a, size_t i, const struct seq_entry *stor
 static int resolve_origins(struct append *a)
 {
 	bool *want = calloc(a->n, sizeof(*want));
+	const uint8_t **keys = calloc(a->n, sizeof(*keys));
 	struct seq_map batch = { 0 };
 	int rc = -ENOMEM;
 
-	if (!want || seq_map_init(&batch, a->n) < 0)
+	if (!want || !keys || seq_map_init(&batch, a->n) < 0)
 		goto out;
 	for (size_t i = 0; i < a->n; i++) {
 		uint64_t seq = a->events[i].ev->seq;
 
+		if (a->hashes[i].has_origin)
+			keys[i] = a->hashes[i].origin;
 		if (seq_find(&a->seen, seq) || seq_find(&batch, seq))
 			continue;
 		if (!seq_put(&batch, seq))
 			goto out;
 		want[i] = true;
 	}
-	rc = origin_resolve_events(a->s->be, a->c, a->s->origins, a->events, want, a->n,
+	rc = origin_resolve_events(a->s->be, a->c, a->s->origins, a->events, keys, want, a->n,
 				   a->origin_ids);
 	if (rc == -EPROTO)
 		a->why = "an origin was neither found nor given back by its INSERT";
 out:
 	free(batch.slots);
+	free(keys);
 	free(want);
 	return rc;
 }

@@ -17,7 +17,7 @@
 #define CACHE_SLOTS 65536
 #define KEY_PAGE 1000
 
-typedef uint8_t origin_key[MERKLE_HASH_LEN];
+typedef uint8_t origin_key[ORIGIN_KEY_LEN];
 
 struct cache_slot {
 	origin_key key;
@@ -26,17 +26,11 @@ struct cache_slot {
 	bool pending;			/* learnt in the open transaction */
 };
 
-/* The bytes a key is hashed from, in a buffer kept between keys. */
-struct key_buf {
-	uint8_t *data;
-	size_t cap;
-};
-
 struct origin_cache {
 	struct cache_slot slots[CACHE_SLOTS];
 	uint32_t *pending;		/* slots learnt in the open transaction */
 	size_t n_pending, cap_pending;
-	struct key_buf kb;
+	struct origin_key_buf kb;
 };
 
 struct origin_cache *origin_cache_new(void)
@@ -69,7 +63,7 @@ void origin_cache_end(struct origin_cache *oc, bool committed)
 
 static const char key_domain[] = "dbward origin key v1";
 
-static int key_put(struct key_buf *kb, size_t *len, const void *p, size_t n)
+static int key_put(struct origin_key_buf *kb, size_t *len, const void *p, size_t n)
 {
 	if (bytes_reserve(&kb->data, &kb->cap, *len + n, 512) < 0)
 		return -ENOMEM;
@@ -81,7 +75,7 @@ static int key_put(struct key_buf *kb, size_t *len, const void *p, size_t n)
 /* A domain string and its NUL, then each value: a tag (0 NULL, 1 integer,
  * 2 text), then 8 bytes of integer, or 8 bytes of length and the text;
  * numbers little-endian. */
-static int origin_key_of(struct key_buf *kb, const struct sql_value *v, origin_key out)
+static int origin_key_of(struct origin_key_buf *kb, const struct sql_value *v, origin_key out)
 {
 	size_t len = 0;
 
@@ -98,6 +92,19 @@ static int origin_key_of(struct key_buf *kb, const struct sql_value *v, origin_k
 	}
 	event_hash(kb->data, len, out);
 	return 0;
+}
+
+int origin_key_of_event(const Dbward__V1__Event *ev, struct origin_key_buf *kb,
+			uint8_t key[ORIGIN_KEY_LEN])
+{
+	struct store_row row;
+	int rc;
+
+	if (store_columns_derive_origin(ev, &row) < 0)
+		return -ENOMEM;
+	rc = origin_key_of(kb, &row.v[ORIGIN_FIRST_COL], key);
+	store_row_release(&row);
+	return rc;
 }
 
 /* The values of an origins row (absent as '' or -1) as an event's
@@ -280,19 +287,27 @@ static void misses_release(struct misses *ms)
 
 /*
  * One event: its id from the cache, or the number of its miss (+1) in
- * @pending[i], its row kept for the INSERT.
+ * @pending, its row kept for the INSERT. @known: its key, if taken.
  */
 static int look_up(struct origin_cache *oc, struct misses *ms, const Dbward__V1__Event *ev,
-		   int64_t *id, uint32_t *pending)
+		   const uint8_t *known, int64_t *id, uint32_t *pending)
 {
 	struct store_row row;
 	struct cache_slot *slot;
 	origin_key key;
 	size_t at;
 
+	if (known) {
+		memcpy(key, known, sizeof(key));
+		slot = &oc->slots[slot_of(key)];
+		if (slot->used && memcmp(slot->key, key, sizeof(key)) == 0) {
+			*id = slot->id;
+			return 0;
+		}
+	}
 	if (store_columns_derive_origin(ev, &row) < 0)
 		return -ENOMEM;
-	if (origin_key_of(&oc->kb, &row.v[ORIGIN_FIRST_COL], key) < 0) {
+	if (!known && origin_key_of(&oc->kb, &row.v[ORIGIN_FIRST_COL], key) < 0) {
 		store_row_release(&row);
 		return -ENOMEM;
 	}
@@ -332,7 +347,7 @@ static int look_up(struct origin_cache *oc, struct misses *ms, const Dbward__V1_
 
 int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
 			  struct origin_cache *oc, const struct store_event_in *events,
-			  const bool *want, size_t n, int64_t *ids)
+			  const uint8_t *const *keys, const bool *want, size_t n, int64_t *ids)
 {
 	struct misses ms = { 0 };
 	uint32_t *pending = calloc(n ? n : 1, sizeof(*pending));
@@ -349,7 +364,8 @@ int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
 	}
 	for (size_t i = 0; rc == 0 && i < n; i++)
 		if (want[i])
-			rc = look_up(oc, &ms, events[i].ev, &ids[i], &pending[i]);
+			rc = look_up(oc, &ms, events[i].ev, keys ? keys[i] : NULL, &ids[i],
+				     &pending[i]);
 	if (rc == 0 && ms.n)
 		rc = misses_select(be, c, &ms);
 	if (rc == 0 && ms.n)
@@ -372,7 +388,7 @@ out:
 /* --- origins a page at a time, by id ---------------------------------- */
 
 struct key_page {
-	struct key_buf *kb;
+	struct origin_key_buf *kb;
 	int64_t ids[KEY_PAGE];
 	origin_key keys[KEY_PAGE];	/* computed from the values */
 	bool stored_ok[KEY_PAGE];	/* the stored key is that one */
@@ -409,7 +425,7 @@ static int walk_keys(const struct store_backend *be, struct store_conn *c,
 		     void *arg)
 {
 	struct key_page *pg = malloc(sizeof(*pg));
-	struct key_buf kb = { 0 };
+	struct origin_key_buf kb = { 0 };
 	int64_t after = 0;
 	int rc = 0;
 

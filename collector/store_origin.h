@@ -17,21 +17,36 @@
 #define ORIGIN_FIRST_COL COL_SESSION_ID
 #define ORIGIN_NCOLS (COL_DATABASE - COL_SESSION_ID + 1)
 
+#define ORIGIN_KEY_LEN 32
+
 struct origin_cache;
+
+/* Bytes an origin key is hashed from, reused from key to key. */
+struct origin_key_buf {
+	uint8_t *data;
+	size_t cap;
+};
+
+/* The key of who sent @ev (a domain-separated SHA-256 of its values as
+ * store_columns_derive_origin gives them). Needs no lock: batch_hash
+ * takes it with the other hashes. 0 or -ENOMEM. */
+int origin_key_of_event(const Dbward__V1__Event *ev, struct origin_key_buf *kb,
+			uint8_t key[ORIGIN_KEY_LEN]);
 
 struct origin_cache *origin_cache_new(void);
 void origin_cache_free(struct origin_cache *oc);
 
 /*
  * The origin ids of a batch's events (@want[i] false: skipped), on the
- * writer connection @c inside its write transaction: from the cache, else
+ * writer connection @c inside its write transaction; @keys[i], when not
+ * NULL, is event i's key already taken. From the cache, else
  * found or inserted together, one SELECT and one INSERT per chunk of new
  * origins (a round trip each on PostgreSQL, however many connections the
  * batch opens). 0, -ENOMEM, -EIO (the backend's message on @c) or -EPROTO.
  */
 int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
 			  struct origin_cache *oc, const struct store_event_in *events,
-			  const bool *want, size_t n, int64_t *ids);
+			  const uint8_t *const *keys, const bool *want, size_t n, int64_t *ids);
 
 /* The write transaction ended: committed (the cache keeps what it learnt)
  * or rolled back (origins inserted in it are gone: forget them). */
