@@ -14,8 +14,8 @@
 #include <stdint.h>
 
 #include "collector/store.h"
-#include "common/event_json.h"
 #include "collector/store_origin.h"
+#include "common/event_json.h"
 #include "common/merkle.h"
 
 /* From this many events on, half the batch is hashed on a second thread. */
