@@ -542,17 +542,18 @@ SCHEMA2_COLUMNS = ["session_id", "pid", "comm", "user_name", "pod_uid", "pod_nam
                    "pod_namespace", "db_user", "database"]
 
 
-def downgrade_to_schema_2(path):
-    import sqlite3
-    db = sqlite3.connect(path)
+def downgrade_to_schema_2(db):
+    """@db: an open DB-API connection (sqlite3 or psycopg2) to a schema-3 store."""
+    cur = db.cursor()
     for col in SCHEMA2_COLUMNS:
-        db.execute(f"alter table events add column {col} {'integer' if col == 'pid' else 'text'}")
+        cur.execute(f"alter table events add column {col} {'bigint' if col == 'pid' else 'text'}")
         absent = "-1" if col == "pid" else "''"
-        db.execute(f"update events set {col} = (select nullif(o.{col}, {absent}) from origins o "
-                   "where o.id = events.origin)")
-    db.executescript("drop index events_origin; alter table events drop column origin;"
-                     "drop table origins; create index events_session on events (session_id);"
-                     "create index events_pid on events (pid);")
+        cur.execute(f"update events set {col} = (select nullif(o.{col}, {absent}) from origins o "
+                    "where o.id = events.origin)")
+    for statement in ["drop index events_origin", "alter table events drop column origin",
+                      "drop table origins", "create index events_session on events (session_id)",
+                      "create index events_pid on events (pid)"]:
+        cur.execute(statement)
     db.commit()
     db.close()
 
@@ -587,7 +588,8 @@ def test_a_schema_2_upgrade_without_room_changes_no_event_and_says_so(pki, colle
         assert ack.get(1) == 1 and ack.get(4) == first + 499, ack
     peer.close()
     collector.stop()
-    downgrade_to_schema_2(str(db))
+    import sqlite3
+    downgrade_to_schema_2(sqlite3.connect(str(db)))
     assert is_schema_2(str(db))
 
     # Room for the database and a little more, not for a second copy of
@@ -618,3 +620,42 @@ def test_a_schema_2_upgrade_without_room_changes_no_event_and_says_so(pki, colle
     assert [e["seq"] for e in roomy.events()] == list(range(1, 3001))
     status, body = roomy.get("verify")
     assert status == 200 and body["ok"] is True, body
+
+
+def test_two_replicas_starting_together_upgrade_a_schema_2_database_once(pki, pg,
+                                                                        collector_factory):
+    """On PostgreSQL the upgrade runs under the ledger lock: whichever
+    replica comes second waits, finds the work done (or its ALTER fails and
+    it looks again) and starts too."""
+    import psycopg2
+    name = f"dbward_upgrade_{os.getpid()}"
+    pg.sql(f"create database {name}")
+    url = f"postgresql://postgres@127.0.0.1:{pg.port}/{name}"
+    first = collector_factory(url)
+    peer = Peer(first, pki)
+    prev = b"\0" * 32
+    events = []
+    for seq in range(1, 201):
+        events.append(pb_field(1, "agent-1") + pb_field(2, 1) + pb_field(3, seq) + pb_field(4, seq)
+                      + pb_field(5, prev) + pb_field(6, pb_field(1, f"s-{seq % 7}"))
+                      + pb_field(12, pb_field(1, f"select {seq}")))
+        prev = hashlib.sha256(events[-1]).digest()
+    peer.send(frame(b"B", zstd(batch_bytes(events))))
+    ack = peer.ack()
+    assert ack.get(1) == 1 and ack.get(4) == 200, ack
+    peer.close()
+    first.stop()
+    downgrade_to_schema_2(psycopg2.connect(url))
+
+    a = collector_factory(url, wait=False)
+    b = collector_factory(url, wait=False)
+    a.wait_ready(60)
+    b.wait_ready(60)
+    logs = a.output() + b.output()
+    assert logs.count("upgraded to schema 3") == 1, logs
+    assert [e["seq"] for e in a.events()] == list(range(1, 201))
+    assert {e["session_id"] for e in b.events(session="s-3")} == {"s-3"}
+    assert len(b.events(session="s-3")) == len([s for s in range(1, 201) if s % 7 == 3])
+    for c in (a, b):
+        status, body = c.get("verify")
+        assert status == 200 and body["ok"] is True, body

@@ -1462,6 +1462,70 @@ STORE_TEST(a_schema_2_database_is_upgraded_when_opened)
 	cr_assert_eq(verify(&pr), 0);
 }
 
+struct opener {
+	struct store *s;
+	char err[STORE_ERR_LEN];
+	int rc;
+};
+
+static void *open_main(void *arg)
+{
+	struct opener *o = arg;
+
+	o->rc = store_open(fx.url, &o->s, o->err, sizeof(o->err));
+	return NULL;
+}
+
+/* Two collectors open a schema-2 database while something holds the
+ * ledger (on SQLite, the write lock): both decide to upgrade, one does,
+ * and the other, whose ALTER then fails, looks again and starts too. */
+STORE_TEST(two_stores_opening_a_schema_2_database_together_both_start)
+{
+	struct opener o[2] = { { .rc = -99 }, { .rc = -99 } };
+	pthread_t t[2];
+	struct problems pr;
+	PGconn *pg = NULL;
+	sqlite3 *db = NULL;
+
+	append_mixed();
+	downgrade_to_schema_2();
+	if (fx.pg) {
+		PGresult *res;
+
+		pg = PQconnectdb(fx.url);
+		res = PQexec(pg, "BEGIN; SELECT size FROM ledger WHERE id = 1 FOR UPDATE");
+		cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));
+		PQclear(res);
+	} else {
+		char path[600];
+
+		snprintf(path, sizeof(path), "%s/audit.db", fx.dir);
+		cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+		cr_assert_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	}
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, open_main, &o[i]), 0);
+	usleep(500 * 1000);
+	if (pg) {
+		PQclear(PQexec(pg, "COMMIT"));
+		PQfinish(pg);
+	} else {
+		sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+		sqlite3_close(db);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(t[i], NULL);
+		cr_assert_eq(o[i].rc, 0, "store %d: %s", i, o[i].err);
+		store_close(o[i].s);
+	}
+	store_reopen();
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 3);
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE origin IS NULL"), 0);
+	cr_assert_eq(index_count("'events_origin'"), 1);
+	cr_assert_eq(verify(&pr), 0);
+	check_mixed_filters();
+}
+
 /* More origins than one page of the upgrade's key pass. */
 STORE_TEST(a_schema_2_upgrade_keys_every_origin)
 {
