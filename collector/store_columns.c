@@ -167,13 +167,19 @@ void store_row_release(struct store_row *row)
 	}
 }
 
+/* Every column NULL, nothing owned. */
+static void row_init(struct store_row *row)
+{
+	memset(row, 0, sizeof(*row));
+	for (int i = 0; i < STORE_NCOLUMNS; i++)
+		row->v[i] = (struct sql_value){ .type = SQL_NULL };
+}
+
 int store_columns_derive(const Dbward__V1__Event *ev, struct store_row *row)
 {
 	int rc;
 
-	memset(row, 0, sizeof(*row));
-	for (int i = 0; i < STORE_NCOLUMNS; i++)
-		row->v[i] = (struct sql_value){ .type = SQL_NULL };
+	row_init(row);
 	/* NOT NULL in the table: an empty agent id is stored empty. */
 	rc = put_text(row, COL_AGENT_ID, ev->agent_id);
 	if (row->v[COL_AGENT_ID].type == SQL_NULL)
@@ -194,9 +200,7 @@ int store_columns_derive(const Dbward__V1__Event *ev, struct store_row *row)
 
 int store_columns_derive_origin(const Dbward__V1__Event *ev, struct store_row *row)
 {
-	memset(row, 0, sizeof(*row));
-	for (int i = 0; i < STORE_NCOLUMNS; i++)
-		row->v[i] = (struct sql_value){ .type = SQL_NULL };
+	row_init(row);
 	if (derive_session(ev->session, row)) {
 		store_row_release(row);
 		return -ENOMEM;

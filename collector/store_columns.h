@@ -6,9 +6,10 @@
  * column by column.
  *
  * Empty strings are NULL (proto3 cannot tell empty from unset); pid is
- * NULL when the event has no identity (origins holds those as '' and -1). Text that is not valid UTF-8 is
- * stored with each bad byte as U+FFFD (PostgreSQL refuses it otherwise);
- * the bytes themselves stay intact in raw.
+ * NULL when the event has no identity (origins holds those as '' and
+ * -1). Text that is not valid UTF-8 is stored with each bad byte as
+ * U+FFFD (PostgreSQL refuses it otherwise); the bytes themselves stay
+ * intact in raw.
  */
 #ifndef DBWARD_COLLECTOR_STORE_COLUMNS_H
 #define DBWARD_COLLECTOR_STORE_COLUMNS_H

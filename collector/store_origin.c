@@ -7,9 +7,7 @@
 
 #include "collector/store_schema.h"
 #include "common/bytes.h"
-#include "common/log.h"
 #include "common/event_json.h"
-#include "common/merkle.h"
 
 /* Direct-mapped: a connection's events find their origin in one probe;
  * a batch's misses are looked up together (origin_resolve_events). 3 MiB:
@@ -285,64 +283,74 @@ static void misses_release(struct misses *ms)
 	free(ms->index);
 }
 
+/* A new miss for @key, holding @row (which it now owns). */
+static int miss_add(struct misses *ms, size_t at, const origin_key key, struct store_row *row)
+{
+	struct miss *m;
+
+	if (ms->n == ms->cap) {
+		size_t cap = ms->cap ? 2 * ms->cap : 64;
+		struct miss *more = realloc(ms->m, cap * sizeof(*more));
+
+		if (!more)
+			return -ENOMEM;
+		ms->m = more;
+		ms->cap = cap;
+	}
+	m = &ms->m[ms->n++];
+	memcpy(m->key, key, sizeof(origin_key));
+	m->row = *row;
+	m->id = -1;
+	ms->index[at] = (uint32_t)ms->n;
+	return 0;
+}
+
 /*
  * One event: its id from the cache, or the number of its miss (+1) in
- * @pending, its row kept for the INSERT. @known: its key, if taken.
+ * @pending. @known: its key, if taken. Its values are derived only when
+ * the key must be taken here or the miss is new (they go in the INSERT).
  */
 static int look_up(struct origin_cache *oc, struct misses *ms, const Dbward__V1__Event *ev,
 		   const uint8_t *known, int64_t *id, uint32_t *pending)
 {
 	struct store_row row;
+	bool derived = false;
 	struct cache_slot *slot;
 	origin_key key;
 	size_t at;
+	int rc = 0;
 
 	if (known) {
 		memcpy(key, known, sizeof(key));
-		slot = &oc->slots[slot_of(key)];
-		if (slot->used && memcmp(slot->key, key, sizeof(key)) == 0) {
-			*id = slot->id;
-			return 0;
-		}
-	}
-	if (store_columns_derive_origin(ev, &row) < 0)
-		return -ENOMEM;
-	if (!known && origin_key_of(&oc->kb, &row.v[ORIGIN_FIRST_COL], key) < 0) {
-		store_row_release(&row);
-		return -ENOMEM;
+	} else {
+		if (store_columns_derive_origin(ev, &row) < 0)
+			return -ENOMEM;
+		derived = true;
+		rc = origin_key_of(&oc->kb, &row.v[ORIGIN_FIRST_COL], key);
+		if (rc < 0)
+			goto out;
 	}
 	slot = &oc->slots[slot_of(key)];
 	if (slot->used && memcmp(slot->key, key, sizeof(key)) == 0) {
 		*id = slot->id;
-		store_row_release(&row);
-		return 0;
+		goto out;
 	}
 	at = miss_slot(ms, key);
 	if (!ms->index[at]) {
-		struct miss *m;
-
-		if (ms->n == ms->cap) {
-			size_t cap = ms->cap ? 2 * ms->cap : 64;
-			struct miss *more = realloc(ms->m, cap * sizeof(*more));
-
-			if (!more) {
-				store_row_release(&row);
-				return -ENOMEM;
-			}
-			ms->m = more;
-			ms->cap = cap;
-		}
-		m = &ms->m[ms->n++];
-
-		memcpy(m->key, key, sizeof(key));
-		m->row = row;
-		m->id = -1;
-		ms->index[at] = (uint32_t)ms->n;
-	} else {
-		store_row_release(&row);
+		if (!derived && store_columns_derive_origin(ev, &row) < 0)
+			return -ENOMEM;
+		derived = true;
+		rc = miss_add(ms, at, key, &row);
+		if (rc == 0)
+			derived = false;	/* the miss owns the row */
+		if (rc < 0)
+			goto out;
 	}
 	*pending = ms->index[at];
-	return 0;
+out:
+	if (derived)
+		store_row_release(&row);
+	return rc;
 }
 
 int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
