@@ -271,20 +271,23 @@ static int decode_events(const char *agent_id, struct decoded *d, struct batch_r
 	return 0;
 }
 
-void batch_ingest(const struct batch_ctx *ctx, const char *agent_id, const uint8_t *payload,
-		  size_t len, struct batch_result *out)
+void batch_ingest(const struct batch_ctx *ctx, const char *agent_id,
+		  const uint8_t *payload_bytes, size_t len, struct batch_result *out)
 {
 	struct decoded d = { 0 };
+	struct store_payload payload;
 	char err[STORE_ERR_LEN] = "";
 
 	memset(out, 0, sizeof(*out));
-	if (decompress(payload, len, &d, out) < 0 || decode_batch(ctx, &d, out) < 0)
+	if (decompress(payload_bytes, len, &d, out) < 0 || decode_batch(ctx, &d, out) < 0)
 		goto cleanup;
 	out->events = d.n;
 	if (decode_events(agent_id, &d, out) < 0)
 		goto cleanup;
-	if (store_append(ctx->store, agent_id, d.in, d.n, ctx->key, &out->stored, err,
-			 sizeof(err)) < 0) {
+	payload = (struct store_payload){ .data = payload_bytes, .len = len, .plain = d.raw,
+					  .plain_len = d.raw_len };
+	if (store_append_batch(ctx->store, agent_id, d.in, d.n, &payload, ctx->key, &out->stored,
+			       err, sizeof(err)) < 0) {
 		batch_refuse(out, "storage: %s", err[0] ? err : "failed");
 		goto cleanup;
 	}

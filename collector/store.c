@@ -13,6 +13,7 @@
 
 #include "collector/store_backend.h"
 #include "collector/store_origin.h"
+#include "collector/store_payload.h"
 #include "collector/store_schema.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -47,14 +48,45 @@ static bool has_column(struct store *s, const char *sql)
 	return s->be->exec(s->writer, STMT_DYNAMIC, sql, NULL, 0, no_row, NULL, NULL) == 0;
 }
 
+/* Schema 3 to 4: events.raw becomes raw_inline (every stored event keeps
+ * its bytes there) and gains the columns that point into a payload. The
+ * rename makes a collector of schema 3, which would read the empty
+ * raw_inline of newer rows as an event's bytes, fail at once instead. */
+static int upgrade_schema3(const struct store_backend *be, struct store_conn *c)
+{
+	static const char *const steps[] = {
+		"ALTER TABLE events RENAME COLUMN raw TO raw_inline",
+		"ALTER TABLE events ADD COLUMN payload BIGINT",
+		"ALTER TABLE events ADD COLUMN payload_off BIGINT",
+		"ALTER TABLE events ADD COLUMN payload_len BIGINT",
+	};
+
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		int rc = be->exec(c, STMT_DYNAMIC, steps[i], NULL, 0, no_row, NULL, NULL);
+
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+enum schema_from { SCHEMA_NOW, SCHEMA_2, SCHEMA_3 };
+
+static const char *const schema_from_name[] = {
+	[SCHEMA_NOW] = "creating events_origin",
+	[SCHEMA_2] = "upgrading the database from schema 2",
+	[SCHEMA_3] = "upgrading the database from schema 3",
+};
+
 /*
  * The schema's last steps, in one write transaction under the ledger's
  * lock, so that replicas starting together take turns (PostgreSQL's
- * CREATE INDEX IF NOT EXISTS is not safe against a concurrent one):
- * @upgrade, schema 2 to 3; then the index on events.origin, which a
- * schema-2 database gets only once the upgrade has added the column.
+ * CREATE INDEX IF NOT EXISTS is not safe against a concurrent one): the
+ * upgrades from @from (2 to 3, 3 to 4); then the index on events.origin,
+ * which a schema-2 database gets only once the upgrade has added the
+ * column.
  */
-static int schema_settle(struct store *s, bool upgrade)
+static int schema_settle(struct store *s, enum schema_from from)
 {
 	const struct store_backend *be = s->be;
 	int rc = be->begin(s->writer, true);
@@ -62,8 +94,10 @@ static int schema_settle(struct store *s, bool upgrade)
 	if (rc == 0)
 		rc = be->exec(s->writer, STMT_DYNAMIC, be->ledger_lock_sql, NULL, 0, no_row, NULL,
 			      NULL);
-	if (rc == 0 && upgrade)
+	if (rc == 0 && from == SCHEMA_2)
 		rc = origin_upgrade_schema2(be, s->writer);
+	if (rc == 0 && from != SCHEMA_NOW)
+		rc = upgrade_schema3(be, s->writer);
 	if (rc == 0)
 		rc = be->exec(s->writer, STMT_DYNAMIC, STORE_SCHEMA_ORIGIN_INDEX, NULL, 0, no_row,
 			      NULL, NULL);
@@ -73,15 +107,20 @@ static int schema_settle(struct store *s, bool upgrade)
 }
 
 /* A schema-2 events table has the identity columns (an upgraded one has
- * them renamed, a schema-3 one none). */
-static bool is_schema_2(struct store *s)
+ * them renamed, a schema-3 one none); a schema-3 one has raw (a schema-4
+ * one raw_inline). */
+static enum schema_from schema_from(struct store *s)
 {
-	return has_column(s, "SELECT session_id FROM events LIMIT 0");
+	if (has_column(s, "SELECT session_id FROM events LIMIT 0"))
+		return SCHEMA_2;
+	if (has_column(s, "SELECT raw FROM events LIMIT 0"))
+		return SCHEMA_3;
+	return SCHEMA_NOW;
 }
 
 /* CREATE TABLE IF NOT EXISTS leaves an older database as it was. Schema 1
  * (leaf hashes as level-0 nodes) lacks events.leaf_hash and is refused;
- * schema 2 (identity columns in events) is upgraded. */
+ * schemas 2 and 3 are upgraded. */
 static int schema_check(struct store *s, char *err, size_t errlen)
 {
 	const struct store_backend *be = s->be;
@@ -94,26 +133,27 @@ static int schema_check(struct store *s, char *err, size_t errlen)
 		return -1;
 	}
 	for (int attempt = 0;; attempt++) {
-		bool upgrade = is_schema_2(s);
+		enum schema_from from = schema_from(s);
 		uint64_t t0 = clock_monotonic_ns();
 		int rc;
 
-		if (upgrade)
-			log_info("store: upgrading the database from schema 2 to 3 (origins); this "
-				 "rewrites every event row once");
-		rc = schema_settle(s, upgrade);
+		if (from == SCHEMA_2)
+			log_info("store: upgrading the database from schema 2 to 4 (origins, "
+				 "payloads); this rewrites every event row once");
+		else if (from == SCHEMA_3)
+			log_info("store: upgrading the database from schema 3 to 4 (payloads)");
+		rc = schema_settle(s, from);
 		if (rc == 0) {
-			if (upgrade)
-				log_info("store: upgraded to schema 3 in %.1f s",
+			if (from != SCHEMA_NOW)
+				log_info("store: upgraded to schema 4 in %.1f s",
 					 (double)(clock_monotonic_ns() - t0) / 1e9);
 			return 0;
 		}
-		snprintf(err, errlen, "%s: %s",
-			 upgrade ? "upgrading the database from schema 2" : "creating events_origin",
+		snprintf(err, errlen, "%s: %s", schema_from_name[from],
 			 rc == -EIO ? be->errmsg(s->writer) : strerror(-rc));
 		be->rollback(s->writer);
 		/* A replica beside us may have upgraded first: then once more. */
-		if (!upgrade || attempt > 0 || is_schema_2(s))
+		if (from == SCHEMA_NOW || attempt > 0 || schema_from(s) == from)
 			return -1;
 		log_info("store: another collector upgraded the database first (%s)", err);
 	}
@@ -411,16 +451,20 @@ static int receipt_event_row(void *arg, const struct sql_value *cols, int ncols)
 
 	(void)ncols;
 	rr->found = true;
+	if (cols[SQL_EVENT_BYTES_COL].type != SQL_BLOB) {
+		rr->rc = -EIO;	/* logged by store_exec_events */
+		return 1;
+	}
 	r->event_id = (uint64_t)cols[0].i;
 	r->leaf_index = (uint64_t)cols[1].i;
-	r->event_len = cols[6].len;
+	r->event_len = cols[SQL_EVENT_BYTES_COL].len;
 	r->event = malloc(r->event_len ? r->event_len : 1);
 	if (!r->event) {
 		rr->rc = -ENOMEM;
 		return 1;
 	}
 	if (r->event_len)
-		memcpy(r->event, cols[6].p, r->event_len);
+		memcpy(r->event, cols[SQL_EVENT_BYTES_COL].p, r->event_len);
 	return 0;
 }
 
@@ -443,7 +487,8 @@ static int receipt_build(struct store *s, struct store_conn *c, uint64_t id, str
 	struct node_getter g = { s, c };
 	int rc;
 
-	rc = store_exec(s, c, STMT_EVENT_BY_ID, SQL_EVENT_BY_ID, p, 1, receipt_event_row, &rr);
+	rc = store_exec_events(s, c, STMT_EVENT_BY_ID, SQL_EVENT_BY_ID, p, 1, SQL_EVENT_BYTES_COL,
+			       receipt_event_row, &rr);
 	if (rc < 0 || rr.rc < 0)
 		return -EIO;
 	if (!rr.found)

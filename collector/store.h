@@ -10,8 +10,9 @@
  * Both keep the same tables (docs/collector.md, "Storage") and share the
  * ledger logic; a backend only runs SQL. Every event is stored as the
  * exact bytes the agent hashed, plus columns decoded from them for
- * queries; verification re-derives the columns from the bytes, so a
- * changed column is caught as surely as a changed byte.
+ * queries (the bytes either in the event's row or in the batch it came
+ * in, store_payload.h); verification re-derives the columns from the
+ * bytes, so a changed column is caught as surely as a changed byte.
  *
  * Threads: one struct store may be used from many threads; appends are
  * serialized (and across replicas on PostgreSQL, by a row lock on the
@@ -69,6 +70,25 @@ struct store_append_result {
 int store_append(struct store *s, const char *agent_id, const struct store_event_in *events,
 		 size_t n, const struct signing_key *key, struct store_append_result *res,
 		 char *err, size_t errlen);
+
+/* The batch a set of events came in: @data as the agent sent it (what
+ * wire_decompress reads), @plain its decompressed bytes, which each
+ * event's raw lies within. */
+struct store_payload {
+	const uint8_t *data;
+	size_t len;
+	const uint8_t *plain;
+	size_t plain_len;
+};
+
+/* store_append, with the batch the events came in: when the events it
+ * stores make at least half of @payload's decompressed bytes, @payload is
+ * stored once and each event as its slice of it, not a copy of its bytes
+ * (store_schema.h, schema 4). @payload NULL: store_append. */
+int store_append_batch(struct store *s, const char *agent_id,
+		       const struct store_event_in *events, size_t n,
+		       const struct store_payload *payload, const struct signing_key *key,
+		       struct store_append_result *res, char *err, size_t errlen);
 
 /* --- reading ----------------------------------------------------------- */
 

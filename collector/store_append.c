@@ -18,6 +18,7 @@
 #include "collector/store_backend.h"
 #include "collector/store_columns.h"
 #include "collector/store_origin.h"
+#include "collector/store_payload.h"
 #include "common/clock.h"
 #include "common/event_json.h"
 #include "common/log.h"
@@ -27,13 +28,14 @@
 #define SEQ_SPAN_PER_SEQ 16
 /* Rows per multi-row INSERT: fewer statements, the same rows. */
 #define EVENT_ROWS 16
-/* An event row: its own columns, origin, leaf_index, leaf_hash, raw, id. */
+/* An event row: its own columns, origin, leaf_index, leaf_hash, its bytes
+ * (raw_inline, payload, payload_off, payload_len), id. */
 #define EVENT_OWN_COLUMNS "agent_id, epoch, seq, ts, kind, verdict, statement_kind, sql"
 static const enum store_column event_own[] = { COL_AGENT_ID, COL_EPOCH, COL_SEQ, COL_TS,
 					       COL_KIND, COL_VERDICT, COL_STATEMENT_KIND,
 					       COL_SQL };
 #define EVENT_NOWN ((int)(sizeof(event_own) / sizeof(event_own[0])))
-#define EVENT_PARAMS (EVENT_NOWN + 5)
+#define EVENT_PARAMS (EVENT_NOWN + 8)
 #define NODE_ROWS 64
 #define NODE_PARAMS 3
 
@@ -126,11 +128,15 @@ struct append {
 	uint64_t epoch;
 	const struct store_event_in *events;
 	size_t n;
+	const struct store_payload *payload;	/* NULL: none given */
 
 	struct merkle_frontier frontier;
 	struct agent_state agent;
 	struct seq_map seen;
-	bool *is_new;			/* per batch event */
+	bool *will_store;		/* per batch event: new, the first of its seq */
+	bool *is_new;			/* per batch event: stored by now */
+	bool in_payload;		/* new events are slices of payload */
+	int64_t payload_id;		/* its row, once written */
 	int64_t *origin_ids;		/* per batch event not stored before */
 	struct event_hashes *hashes;	/* per batch event, taken before the lock */
 
@@ -155,14 +161,24 @@ static int run(struct append *a, enum store_stmt id, const char *sql,
 	return a->s->be->exec(a->c, id, sql, p, n, fn, arg, NULL);
 }
 
+static bool in_payload(const struct store_payload *p, const struct store_event_in *in)
+{
+	return in->raw >= p->plain && in->len <= p->plain_len &&
+	       (size_t)(in->raw - p->plain) <= p->plain_len - in->len;
+}
+
 static int validate(const char *agent_id, const struct store_event_in *events, size_t n,
-		    char *err, size_t errlen)
+		    const struct store_payload *payload, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < n; i++) {
 		const Dbward__V1__Event *ev = events[i].ev;
 
 		if (!ev || !events[i].raw) {
 			snprintf(err, errlen, "event %zu: missing", i);
+			return -1;
+		}
+		if (payload && !in_payload(payload, &events[i])) {
+			snprintf(err, errlen, "event %zu: its bytes are not in the batch's", i);
 			return -1;
 		}
 		if (!ev->agent_id || strcmp(ev->agent_id, agent_id) != 0) {
@@ -258,10 +274,10 @@ static int load_batch_seqs(struct append *a)
 		while (j < a->n && seqs[j] - seqs[i] <= SEQ_SPAN_PER_SEQ * (j - i + 1))
 			j++;
 		p[3] = sql_u64(seqs[j - 1]);
-		if (run(a, STMT_BATCH_SEQS,
-			"SELECT seq, raw FROM events WHERE agent_id = $1 AND epoch = $2 "
-			"AND seq >= $3 AND seq <= $4",
-			p, 4, stored_seq_row, a) < 0)
+		if (store_exec_events(a->s, a->c, STMT_BATCH_SEQS,
+				      "SELECT seq, raw_inline, " SQL_EVENT_PAYLOAD_REF " FROM events "
+				      "WHERE agent_id = $1 AND epoch = $2 AND seq >= $3 AND seq <= $4",
+				      p, 4, 1, stored_seq_row, a) < 0)
 			rc = -EIO;
 		i = j;
 	}
@@ -289,8 +305,9 @@ static int load_state(struct append *a)
 
 /* --- storing new events ------------------------------------------------- */
 
-#define EVENT_INSERT \
-	"INSERT INTO events (" EVENT_OWN_COLUMNS ", origin, leaf_index, leaf_hash, raw, id)"
+#define EVENT_INSERT                                                                    \
+	"INSERT INTO events (" EVENT_OWN_COLUMNS ", origin, leaf_index, leaf_hash, raw_inline, " \
+	"payload, payload_off, payload_len, id)"
 #define NODE_INSERT "INSERT INTO nodes (level, idx, hash)"
 
 static char *event_insert_many, *event_insert_one, *node_insert_many, *node_insert_one;
@@ -376,8 +393,17 @@ static int event_insert(struct append *a, const struct store_event_in *in, int64
 	p[EVENT_NOWN] = sql_int(origin);
 	p[EVENT_NOWN + 1] = sql_u64(a->frontier.size);
 	p[EVENT_NOWN + 2] = sql_blob(a->event_leaves[a->n_events], MERKLE_HASH_LEN);
-	p[EVENT_NOWN + 3] = sql_blob(in->raw, in->len);
-	p[EVENT_NOWN + 4] = sql_u64(a->frontier.size + 1);
+	if (a->in_payload) {
+		p[EVENT_NOWN + 3] = sql_blob(NULL, 0);
+		p[EVENT_NOWN + 4] = sql_int(a->payload_id);
+		p[EVENT_NOWN + 5] = sql_u64((uint64_t)(in->raw - a->payload->plain));
+		p[EVENT_NOWN + 6] = sql_u64(in->len);
+	} else {
+		p[EVENT_NOWN + 3] = sql_blob(in->raw, in->len);
+		p[EVENT_NOWN + 4] = p[EVENT_NOWN + 5] = p[EVENT_NOWN + 6] =
+			(struct sql_value){ .type = SQL_NULL };
+	}
+	p[EVENT_NOWN + 7] = sql_u64(a->frontier.size + 1);
 	if (++a->n_events == EVENT_ROWS)
 		return flush_events(a);
 	return 0;
@@ -424,43 +450,83 @@ static int check_resend(struct append *a, size_t i, const struct seq_entry *stor
 		     (unsigned long long)a->events[i].ev->seq);
 }
 
-/* Who sent each event that will be stored (not stored before, the first
- * of its seq in the batch), for all of them at once. */
-static int resolve_origins(struct append *a)
+/* Which events will be stored: not stored before, the first of their seq
+ * in the batch. */
+static int mark_stored(struct append *a)
 {
-	bool *want = calloc(a->n, sizeof(*want));
-	const uint8_t **keys = calloc(a->n, sizeof(*keys));
 	struct seq_map batch = { 0 };
-	int rc = -ENOMEM;
 
-	if (!want || !keys || seq_map_init(&batch, a->n) < 0)
-		goto out;
+	if (seq_map_init(&batch, a->n) < 0)
+		return -ENOMEM;
 	for (size_t i = 0; i < a->n; i++) {
 		uint64_t seq = a->events[i].ev->seq;
 
-		if (a->hashes[i].has_origin)
-			keys[i] = a->hashes[i].origin;
 		if (seq_find(&a->seen, seq) || seq_find(&batch, seq))
 			continue;
-		if (!seq_put(&batch, seq))
-			goto out;
-		want[i] = true;
+		if (!seq_put(&batch, seq)) {
+			free(batch.slots);
+			return -ENOMEM;
+		}
+		a->will_store[i] = true;
 	}
-	rc = origin_resolve_events(a->s->be, a->c, a->s->origins, a->events, keys, want, a->n,
-				   a->origin_ids);
+	free(batch.slots);
+	return 0;
+}
+
+/* Who sent each event that will be stored, for all of them at once. */
+static int resolve_origins(struct append *a)
+{
+	const uint8_t **keys = calloc(a->n, sizeof(*keys));
+	int rc;
+
+	if (!keys)
+		return -ENOMEM;
+	for (size_t i = 0; i < a->n; i++)
+		if (a->hashes[i].has_origin)
+			keys[i] = a->hashes[i].origin;
+	rc = origin_resolve_events(a->s->be, a->c, a->s->origins, a->events, keys,
+				   a->will_store, a->n, a->origin_ids);
 	if (rc == -EPROTO)
 		a->why = "an origin was neither found nor given back by its INSERT";
-out:
-	free(batch.slots);
 	free(keys);
-	free(want);
 	return rc;
+}
+
+/*
+ * The batch's payload is stored, and its new events as slices of it, when
+ * they make at least half of its decompressed bytes: a resend that is
+ * mostly duplicates stores its few new events' own bytes, so that reading
+ * any event decompresses at most about twice its batch's share of events.
+ * The payload's id is the first new event's.
+ */
+static int payload_write(struct append *a)
+{
+	uint64_t stored = 0;
+	struct sql_value p[2];
+
+	if (!a->payload)
+		return 0;
+	for (size_t i = 0; i < a->n; i++)
+		if (a->will_store[i])
+			stored += a->events[i].len;
+	if (stored == 0 || 2 * stored < a->payload->plain_len)
+		return 0;
+	a->in_payload = true;
+	a->payload_id = (int64_t)a->frontier.size + 1;
+	p[0] = sql_int(a->payload_id);
+	p[1] = sql_blob(a->payload->data, a->payload->len);
+	return run(a, STMT_PAYLOAD_INSERT, "INSERT INTO payloads (id, data) VALUES ($1, $2)", p, 2,
+		   NULL, NULL);
 }
 
 static int add_events(struct append *a)
 {
-	int rc = resolve_origins(a);
+	int rc = mark_stored(a);
 
+	if (rc == 0)
+		rc = resolve_origins(a);
+	if (rc == 0)
+		rc = payload_write(a);
 	if (rc < 0)
 		return rc;
 	for (size_t i = 0; i < a->n; i++) {
@@ -533,6 +599,8 @@ static int hash_row(void *arg, const struct sql_value *cols, int ncols)
 	struct seq_entry *e = arg;
 
 	(void)ncols;
+	if (cols[0].type != SQL_BLOB)
+		return 0;	/* its payload is gone: logged */
 	event_hash(cols[0].p, cols[0].len, e->hash);
 	e->has_hash = true;
 	return 0;
@@ -548,9 +616,10 @@ static int stored_hash(struct append *a, struct seq_entry *e)
 		e->has_hash = true;
 		return 0;
 	}
-	return run(a, STMT_EVENT_RAW_BY_SEQ,
-		   "SELECT raw FROM events WHERE agent_id = $1 AND epoch = $2 AND seq = $3", p, 3,
-		   hash_row, e);
+	return store_exec_events(a->s, a->c, STMT_EVENT_RAW_BY_SEQ,
+				 "SELECT raw_inline, " SQL_EVENT_PAYLOAD_REF " FROM events "
+				 "WHERE agent_id = $1 AND epoch = $2 AND seq = $3",
+				 p, 3, 0, hash_row, e);
 }
 
 static bool is_zero_hash(const ProtobufCBinaryData *h)
@@ -763,6 +832,7 @@ static void append_free(struct append *a)
 	for (int r = 0; r < a->n_events; r++)
 		store_row_release(&a->event_rows[r]);
 	free(a->seen.slots);
+	free(a->will_store);
 	free(a->is_new);
 	free(a->origin_ids);
 	free(a->hashes);
@@ -771,18 +841,21 @@ static void append_free(struct append *a)
 
 /* The append's state (too big for a thread's stack: the row buffers). */
 static struct append *append_new(struct store *s, const char *agent_id,
-				 const struct store_event_in *events, size_t n)
+				 const struct store_event_in *events, size_t n,
+				 const struct store_payload *payload)
 {
 	struct append *a = calloc(1, sizeof(*a));
 
 	if (!a)
 		return NULL;
-	*a = (struct append){ .s = s, .agent_id = agent_id, .events = events, .n = n };
+	*a = (struct append){ .s = s, .agent_id = agent_id, .events = events, .n = n,
+			      .payload = payload };
 	a->epoch = events[0].ev->epoch;
+	a->will_store = calloc(n, sizeof(*a->will_store));
 	a->is_new = calloc(n, sizeof(*a->is_new));
 	a->origin_ids = calloc(n, sizeof(*a->origin_ids));
 	a->hashes = malloc(n * sizeof(*a->hashes));
-	if (!a->is_new || !a->origin_ids || !a->hashes || seq_map_init(&a->seen, n + 1) < 0) {
+	if (!a->will_store || !a->is_new || !a->origin_ids || !a->hashes || seq_map_init(&a->seen, n + 1) < 0) {
 		append_free(a);
 		return NULL;
 	}
@@ -793,15 +866,23 @@ int store_append(struct store *s, const char *agent_id, const struct store_event
 		 size_t n, const struct signing_key *key, struct store_append_result *res,
 		 char *err, size_t errlen)
 {
+	return store_append_batch(s, agent_id, events, n, NULL, key, res, err, errlen);
+}
+
+int store_append_batch(struct store *s, const char *agent_id,
+		       const struct store_event_in *events, size_t n,
+		       const struct store_payload *payload, const struct signing_key *key,
+		       struct store_append_result *res, char *err, size_t errlen)
+{
 	struct append *a;
 	int rc;
 
 	memset(res, 0, sizeof(*res));
 	if (n == 0)
 		return 0;
-	if (validate(agent_id, events, n, err, errlen) < 0)
+	if (validate(agent_id, events, n, payload, err, errlen) < 0)
 		return -1;
-	a = append_new(s, agent_id, events, n);
+	a = append_new(s, agent_id, events, n, payload);
 	if (!a) {
 		snprintf(err, errlen, "out of memory");
 		return -1;

@@ -79,6 +79,8 @@ enum store_stmt {
 	STMT_EVENT_INSERT,
 	STMT_EVENT_INSERT_MANY,
 	STMT_EVENT_RAW_BY_SEQ,
+	STMT_PAYLOAD_INSERT,
+	STMT_PAYLOAD_GET,
 	STMT_EVENT_BY_ID,
 	STMT_EVENT_COUNT,
 	STMT_MAX_SEQ_BELOW,
@@ -170,8 +172,13 @@ int store_exec(struct store *s, struct store_conn *c, enum store_stmt id, const 
  * column: "HEAD$1, $2TAIL". malloc'd, NULL when out of memory. */
 char *store_rows_sql(const char *head, int ncols, int rows, const char *tail);
 
-/* One event row, as every reader wants it. */
-#define SQL_EVENT_COLUMNS "id, leaf_index, agent_id, epoch, seq, ts, raw"
+/* One event row, as every reader wants it: its bytes in column 6, for
+ * store_exec_events (store_payload.h). */
+#define SQL_EVENT_COLUMNS                                                               \
+	"events.id, events.leaf_index, events.agent_id, events.epoch, events.seq, "     \
+	"events.ts, events.raw_inline, events.payload, events.payload_off, "            \
+	"events.payload_len"
+#define SQL_EVENT_BYTES_COL 6
 #define SQL_EVENT_BY_ID "SELECT " SQL_EVENT_COLUMNS " FROM events WHERE id = $1"
 
 /* A perfect subtree's hash: from nodes at STORE_NODE_MIN_LEVEL and above,

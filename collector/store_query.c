@@ -10,6 +10,7 @@
 
 #include "collector/store.h"
 #include "collector/store_backend.h"
+#include "collector/store_payload.h"
 #include "common/log.h"
 
 #define QUERY_SQL_MAX 3072
@@ -149,8 +150,9 @@ static void filter_limit(struct query_sql *q, const struct store_filter *f)
 	q_add(q, " LIMIT $%d", q_param(q, sql_int(page_limit(f->limit))));
 }
 
-/* Runs a dynamic query on a read connection. */
-static int q_run(struct store *s, struct query_sql *q, sql_row_fn *fn, void *arg)
+/* Runs a dynamic query on a read connection; @events: it selects
+ * SQL_EVENT_COLUMNS (store_exec_events). */
+static int q_run(struct store *s, struct query_sql *q, sql_row_fn *fn, void *arg, bool events)
 {
 	struct store_conn *c;
 	int rc;
@@ -160,7 +162,11 @@ static int q_run(struct store *s, struct query_sql *q, sql_row_fn *fn, void *arg
 		return -EIO;
 	}
 	c = store_reader_get(s);
-	rc = store_exec(s, c, STMT_DYNAMIC, q->text, q->params, q->n, fn, arg);
+	if (events)
+		rc = store_exec_events(s, c, STMT_DYNAMIC, q->text, q->params, q->n,
+				       SQL_EVENT_BYTES_COL, fn, arg);
+	else
+		rc = store_exec(s, c, STMT_DYNAMIC, q->text, q->params, q->n, fn, arg);
 	store_reader_put(s, c);
 	return rc;
 }
@@ -183,12 +189,14 @@ static int event_row(void *arg, const struct sql_value *cols, int ncols)
 		.epoch = (uint64_t)cols[3].i,
 		.seq = (uint64_t)cols[4].i,
 		.ts = (uint64_t)cols[5].i,
-		.raw = cols[6].p,
-		.len = cols[6].len,
+		.raw = cols[SQL_EVENT_BYTES_COL].p,
+		.len = cols[SQL_EVENT_BYTES_COL].len,
 	};
 
 	(void)ncols;
 	w->any = true;
+	if (cols[SQL_EVENT_BYTES_COL].type != SQL_BLOB)
+		return -EIO;	/* logged by store_exec_events */
 	return w->fn(w->arg, &e);
 }
 
@@ -201,7 +209,7 @@ int store_events(struct store *s, const struct store_filter *f, store_event_fn *
 	filter_where(&q, f, s->be->substr_fn);
 	q_add(&q, " ORDER BY id");
 	filter_limit(&q, f);
-	return q_run(s, &q, event_row, &w);
+	return q_run(s, &q, event_row, &w, true);
 }
 
 int store_event_by_id(struct store *s, uint64_t id, store_event_fn *fn, void *arg)
@@ -209,7 +217,8 @@ int store_event_by_id(struct store *s, uint64_t id, store_event_fn *fn, void *ar
 	struct sql_value p[] = { sql_u64(id) };
 	struct event_walk w = { fn, arg, false };
 	struct store_conn *c = store_reader_get(s);
-	int rc = store_exec(s, c, STMT_EVENT_BY_ID, SQL_EVENT_BY_ID, p, 1, event_row, &w);
+	int rc = store_exec_events(s, c, STMT_EVENT_BY_ID, SQL_EVENT_BY_ID, p, 1,
+				   SQL_EVENT_BYTES_COL, event_row, &w);
 
 	store_reader_put(s, c);
 	if (rc == 0 && !w.any)
@@ -272,7 +281,7 @@ int store_sessions(struct store *s, const struct store_filter *f, store_session_
 	}
 	q_add(&q, " GROUP BY e.agent_id, o.session_id ORDER BY max(e.ts) DESC, o.session_id");
 	filter_limit(&q, f);
-	return q_run(s, &q, session_row, &w);
+	return q_run(s, &q, session_row, &w, false);
 }
 
 /* --- alerts and agents -------------------------------------------------- */

@@ -21,8 +21,17 @@
  * (store_origin.c), so that one small UNIQUE index finds it whatever the
  * values' sizes; its columns hold an absent value as '' (text) or -1
  * (pid), never NULL, so that filters compare with plain equality, which
- * indexes serve in both dialects. A schema-2 database (identity columns
- * in events) is upgraded when opened (store.c); a schema-1 one is
+ * indexes serve in both dialects.
+ *
+ * Schema 4: an event's bytes are either in its row (raw_inline) or, when
+ * it came in a batch whose new events make most of it, a slice of that
+ * batch, stored once in payloads as the agent compressed it (payload,
+ * payload_off, payload_len; raw_inline is then empty): about a seventh of
+ * the bytes to write (store_payload.h). A payload's id is the id of the
+ * first event stored from it.
+ *
+ * Older databases are upgraded when opened (store.c): schema 2 (identity
+ * columns in events) to 3, schema 3 (events.raw) to 4; schema 1 is
  * refused.
  */
 #ifndef DBWARD_COLLECTOR_STORE_SCHEMA_H
@@ -44,6 +53,12 @@
 #define STORE_ORIGIN_COLUMNS                                                            \
 	"session_id, pid, comm, user_name, pod_uid, pod_name, pod_namespace, db_user, database"
 
+/* Batches whose events point into them (schema 4), as the agent sent them. */
+#define STORE_SCHEMA_PAYLOADS_SQLITE                                                    \
+	"CREATE TABLE IF NOT EXISTS payloads (id INTEGER PRIMARY KEY, data BLOB NOT NULL)"
+#define STORE_SCHEMA_PAYLOADS_PG                                                        \
+	"CREATE TABLE IF NOT EXISTS payloads (id BIGINT PRIMARY KEY, data BYTEA NOT NULL)"
+
 #define STORE_SCHEMA_SQLITE                                                             \
 	"CREATE TABLE IF NOT EXISTS events (\n"                                         \
 	"  id INTEGER PRIMARY KEY,\n"                                                   \
@@ -51,8 +66,10 @@
 	"  ts INTEGER NOT NULL, leaf_index INTEGER NOT NULL,\n"                         \
 	"  leaf_hash BLOB NOT NULL,\n"                                                  \
 	"  kind TEXT, origin INTEGER, verdict TEXT, statement_kind TEXT, sql TEXT,\n"   \
-	"  raw BLOB NOT NULL,\n"                                                        \
+	"  raw_inline BLOB NOT NULL,\n"                                                 \
+	"  payload INTEGER, payload_off INTEGER, payload_len INTEGER,\n"                \
 	"  UNIQUE (agent_id, epoch, seq));\n"                                           \
+	STORE_SCHEMA_PAYLOADS_SQLITE ";\n"                                              \
 	"CREATE TABLE IF NOT EXISTS origins (\n"                                        \
 	"  id INTEGER PRIMARY KEY, key BLOB UNIQUE,\n"                                  \
 	"  session_id TEXT NOT NULL, pid INTEGER NOT NULL, comm TEXT NOT NULL,\n"       \
@@ -91,8 +108,10 @@
 	"  ts BIGINT NOT NULL, leaf_index BIGINT NOT NULL,\n"                           \
 	"  leaf_hash BYTEA NOT NULL,\n"                                                 \
 	"  kind TEXT, origin BIGINT, verdict TEXT, statement_kind TEXT, sql TEXT,\n"    \
-	"  raw BYTEA NOT NULL,\n"                                                       \
+	"  raw_inline BYTEA NOT NULL,\n"                                                \
+	"  payload BIGINT, payload_off BIGINT, payload_len BIGINT,\n"                   \
 	"  UNIQUE (agent_id, epoch, seq));\n"                                           \
+	STORE_SCHEMA_PAYLOADS_PG ";\n"                                                  \
 	"CREATE TABLE IF NOT EXISTS origins (\n"                                        \
 	"  id BIGSERIAL PRIMARY KEY, key BYTEA UNIQUE,\n"                               \
 	"  session_id TEXT NOT NULL, pid BIGINT NOT NULL, comm TEXT NOT NULL,\n"        \

@@ -23,6 +23,7 @@
 #include "collector/store_backend.h"
 #include "collector/store_columns.h"
 #include "collector/store_origin.h"
+#include "collector/store_payload.h"
 #include "common/event_json.h"
 #include "common/log.h"
 #include "common/wire.h"
@@ -355,6 +356,8 @@ static void check_leaf(struct verify *v, const struct event_name *name, int64_t 
 		report_event(v, name, "column leaf_hash is not a hash: the ledger was altered");
 		return;
 	}
+	if (raw->type != SQL_BLOB)
+		return;		/* reported as missing */
 	merkle_leaf_hash(raw->p, raw->len, hash);
 	if (memcmp(hash, stored->p, MERKLE_HASH_LEN) != 0)
 		report_event(v, name, "leaf hash differs: event bytes altered");
@@ -422,12 +425,14 @@ static int check_chain(struct verify *v, const struct event_name *name, const ch
 	if (ev)
 		check_prev_hash(v, name, seq, ev);
 	g->prev_seq = seq;
-	g->prev_has_hash = true;
-	event_hash(raw->p, raw->len, g->prev_hash);
+	g->prev_has_hash = raw->type == SQL_BLOB;
+	if (g->prev_has_hash)
+		event_hash(raw->p, raw->len, g->prev_hash);
 	return 0;
 }
 
-/* Columns: id, leaf_index, raw, leaf_hash, then every store_column. */
+/* Columns: id, leaf_index, the event's bytes, leaf_hash, then every
+ * store_column, then where the bytes are (store_exec_events). */
 static int event_row(void *arg, const struct sql_value *cols, int ncols)
 {
 	struct verify *v = arg;
@@ -439,21 +444,23 @@ static int event_row(void *arg, const struct sql_value *cols, int ncols)
 		.epoch = (uint64_t)stored[COL_EPOCH].i,
 		.seq = (uint64_t)stored[COL_SEQ].i,
 	};
-	Dbward__V1__Event *ev;
+	Dbward__V1__Event *ev = NULL;
 	int rc;
 
 	(void)ncols;
 	v->stats->events++;
 	v->page_rows++;
-	if (wire_event_unpack(cols[2].p, cols[2].len, &ev) < 0)
+	if (cols[2].type != SQL_BLOB) {
+		report_event(v, &name, "the event's bytes are missing: its batch payload was "
+				       "deleted or altered");
+	} else if (wire_event_unpack(cols[2].p, cols[2].len, &ev) < 0) {
 		ev = NULL;
-	if (ev) {
+		report_event(v, &name, "the event's bytes do not decode: event bytes altered");
+	} else {
 		name.agent_id = ev->agent_id;
 		name.epoch = ev->epoch;
 		name.seq = ev->seq;
 		check_columns(v, &name, ev, stored);
-	} else {
-		report_event(v, &name, "the event's bytes do not decode: event bytes altered");
 	}
 	check_leaf(v, &name, cols[1].i, &cols[2], &cols[3]);
 	rc = check_chain(v, &name, agent_id, (uint64_t)stored[COL_EPOCH].i,
@@ -471,13 +478,22 @@ static int event_row(void *arg, const struct sql_value *cols, int ncols)
 /* The columns in store_column order, an origin's absent values as NULL
  * again; an event whose origin is missing reads as having none. */
 #define VERIFY_EVENTS_SELECT                                                             \
-	"SELECT events.id, events.leaf_index, events.raw, events.leaf_hash, "           \
+	"SELECT events.id, events.leaf_index, events.raw_inline, events.leaf_hash, "    \
 	"events.agent_id, events.epoch, events.seq, events.ts, events.kind, "           \
 	"NULLIF(o.session_id, ''), NULLIF(o.pid, -1), NULLIF(o.comm, ''), "             \
 	"NULLIF(o.user_name, ''), NULLIF(o.pod_uid, ''), NULLIF(o.pod_name, ''), "      \
 	"NULLIF(o.pod_namespace, ''), NULLIF(o.db_user, ''), NULLIF(o.database, ''), "  \
-	"events.verdict, events.statement_kind, events.sql "                            \
+	"events.verdict, events.statement_kind, events.sql, " SQL_EVENT_PAYLOAD_REF " "  \
 	"FROM events LEFT JOIN origins o ON o.id = events.origin "
+
+/* A page of events, each with its bytes (run's return convention). */
+static int run_events(struct verify *v, enum store_stmt id, const char *sql,
+		      const struct sql_value *p, int n)
+{
+	int rc = store_exec_events(v->s, v->c, id, sql, p, n, 2, event_row, v);
+
+	return rc > 0 ? 0 : rc;
+}
 
 static int walk_events(struct verify *v)
 {
@@ -489,9 +505,9 @@ static int walk_events(struct verify *v)
 		v->page_rows = 0;
 		p[3] = sql_int(PAGE_ROWS);
 		if (first) {
-			rc = run(v, STMT_VERIFY_EVENTS_FIRST,
-				 VERIFY_EVENTS_SELECT "ORDER BY agent_id, epoch, seq LIMIT $1", &p[3],
-				 1, event_row, v);
+			rc = run_events(v, STMT_VERIFY_EVENTS_FIRST,
+					VERIFY_EVENTS_SELECT "ORDER BY agent_id, epoch, seq LIMIT $1",
+					&p[3], 1);
 		} else {
 			/* Rows of this page replace key_agent: bind a copy. */
 			free(v->page_agent);
@@ -500,10 +516,11 @@ static int walk_events(struct verify *v)
 			p[0] = sql_text(v->page_agent);
 			p[1] = sql_int(v->key_a);
 			p[2] = sql_int(v->key_b);
-			rc = run(v, STMT_VERIFY_EVENTS_NEXT,
-				 VERIFY_EVENTS_SELECT "WHERE (agent_id, epoch, seq) > ($1, $2, $3) "
-						      "ORDER BY agent_id, epoch, seq LIMIT $4",
-				 p, 4, event_row, v);
+			rc = run_events(v, STMT_VERIFY_EVENTS_NEXT,
+					VERIFY_EVENTS_SELECT
+					"WHERE (agent_id, epoch, seq) > ($1, $2, $3) "
+					"ORDER BY agent_id, epoch, seq LIMIT $4",
+					p, 4);
 		}
 		if (rc < 0)
 			return rc;

@@ -12,7 +12,7 @@ packages=(
 	libzstd-dev libsqlite3-dev libpq-dev libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev
 	# tests, demo
 	libcriterion-dev python3-pytest python3-psycopg2
-	postgresql postgresql-contrib pgbouncer iproute2 util-linux procps sqlite3
+	postgresql postgresql-contrib pgbouncer iproute2 util-linux procps sqlite3 zstd
 )
 
 missing=()

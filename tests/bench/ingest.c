@@ -2,7 +2,7 @@
  * bench-ingest: how fast the collector takes audit events, and how well
  * they compress on the wire.
  *
- *   bench-ingest [--events N] [--bin DIR] [--no-e2e | --store-only] [--sweep]
+ *   bench-ingest [--events N] [--bin DIR] [--no-e2e | --store-only] [--sweep] [--inline]
  *   bench-ingest --ratio-from-spool DIR
  *
  * A synthetic agent makes statement events the way agent/session.c does
@@ -10,8 +10,11 @@
  * open/close around each session), with SQL from a pgbench-like corpus
  * plus a few application queries, chained with event_hash. Then, one line
  * per figure:
- *   store sqlite    store_append() into a fresh SQLite file (batches of
- *                   1000 and 5000): events/s;
+ *   store sqlite    store_append_batch() into a fresh SQLite file (batches
+ *                   of 1000 and 5000, each packed and zstd'ed beforehand
+ *                   as the agent sends it; --inline: store_append(), each
+ *                   event's bytes in its row, as before schema 4):
+ *                   events/s;
  *   e2e             through a real dbward-collector (DIR/dbward-collector,
  *                   certificates from DIR/dbward ca) over mTLS, batches
  *                   framed and zstd'ed as the agent does, one in flight,
@@ -352,6 +355,72 @@ static void corpus_free(struct corpus *c)
 
 /* --- store_append directly ---------------------------------------------- */
 
+static bool inline_bytes;	/* --inline */
+
+static uint8_t *batch_pack(uint8_t *const *raw, const size_t *len, size_t n, size_t *out_len);
+
+/* The batches of @batch events the store is given, as the collector has
+ * them: the zstd payload, and each event's bytes inside it decompressed. */
+struct bench_batches {
+	struct store_payload *p;
+	size_t n;
+};
+
+static void bench_batches_free(struct bench_batches *bb)
+{
+	for (size_t i = 0; bb->p && i < bb->n; i++) {
+		free((void *)bb->p[i].plain);
+		free((void *)bb->p[i].data);
+	}
+	free(bb->p);
+}
+
+/* Each event of a packed Batch: field 1, its length, its bytes. */
+static int batch_slices(const uint8_t *plain, size_t len, struct store_event_in *in, size_t n)
+{
+	const uint8_t *p = plain, *end = plain + len;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v = 0;
+		int shift = 0;
+
+		if (p == end || *p++ != 0x0a)
+			return -1;
+		do {
+			if (p == end || shift > 63)
+				return -1;
+			v |= (uint64_t)(*p & 0x7f) << shift;
+			shift += 7;
+		} while (*p++ & 0x80);
+		if (v != in[i].len || v > (uint64_t)(end - p))
+			return -1;
+		in[i].raw = p;
+		p += v;
+	}
+	return p == end ? 0 : -1;
+}
+
+static int bench_batches_make(const struct corpus *c, struct store_event_in *in, size_t batch,
+			      struct bench_batches *bb)
+{
+	bb->n = (c->n + batch - 1) / batch;
+	bb->p = calloc(bb->n, sizeof(*bb->p));
+	if (!bb->p)
+		return -1;
+	for (size_t b = 0; b < bb->n; b++) {
+		size_t i = b * batch, n = c->n - i < batch ? c->n - i : batch, plen, zlen;
+		uint8_t *plain = batch_pack(c->raw + i, c->len + i, n, &plen), *z = NULL;
+
+		if (!plain || wire_compress(plain, plen, ZSTD_LEVEL, &z, &zlen) < 0 ||
+		    batch_slices(plain, plen, in + i, n) < 0) {
+			free(plain);
+			return -1;
+		}
+		bb->p[b] = (struct store_payload){ z, zlen, plain, plen };
+	}
+	return 0;
+}
+
 /* This process's CPU time (user + system): steadier than wall time on a
  * shared machine. */
 static uint64_t cpu_ns_of(int who)
@@ -372,6 +441,7 @@ static int store_run(const char *label, const char *url, const char *agent,
 		     const struct corpus *c, size_t batch, const struct signing_key *key)
 {
 	struct store_event_in *in = calloc(c->n, sizeof(*in));
+	struct bench_batches bb = { 0 };
 	char err[STORE_ERR_LEN];
 	struct store *s = NULL;
 	uint64_t start, ns, cpu, own;
@@ -389,6 +459,10 @@ static int store_run(const char *label, const char *url, const char *agent,
 		ev->agent_id = strdup(agent);
 		in[i] = (struct store_event_in){ c->raw[i], c->len[i], ev };
 	}
+	if (!inline_bytes && bench_batches_make(c, in, batch, &bb) < 0) {
+		fprintf(stderr, "bench-ingest: packing the batches failed\n");
+		goto out;
+	}
 	if (store_open(url, &s, err, sizeof(err)) < 0) {
 		fprintf(stderr, "bench-ingest: %s\n", err);
 		goto out;
@@ -400,7 +474,9 @@ static int store_run(const char *label, const char *url, const char *agent,
 		struct store_append_result res;
 		size_t n = c->n - i < batch ? c->n - i : batch;
 
-		if (store_append(s, agent, in + i, n, key, &res, err, sizeof(err)) < 0) {
+		const struct store_payload *p = inline_bytes ? NULL : &bb.p[i / batch];
+
+		if (store_append_batch(s, agent, in + i, n, p, key, &res, err, sizeof(err)) < 0) {
 			fprintf(stderr, "bench-ingest: %s\n", err);
 			goto out;
 		}
@@ -410,14 +486,15 @@ static int store_run(const char *label, const char *url, const char *agent,
 	own = cpu_ns_of(RUSAGE_THREAD) - own;
 	/* All threads' CPU, and the appending thread's alone: with the other
 	 * threads on other cores, that one bounds events/s on a quiet machine. */
-	printf("store %-8s batch=%-5zu events=%zu avg_event=%zuB: %.0f events/s (%.1f MB/s raw; "
+	printf("store %-8s batch=%-5zu events=%zu avg_event=%zuB%s: %.0f events/s (%.1f MB/s raw; "
 	       "%.2f us CPU/event, %.2f on the appending thread)\n",
-	       label, batch, c->n, c->bytes / c->n, c->n / (ns / 1e9), c->bytes / (ns / 1e3),
-	       cpu / 1e3 / c->n, own / 1e3 / c->n);
+	       label, batch, c->n, c->bytes / c->n, inline_bytes ? " inline" : "",
+	       c->n / (ns / 1e9), c->bytes / (ns / 1e3), cpu / 1e3 / c->n, own / 1e3 / c->n);
 	fflush(stdout);
 	rc = 0;
 out:
 	store_close(s);
+	bench_batches_free(&bb);
 	for (size_t i = 0; i < c->n; i++)
 		if (in[i].ev)
 			dbward__v1__event__free_unpacked((Dbward__V1__Event *)in[i].ev, NULL);
@@ -434,6 +511,20 @@ static int sqlite_run(const char *tmp, const struct corpus *c, size_t batch,
 	snprintf(path, sizeof(path), "%s/bench-%zu.db", tmp, batch);
 	snprintf(url, sizeof(url), "sqlite:%s", path);
 	rc = store_run("sqlite", url, AGENT_ID, c, batch, key);
+	if (rc == 0) {
+		struct stat st;
+		off_t bytes = 0;
+
+		for (int i = 0; i < 2; i++) {
+			char p[PATH_MAX + 8];
+
+			snprintf(p, sizeof(p), "%s%s", path, i ? "-wal" : "");
+			if (stat(p, &st) == 0)
+				bytes += st.st_size;
+		}
+		printf("store sqlite   batch=%-5zu on disk: %.0f bytes per event (database and WAL)\n",
+		       batch, (double)bytes / (double)c->n);
+	}
 	for (int i = 0; i < 3; i++) {
 		static const char *const suffix[] = { "", "-wal", "-shm" };
 		char p[PATH_MAX + 8];
@@ -858,7 +949,7 @@ out:
 static void usage(void)
 {
 	fprintf(stderr, "usage: bench-ingest [--events N] [--bin DIR] [--no-e2e | --store-only] "
-			"[--sweep]\n"
+			"[--sweep] [--inline]\n"
 			"       bench-ingest --ratio-from-spool DIR\n");
 	exit(2);
 }
@@ -919,6 +1010,8 @@ int main(int argc, char **argv)
 			e2e = ratio = false;
 		else if (strcmp(argv[i], "--sweep") == 0)
 			do_sweep = true;
+		else if (strcmp(argv[i], "--inline") == 0)
+			inline_bytes = true;
 		else
 			usage();
 	}

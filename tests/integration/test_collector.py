@@ -200,8 +200,22 @@ def ledger_with_statements(pg, shipping, storage, test_cgroup, run_in_cgroup):
     return collector, storage
 
 
+def event_bytes(collector, event_id):
+    """An event's bytes as the collector keeps them (in its row, or its
+    batch's payload), through its receipt."""
+    return bytearray(base64.b64decode(collector.api(f"receipts/{event_id}")["event"]))
+
+
+def put_event_bytes(storage, event_id, raw):
+    """Replaces an event's bytes: the new ones in its row, its payload slice
+    forgotten."""
+    blob = bytes(raw) if storage.startswith("sqlite:") else psycopg2.Binary(bytes(raw))
+    store_exec(storage, "update events set raw_inline = ?, payload = null where id = ?",
+               (blob, event_id))
+
+
 @pytest.mark.parametrize("tamper", ["sql column", "comm column", "event bytes", "seq column",
-                                    "deleted row"])
+                                    "deleted row", "deleted payload"])
 def test_tampering_makes_verify_fail_and_say_where(ledger_with_statements, tamper):
     collector, storage = ledger_with_statements
     target = collector.events(q="select 1 as ledger_row")[0]
@@ -216,12 +230,16 @@ def test_tampering_makes_verify_fail_and_say_where(ledger_with_statements, tampe
     elif tamper == "seq column":
         store_exec(storage, "update events set seq = seq + 1000 where id = ?", (victim,))
     elif tamper == "event bytes":
-        raw = bytearray(store_query(storage, "select raw from events where id = ?",
-                                    (victim,))[0][0])
+        raw = event_bytes(collector, victim)
         i = raw.find(b"ledger_row")
         raw[i] ^= 0x01          # one bit, inside the SQL text
-        blob = bytes(raw) if storage.startswith("sqlite:") else psycopg2.Binary(bytes(raw))
-        store_exec(storage, "update events set raw = ? where id = ?", (blob, victim))
+        put_event_bytes(storage, victim, raw)
+    elif tamper == "deleted payload":
+        # The collector keeps a batch's events as slices of it (schema 4).
+        assert store_query(storage, "select count(*) from events where id = ? and "
+                           "payload is not null and length(raw_inline) = 0", (victim,)) == [(1,)]
+        store_exec(storage, "delete from payloads where id = "
+                   "(select payload from events where id = ?)", (victim,))
     else:
         store_exec(storage, "delete from events where id = ?", (victim,))
 
@@ -309,11 +327,9 @@ def test_check_receipt_proves_the_event_is_still_in_the_ledger(
 
     # The event's row edited, then deleted, its leaf and the tree heads left
     # alone: the tree still extends the receipt's, but the event is not in it.
-    raw = bytearray(store_query(storage, "select raw from events where id = ?",
-                                (event["id"],))[0][0])
+    raw = event_bytes(collector, event["id"])
     raw[raw.find(b"ledger_row")] ^= 0x01
-    blob = bytes(raw) if storage.startswith("sqlite:") else psycopg2.Binary(bytes(raw))
-    store_exec(storage, "update events set raw = ? where id = ?", (blob, event["id"]))
+    put_event_bytes(storage, event["id"], raw)
     edited = cli("--collector", collector.url, "check-receipt", path, "--key",
                  collector.public_key, check=1)
     assert "NOT consistent" in edited.stdout, edited.stdout

@@ -536,14 +536,41 @@ def test_a_collector_that_stores_nothing_gets_the_batch_again_only_after_a_backo
 
 # --- a schema-2 database upgraded on a disk without room -------------------------
 
-# What a schema-2 database looked like, made from a schema-3 one (as
+# What a schema-2 database looked like, made from a schema-4 one (as
 # tests/unit/test_store.c's downgrade_to_schema_2 does).
 SCHEMA2_COLUMNS = ["session_id", "pid", "comm", "user_name", "pod_uid", "pod_name",
                    "pod_namespace", "db_user", "database"]
 
 
+def unzstd(data):
+    return subprocess.run(["zstd", "-q", "-d", "-c"], input=data, capture_output=True,
+                          check=True).stdout
+
+
+def downgrade_to_schema_3(db):
+    """Each event's bytes back in its row (events.raw), no payloads."""
+    import sqlite3
+    ph = "?" if isinstance(db, sqlite3.Connection) else "%s"
+    cur = db.cursor()
+    cur.execute("select id, data from payloads")
+    for payload, data in cur.fetchall():
+        plain = unzstd(bytes(data))
+        cur.execute(f"select id, payload_off, payload_len from events where payload = {ph}",
+                    (payload,))
+        for event, off, n in cur.fetchall():
+            blob = plain[off:off + n]
+            cur.execute(f"update events set raw_inline = {ph}, payload = null where id = {ph}",
+                        (blob if ph == "?" else bytes(blob), event))
+    for statement in ["alter table events rename column raw_inline to raw",
+                      "alter table events drop column payload",
+                      "alter table events drop column payload_off",
+                      "alter table events drop column payload_len", "drop table payloads"]:
+        cur.execute(statement)
+
+
 def downgrade_to_schema_2(db):
-    """@db: an open DB-API connection (sqlite3 or psycopg2) to a schema-3 store."""
+    """@db: an open DB-API connection (sqlite3 or psycopg2) to a schema-4 store."""
+    downgrade_to_schema_3(db)
     cur = db.cursor()
     for col in SCHEMA2_COLUMNS:
         cur.execute(f"alter table events add column {col} {'bigint' if col == 'pid' else 'text'}")
@@ -616,7 +643,7 @@ def test_a_schema_2_upgrade_without_room_changes_no_event_and_says_so(pki, colle
 
     # With room, the same file upgrades and every event is there, verified.
     roomy = collector_factory(f"sqlite:{tmp_path / 'roomy.db'}")
-    assert "upgraded to schema 3" in roomy.output()
+    assert "upgraded to schema 4" in roomy.output()
     assert [e["seq"] for e in roomy.events()] == list(range(1, 3001))
     status, body = roomy.get("verify")
     assert status == 200 and body["ok"] is True, body
@@ -652,7 +679,7 @@ def test_two_replicas_starting_together_upgrade_a_schema_2_database_once(pki, pg
     a.wait_ready(60)
     b.wait_ready(60)
     logs = a.output() + b.output()
-    assert logs.count("upgraded to schema 3") == 1, logs
+    assert logs.count("upgraded to schema 4") == 1, logs
     assert [e["seq"] for e in a.events()] == list(range(1, 201))
     assert {e["session_id"] for e in b.events(session="s-3")} == {"s-3"}
     assert len(b.events(session="s-3")) == len([s for s in range(1, 201) if s % 7 == 3])

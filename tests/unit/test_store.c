@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "collector/store.h"
 #include "common/clock.h"
@@ -33,6 +34,7 @@ struct fixture {
 	struct store *s;
 	struct signing_key *key;
 	struct verify_key *vk;
+	bool inline_bytes;	/* append() without the batch's payload */
 };
 
 static struct fixture fx;
@@ -233,11 +235,57 @@ static void bytes_free(struct event_bytes *b, size_t n)
 		free(b[i].raw);
 }
 
-/* Appends @n events as the collector would: bytes, and them decoded. */
+/* The batch @n events came in, as an agent sends it: a dbward.v1.Batch
+ * (field 1, each event's bytes) in @plain, compressed in @data; each
+ * in[i].raw points at its event inside @plain. */
+struct test_batch {
+	struct store_payload p;
+	uint8_t *plain, *data;
+};
+
+static void batch_make(struct test_batch *tb, const struct event_bytes *b, size_t n,
+		       struct store_event_in *in)
+{
+	size_t len = 0, at = 0, cap;
+
+	for (size_t i = 0; i < n; i++)
+		len += 1 + 10 + b[i].len;
+	tb->plain = malloc(len);
+	cr_assert_not_null(tb->plain);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v = b[i].len;
+
+		tb->plain[at++] = 0x0a;	/* field 1, length-delimited */
+		do {
+			tb->plain[at++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+			v >>= 7;
+		} while (v);
+		memcpy(tb->plain + at, b[i].raw, b[i].len);
+		in[i].raw = tb->plain + at;
+		in[i].len = b[i].len;
+		at += b[i].len;
+	}
+	cap = ZSTD_compressBound(at);
+	tb->data = malloc(cap);
+	cr_assert_not_null(tb->data);
+	tb->p = (struct store_payload){ .plain = tb->plain, .plain_len = at, .data = tb->data };
+	tb->p.len = ZSTD_compress(tb->data, cap, tb->plain, at, 3);
+	cr_assert(!ZSTD_isError(tb->p.len));
+}
+
+static void batch_free(struct test_batch *tb)
+{
+	free(tb->plain);
+	free(tb->data);
+}
+
+/* Appends @n events as the collector would: the batch they came in, its
+ * events' bytes and them decoded (fx.inline_bytes: without the batch). */
 static int append(const char *agent, const struct event_bytes *b, size_t n,
 		  struct store_append_result *res)
 {
 	struct store_event_in *in = calloc(n + 1, sizeof(*in));
+	struct test_batch tb = { .plain = NULL };
 	char err[STORE_ERR_LEN];
 	int rc;
 
@@ -248,11 +296,17 @@ static int append(const char *agent, const struct event_bytes *b, size_t n,
 		in[i].ev = dbward__v1__event__unpack(NULL, b[i].len, b[i].raw);
 		cr_assert_not_null(in[i].ev);
 	}
-	rc = store_append(fx.s, agent, in, n, fx.key, res, err, sizeof(err));
+	if (fx.inline_bytes) {
+		rc = store_append(fx.s, agent, in, n, fx.key, res, err, sizeof(err));
+	} else {
+		batch_make(&tb, b, n, in);
+		rc = store_append_batch(fx.s, agent, in, n, &tb.p, fx.key, res, err, sizeof(err));
+	}
 	if (rc)
 		cr_log_info("store_append: %s", err);
 	for (size_t i = 0; i < n; i++)
 		dbward__v1__event__free_unpacked((Dbward__V1__Event *)in[i].ev, NULL);
+	batch_free(&tb);
 	free(in);
 	return rc;
 }
@@ -419,7 +473,9 @@ static void flip_raw_byte(uint64_t id, size_t at)
 		PGresult *res;
 
 		snprintf(idtext, sizeof(idtext), "%llu", (unsigned long long)id);
-		res = PQexecParams(pg, "UPDATE events SET raw = $1 WHERE id = $2", 2, NULL, values,
+		res = PQexecParams(pg,
+				   "UPDATE events SET raw_inline = $1, payload = NULL WHERE id = $2", 2,
+				   NULL, values,
 				   lengths, formats, 0);
 		cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
 		PQclear(res);
@@ -430,8 +486,10 @@ static void flip_raw_byte(uint64_t id, size_t at)
 
 		snprintf(path, sizeof(path), "%s/audit.db", fx.dir);
 		cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-		cr_assert_eq(sqlite3_prepare_v2(db, "UPDATE events SET raw = ? WHERE id = ?", -1,
-						&st, NULL),
+		cr_assert_eq(sqlite3_prepare_v2(db,
+						"UPDATE events SET raw_inline = ?, payload = NULL "
+						"WHERE id = ?",
+						-1, &st, NULL),
 			     SQLITE_OK);
 		sqlite3_bind_blob(st, 1, rc.raw, (int)rc.len, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
@@ -1075,9 +1133,10 @@ STORE_TEST(verify_finds_a_leaf_hash_rewritten_with_its_bytes)
 
 	append_sixty_four();
 	/* The row agrees with itself; the node above its leaf does not. */
-	tamper("UPDATE events SET leaf_hash = zeroblob(32), raw = x'00' WHERE id = 20",
-	       "UPDATE events SET leaf_hash = decode(repeat('00', 32), 'hex'), raw = '\\x00' "
-	       "WHERE id = 20");
+	tamper("UPDATE events SET leaf_hash = zeroblob(32), raw_inline = x'00', payload = NULL "
+	       "WHERE id = 20",
+	       "UPDATE events SET leaf_hash = decode(repeat('00', 32), 'hex'), "
+	       "raw_inline = '\\x00', payload = NULL WHERE id = 20");
 	cr_assert_gt(verify(&pr), 0);
 	cr_assert(has_problem(&pr, 0, "ledger node 4/1 differs from the leaf hashes of events "
 				      "17..32"));
@@ -1377,12 +1436,27 @@ STORE_TEST(verify_finds_an_event_pointed_at_another_origin)
 		cr_assert(id == 6 || !has_problem(&pr, id, ""), "event %llu", (unsigned long long)id);
 }
 
-/* What a schema-2 database looked like: the identity columns in events,
- * indexed by session and pid, and no origins. Made from a schema-3 one. */
-static void downgrade_to_schema_2(void)
+/* What a schema-3 database looked like: each event's bytes in events.raw,
+ * no payloads. Made from a schema-4 one whose events were appended with
+ * fx.inline_bytes. */
+static void downgrade_to_schema_3(void)
 {
 	store_close(fx.s);
 	fx.s = NULL;
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE payload IS NOT NULL"), 0);
+	db_exec("ALTER TABLE events RENAME COLUMN raw_inline TO raw;"
+		"ALTER TABLE events DROP COLUMN payload;"
+		"ALTER TABLE events DROP COLUMN payload_off;"
+		"ALTER TABLE events DROP COLUMN payload_len;"
+		"DROP TABLE payloads;");
+	fx.inline_bytes = false;
+}
+
+/* What a schema-2 database looked like: the identity columns in events,
+ * indexed by session and pid, and no origins. */
+static void downgrade_to_schema_2(void)
+{
+	downgrade_to_schema_3();
 	db_exec("ALTER TABLE events ADD COLUMN session_id TEXT;"
 		"ALTER TABLE events ADD COLUMN pid BIGINT;"
 		"ALTER TABLE events ADD COLUMN comm TEXT;"
@@ -1424,6 +1498,7 @@ STORE_TEST(a_schema_2_database_is_upgraded_when_opened)
 	struct store_append_result res;
 	struct problems pr;
 
+	fx.inline_bytes = true;
 	append_mixed();
 	downgrade_to_schema_2();
 	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE comm = 'python3'"), 2);
@@ -1487,6 +1562,7 @@ STORE_TEST(two_stores_opening_a_schema_2_database_together_both_start)
 	PGconn *pg = NULL;
 	sqlite3 *db = NULL;
 
+	fx.inline_bytes = true;
 	append_mixed();
 	downgrade_to_schema_2();
 	if (fx.pg) {
@@ -1537,6 +1613,7 @@ STORE_TEST(a_schema_2_upgrade_keys_every_origin)
 	struct problems pr;
 
 	cr_assert_not_null(e);
+	fx.inline_bytes = true;
 	for (int i = 0; i < SESSIONS; i++) {
 		struct spec sp = { .session = names[i], .pid = 1000 + i % 7 };
 
@@ -1561,6 +1638,211 @@ STORE_TEST(a_schema_2_upgrade_keys_every_origin)
 	}
 	cr_assert_eq(db_int("SELECT count(*) FROM origins"), SESSIONS);
 	free(e);
+}
+
+/* --- schema 4: events as slices of their batch's payload ------------------- */
+
+struct bytes_check {
+	const struct event_bytes *b;	/* seq i + 1 at i */
+	size_t n;
+	size_t seen;
+};
+
+static int check_bytes(void *arg, const struct store_event *e)
+{
+	struct bytes_check *bc = arg;
+
+	cr_assert(e->seq >= 1 && e->seq <= bc->n);
+	cr_assert_eq(e->len, bc->b[e->seq - 1].len, "seq %llu", (unsigned long long)e->seq);
+	cr_assert_eq(memcmp(e->raw, bc->b[e->seq - 1].raw, e->len), 0);
+	bc->seen++;
+	return 0;
+}
+
+/* Makes @n plain events of @ch into @b (kept), appended in batches of @per. */
+static void append_kept(struct chain *ch, struct event_bytes *b, size_t n, size_t per)
+{
+	struct store_append_result res;
+
+	for (size_t i = 0; i < n; i++)
+		b[i] = chain_next(ch, NULL);
+	for (size_t i = 0; i < n; i += per) {
+		size_t k = n - i < per ? n - i : per;
+
+		cr_assert_eq(append(ch->agent, b + i, k, &res), 0);
+		cr_assert_eq(res.accepted, k);
+	}
+}
+
+STORE_TEST(a_batch_is_stored_once_and_its_events_read_from_it)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[40];
+	struct bytes_check bc = { b, 40, 0 };
+	struct store_filter all = { .pid = -1 };
+	struct receipt r;
+	struct problems pr;
+
+	append_kept(&ch, b, 40, 20);
+	cr_assert_eq(db_int("SELECT count(*) FROM payloads"), 2);
+	/* A payload's id is its first event's. */
+	cr_assert_eq(db_int("SELECT count(*) FROM payloads WHERE id IN (1, 21)"), 2);
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE payload IS NULL"), 0);
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE length(raw_inline) > 0"), 0);
+	cr_assert_eq(store_events(fx.s, &all, check_bytes, &bc), 0);
+	cr_assert_eq(bc.seen, 40);
+	cr_assert_eq(store_event_by_id(fx.s, 27, check_bytes, &bc), 0);
+	cr_assert_eq(store_receipt(fx.s, 33, &r), 0);
+	cr_assert_eq(r.event_len, b[32].len);
+	cr_assert_eq(memcmp(r.event, b[32].raw, r.event_len), 0);
+	receipt_release(&r);
+	cr_assert_eq(verify(&pr), 0);
+	bytes_free(b, 40);
+}
+
+/* A resend of stored events with one new: storing the batch again would
+ * cost more than the new event's own bytes. */
+STORE_TEST(a_resend_of_mostly_stored_events_keeps_the_new_ones_bytes_in_its_row)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[11];
+	struct bytes_check bc = { b, 11, 0 };
+	struct store_filter all = { .pid = -1 };
+	struct store_append_result res;
+	struct problems pr;
+
+	append_kept(&ch, b, 10, 10);
+	b[10] = chain_next(&ch, NULL);
+	cr_assert_eq(append("agent-p", b, 11, &res), 0);
+	cr_assert_eq(res.accepted, 1);
+	cr_assert_eq(res.duplicates, 10);
+	cr_assert_eq(db_int("SELECT count(*) FROM payloads"), 1);
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE id = 11 AND payload IS NULL"), 1);
+	cr_assert_eq(db_int("SELECT length(raw_inline) FROM events WHERE id = 11"), b[10].len);
+	cr_assert_eq(store_events(fx.s, &all, check_bytes, &bc), 0);
+	cr_assert_eq(bc.seen, 11);
+	cr_assert_eq(verify(&pr), 0);
+	bytes_free(b, 11);
+}
+
+/* Seq 6 arrives after 7..10: its prev_hash is checked against seq 5's
+ * hash, which is read from seq 5's payload (a failed read would be taken
+ * for seq 5 missing). */
+STORE_TEST(a_late_event_is_chained_to_one_read_from_its_payload)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[10];
+	struct store_append_result res;
+	struct alerts al = { 0 };
+	struct problems pr;
+
+	for (int i = 0; i < 10; i++)
+		b[i] = chain_next(&ch, NULL);
+	cr_assert_eq(append("agent-p", b, 5, &res), 0);
+	cr_assert_eq(append("agent-p", b + 6, 4, &res), 0);
+	cr_assert_eq(append("agent-p", b + 5, 1, &res), 0);
+	cr_assert_eq(res.accepted, 1);
+	cr_assert_eq(res.acked_seq, 10);
+	cr_assert_eq(store_alerts(fx.s, 0, 10, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 1);
+	cr_assert_str_eq(al.kinds[0], "gap");
+	cr_assert_eq(verify(&pr), 0);
+	bytes_free(b, 10);
+}
+
+STORE_TEST(verify_finds_a_deleted_payload)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[8];
+	struct bytes_check bc = { b, 8, 0 };
+	struct problems pr;
+
+	append_kept(&ch, b, 8, 4);
+	tamper_both("DELETE FROM payloads WHERE id = 5");
+	cr_assert_gt(verify(&pr), 0);
+	for (uint64_t id = 5; id <= 8; id++)
+		cr_assert(has_problem(&pr, id, "the event's bytes are missing"), "event %llu",
+			  (unsigned long long)id);
+	for (uint64_t id = 1; id <= 4; id++)
+		cr_assert(!has_problem(&pr, id, ""), "event %llu", (unsigned long long)id);
+	cr_assert_eq(store_event_by_id(fx.s, 6, check_bytes, &bc), -EIO);
+	cr_assert_eq(store_event_by_id(fx.s, 3, check_bytes, &bc), 0);
+	bytes_free(b, 8);
+}
+
+/* Another batch's payload in its place: each event reads other bytes. */
+STORE_TEST(verify_finds_a_swapped_payload)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[8];
+	struct problems pr;
+
+	append_kept(&ch, b, 8, 4);
+	tamper_both("UPDATE payloads SET data = (SELECT data FROM payloads WHERE id = 5) "
+		    "WHERE id = 1");
+	cr_assert_gt(verify(&pr), 0);
+	for (uint64_t id = 1; id <= 4; id++)
+		cr_assert(has_problem(&pr, id, "leaf hash differs: event bytes altered"),
+			  "event %llu", (unsigned long long)id);
+	bytes_free(b, 8);
+}
+
+STORE_TEST(verify_finds_an_event_pointed_at_another_slice)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[4];
+	struct problems pr;
+
+	append_kept(&ch, b, 4, 4);
+	tamper_both("UPDATE events SET payload_off = (SELECT payload_off FROM events WHERE id = 2) "
+		    "WHERE id = 3");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 3, "leaf hash differs: event bytes altered"));
+	cr_assert(has_problem(&pr, 3, "column seq differs from the event's bytes"));
+	bytes_free(b, 4);
+}
+
+/* A slice past its payload's end reads as missing bytes, not past a buffer. */
+STORE_TEST(verify_finds_a_slice_outside_its_payload)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[4];
+	struct problems pr;
+
+	append_kept(&ch, b, 4, 4);
+	tamper_both("UPDATE events SET payload_len = payload_len + 1000000 WHERE id = 4");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 4, "the event's bytes are missing"));
+	bytes_free(b, 4);
+}
+
+STORE_TEST(a_schema_3_database_is_upgraded_when_opened)
+{
+	struct chain c = { .agent = "agent-c", .epoch = 1 };
+	struct event_bytes e[4];
+	struct problems pr;
+
+	fx.inline_bytes = true;
+	append_mixed();
+	downgrade_to_schema_3();
+	cr_assert(db_fails("SELECT raw_inline FROM events"));
+	store_reopen();
+	/* An older collector reading raw now fails instead of taking a
+	 * payload's empty raw_inline for an event's bytes. */
+	cr_assert(db_fails("SELECT raw FROM events"));
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE payload IS NULL "
+			    "AND length(raw_inline) > 0"),
+		     8);
+	cr_assert_eq(verify(&pr), 0);
+	check_mixed_filters();
+
+	/* New batches go to payloads, beside the events kept in their rows. */
+	append_kept(&c, e, 4, 4);
+	cr_assert_eq(db_int("SELECT count(*) FROM payloads"), 1);
+	cr_assert_eq(verify(&pr), 0);
+	store_reopen();
+	cr_assert_eq(verify(&pr), 0);
+	bytes_free(e, 4);
 }
 
 STORE_TEST(verify_finds_a_forged_tree_head)

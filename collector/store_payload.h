@@ -1,0 +1,40 @@
+/*
+ * Where an event's bytes are kept (store_schema.h, schema 4): in its own
+ * row (events.raw_inline), or as a slice of the batch the agent sent,
+ * kept once in payloads as the agent compressed it (events.payload,
+ * payload_off, payload_len: where the event is in the decompressed
+ * Batch). The second costs the writer about a seventh of the bytes; a
+ * reader decompresses the batch (about 1 MiB, at most WIRE_MAX_BATCH) to
+ * reach one event.
+ *
+ * Readers select an event's bytes (events.raw_inline) at some column and
+ * end the select list with SQL_EVENT_PAYLOAD_REF, then run the query with
+ * store_exec_events, which hands their callback each row with the bytes in
+ * that column wherever they were kept. It reads the whole result first and
+ * then the payloads it needs: a PostgreSQL connection cannot run a query
+ * while another's rows are being read.
+ */
+#ifndef DBWARD_COLLECTOR_STORE_PAYLOAD_H
+#define DBWARD_COLLECTOR_STORE_PAYLOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "collector/store_backend.h"
+
+#define SQL_EVENT_PAYLOAD_REF "events.payload, events.payload_off, events.payload_len"
+#define SQL_EVENT_PAYLOAD_NCOLS 3
+
+/*
+ * store_exec for a query that selects events: @fn gets each row with
+ * column @bytes_col holding the event's bytes (SQL_BLOB), or SQL_NULL when
+ * they were to be in a payload that is missing, does not decompress, or
+ * does not hold the slice (logged; verify reports it as altered bytes).
+ * The select list ends with SQL_EVENT_PAYLOAD_REF. 0, -EIO, -ENOMEM or
+ * @fn's non-zero value.
+ */
+int store_exec_events(struct store *s, struct store_conn *c, enum store_stmt id,
+		      const char *sql, const struct sql_value *params, int n, int bytes_col,
+		      sql_row_fn *fn, void *arg);
+
+#endif
