@@ -385,7 +385,7 @@ static int event_insert(struct append *a, const struct store_event_in *in, int64
 	struct store_row *row = &a->event_rows[a->n_events];
 	struct sql_value *p = &a->event_params[a->n_events * EVENT_PARAMS];
 
-	if (store_columns_derive(in->ev, row) < 0)
+	if (store_columns_derive_own(in->ev, row) < 0)
 		return -ENOMEM;
 	memcpy(a->event_leaves[a->n_events], leaf, MERKLE_HASH_LEN);
 	for (int i = 0; i < EVENT_NOWN; i++)

@@ -175,23 +175,37 @@ static void row_init(struct store_row *row)
 		row->v[i] = (struct sql_value){ .type = SQL_NULL };
 }
 
-int store_columns_derive(const Dbward__V1__Event *ev, struct store_row *row)
+/* The event's own columns into @row (already initialised): 0 or -ENOMEM. */
+static int derive_own(const Dbward__V1__Event *ev, struct store_row *row)
 {
-	int rc;
-
-	row_init(row);
 	/* NOT NULL in the table: an empty agent id is stored empty. */
-	rc = put_text(row, COL_AGENT_ID, ev->agent_id);
+	int rc = put_text(row, COL_AGENT_ID, ev->agent_id);
+
 	if (row->v[COL_AGENT_ID].type == SQL_NULL)
 		row->v[COL_AGENT_ID] = sql_text("");
 	row->v[COL_EPOCH] = sql_u64(ev->epoch);
 	row->v[COL_SEQ] = sql_u64(ev->seq);
 	row->v[COL_TS] = sql_u64(ev->ts);
 	row->v[COL_KIND] = sql_text(store_event_kind(ev));
-	rc |= derive_session(ev->session, row);
 	if (ev->body_case == DBWARD__V1__EVENT__BODY_STATEMENT)
 		rc |= derive_statement(ev->statement, row);
-	if (rc) {
+	return rc;
+}
+
+int store_columns_derive(const Dbward__V1__Event *ev, struct store_row *row)
+{
+	row_init(row);
+	if (derive_own(ev, row) | derive_session(ev->session, row)) {
+		store_row_release(row);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int store_columns_derive_own(const Dbward__V1__Event *ev, struct store_row *row)
+{
+	row_init(row);
+	if (derive_own(ev, row)) {
 		store_row_release(row);
 		return -ENOMEM;
 	}

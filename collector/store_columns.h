@@ -8,8 +8,8 @@
  * Empty strings are NULL (proto3 cannot tell empty from unset); pid is
  * NULL when the event has no identity (origins holds those as '' and
  * -1). Text that is not valid UTF-8 is stored with each bad byte as
- * U+FFFD (PostgreSQL refuses it otherwise); the bytes themselves stay
- * intact in raw.
+ * U+FFFD (PostgreSQL refuses it otherwise); the event's bytes stay
+ * intact.
  */
 #ifndef DBWARD_COLLECTOR_STORE_COLUMNS_H
 #define DBWARD_COLLECTOR_STORE_COLUMNS_H
@@ -51,6 +51,8 @@ struct store_row {
 
 /* Fills @row from @ev (which must outlive it). 0 or -ENOMEM. */
 int store_columns_derive(const Dbward__V1__Event *ev, struct store_row *row);
+/* Only the event's own columns (those of events); who sent it NULL. */
+int store_columns_derive_own(const Dbward__V1__Event *ev, struct store_row *row);
 /* Only who sent it (COL_SESSION_ID .. COL_DATABASE); the rest NULL. */
 int store_columns_derive_origin(const Dbward__V1__Event *ev, struct store_row *row);
 void store_row_release(struct store_row *row);
