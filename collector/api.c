@@ -212,12 +212,14 @@ static void put_event(struct jsonbuf *jb, const struct store_event *e)
 	jsonbuf_begin(jb);
 	jsonbuf_u64(jb, "id", e->id);
 	jsonbuf_u64(jb, "leaf_index", e->leaf_index);
-	if (event_json_put(jb, e->raw, e->len) < 0) {
+	if (!e->raw || event_json_put(jb, e->raw, e->len) < 0) {
 		/* Altered storage; /verify says more. Still listed, not hidden. */
 		jsonbuf_str(jb, "agent_id", e->agent_id);
 		jsonbuf_u64(jb, "epoch", e->epoch);
 		jsonbuf_u64(jb, "seq", e->seq);
-		jsonbuf_str(jb, "error", "the stored bytes are not a dbward.v1.Event");
+		jsonbuf_str(jb, "error", e->raw ? "the stored bytes are not a dbward.v1.Event"
+						: "the event's bytes are missing: its batch payload "
+						  "was deleted or altered");
 	}
 }
 

@@ -115,7 +115,8 @@ struct store_event {
 	uint64_t leaf_index;
 	const char *agent_id;
 	uint64_t epoch, seq, ts;
-	const uint8_t *raw;
+	const uint8_t *raw;		/* NULL: unreadable (its batch payload is gone
+					 * or altered; store_verify says more) */
 	size_t len;
 };
 

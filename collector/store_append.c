@@ -24,6 +24,11 @@
 #include "common/log.h"
 
 #define SEQS_PAGE 1000
+/* A batch's new events whose previous seq was stored before, not as the
+ * agent's newest, have that event's bytes read to check their prev_hash
+ * (its batch decompressed): this many at most; the others are left to
+ * verify, with an alert. An agent sending in order needs one per gap. */
+#define STORED_PREV_MAX 8
 /* Loading a batch's stored seqs reads at most this many rows per seq. */
 #define SEQ_SPAN_PER_SEQ 16
 /* Rows per multi-row INSERT: fewer statements, the same rows. */
@@ -43,8 +48,11 @@ static const enum store_column event_own[] = { COL_AGENT_ID, COL_EPOCH, COL_SEQ,
 
 struct seq_entry {
 	uint64_t seq;			/* 0: free slot (seqs start at 1) */
-	bool has_hash;
+	bool has_hash;			/* hash: its chain hash (event_hash) */
+	bool has_leaf;			/* leaf: its leaf hash */
+	bool unreadable;		/* stored, its bytes could not be read */
 	uint8_t hash[EVENT_HASH_LEN];
+	merkle_hash leaf;
 };
 
 struct seq_map {
@@ -150,6 +158,8 @@ struct append {
 	int n_nodes;
 
 	uint32_t accepted, duplicates;
+	unsigned stored_prevs;		/* read by stored_hash */
+	uint64_t unchecked, first_unchecked;	/* prev_hash left to verify */
 	uint64_t max_new_seq, max_ts, acked_seq;
 	bool ledger_found;
 	const char *why;		/* a failure that is not the backend's */
@@ -233,10 +243,7 @@ static int stored_seq_row(void *arg, const struct sql_value *cols, int ncols)
 		return 0;
 	if (!(e = seq_put(&a->seen, (uint64_t)cols[0].i)))
 		return -ENOMEM;
-	if (cols[1].type == SQL_BLOB) {
-		event_hash(cols[1].p, cols[1].len, e->hash);
-		e->has_hash = true;
-	}
+	e->has_leaf = sql_blob_copy(&cols[1], e->leaf, MERKLE_HASH_LEN);
 	return 0;
 }
 
@@ -248,8 +255,8 @@ static int seq_cmp(const void *x, const void *y)
 }
 
 /*
- * Which of the batch's seqs are stored already, with their hashes (to tell
- * a resend from equivocation). Close seqs share a range query (one index
+ * Which of the batch's seqs are stored already, with their leaf hashes (to
+ * tell a resend from equivocation without reading their bytes). Close seqs share a range query (one index
  * range, not a lookup each); a range grows only while it spans at most
  * SEQ_SPAN_PER_SEQ per seq it holds, so a batch {1, 2^62} reads two
  * points, never the history between them, and no batch reads more than
@@ -274,10 +281,10 @@ static int load_batch_seqs(struct append *a)
 		while (j < a->n && seqs[j] - seqs[i] <= SEQ_SPAN_PER_SEQ * (j - i + 1))
 			j++;
 		p[3] = sql_u64(seqs[j - 1]);
-		if (store_exec_events(a->s, a->c, STMT_BATCH_SEQS,
-				      "SELECT seq, raw_inline, " SQL_EVENT_PAYLOAD_REF " FROM events "
-				      "WHERE agent_id = $1 AND epoch = $2 AND seq >= $3 AND seq <= $4",
-				      p, 4, 1, stored_seq_row, a) < 0)
+		if (run(a, STMT_BATCH_SEQS,
+			"SELECT seq, leaf_hash FROM events WHERE agent_id = $1 AND epoch = $2 "
+			"AND seq >= $3 AND seq <= $4",
+			p, 4, stored_seq_row, a) < 0)
 			rc = -EIO;
 		i = j;
 	}
@@ -426,7 +433,8 @@ static int add_event(struct append *a, size_t i)
 	if (!e)
 		return -ENOMEM;
 	memcpy(e->hash, h->chain, EVENT_HASH_LEN);
-	e->has_hash = true;
+	memcpy(e->leaf, h->leaf, MERKLE_HASH_LEN);
+	e->has_hash = e->has_leaf = true;
 	a->is_new[i] = true;
 	a->accepted++;
 	if (in->ev->seq > a->max_new_seq)
@@ -442,9 +450,9 @@ static int alert(struct append *a, const char *kind, const char *fmt, ...)
 /* A seq stored already: the same bytes are a resend, others equivocation. */
 static int check_resend(struct append *a, size_t i, const struct seq_entry *stored)
 {
-	if (!stored->has_hash)
-		return 0;
-	if (memcmp(a->hashes[i].chain, stored->hash, EVENT_HASH_LEN) == 0)
+	if (!stored->has_leaf)
+		return 0;	/* not a hash: verify reports the row */
+	if (memcmp(a->hashes[i].leaf, stored->leaf, MERKLE_HASH_LEN) == 0)
 		return 0;
 	return alert(a, "equivocation", "seq %llu resent with different bytes",
 		     (unsigned long long)a->events[i].ev->seq);
@@ -599,8 +607,10 @@ static int hash_row(void *arg, const struct sql_value *cols, int ncols)
 	struct seq_entry *e = arg;
 
 	(void)ncols;
-	if (cols[0].type != SQL_BLOB)
-		return 0;	/* its payload is gone: logged */
+	if (cols[0].type != SQL_BLOB) {
+		e->unreadable = true;	/* its payload is gone: logged */
+		return 0;
+	}
 	event_hash(cols[0].p, cols[0].len, e->hash);
 	e->has_hash = true;
 	return 0;
@@ -616,6 +626,11 @@ static int stored_hash(struct append *a, struct seq_entry *e)
 		e->has_hash = true;
 		return 0;
 	}
+	if (a->stored_prevs == STORED_PREV_MAX) {
+		e->unreadable = true;
+		return 0;
+	}
+	a->stored_prevs++;
 	return store_exec_events(a->s, a->c, STMT_EVENT_RAW_BY_SEQ,
 				 "SELECT raw_inline, " SQL_EVENT_PAYLOAD_REF " FROM events "
 				 "WHERE agent_id = $1 AND epoch = $2 AND seq = $3",
@@ -647,6 +662,11 @@ static int check_chain(struct append *a, const Dbward__V1__Event *ev)
 		rc = stored_hash(a, &before);
 		if (rc < 0)
 			return rc;
+		if (before.unreadable) {
+			if (!a->unchecked++)
+				a->first_unchecked = ev->seq;
+			return 0;
+		}
 		if (!before.has_hash)
 			return gap_alert(a, ev->seq);
 		prev = &before;
@@ -669,7 +689,13 @@ static int check_new_events(struct append *a)
 		if (rc < 0)
 			return rc;
 	}
-	return 0;
+	if (!a->unchecked)
+		return 0;
+	return alert(a, "unchecked",
+		     "prev_hash of %llu event(s) from seq %llu not checked: the stored events "
+		     "before them were unreadable or too many to read in one batch; verify "
+		     "checks every chain",
+		     (unsigned long long)a->unchecked, (unsigned long long)a->first_unchecked);
 }
 
 /* --- acked_seq, the agent row, the ledger and its head ------------------ */

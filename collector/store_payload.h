@@ -10,9 +10,13 @@
  * Readers select an event's bytes (events.raw_inline) at some column and
  * end the select list with SQL_EVENT_PAYLOAD_REF, then run the query with
  * store_exec_events, which hands their callback each row with the bytes in
- * that column wherever they were kept. It reads the whole result first and
- * then the payloads it needs: a PostgreSQL connection cannot run a query
- * while another's rows are being read.
+ * that column wherever they were kept. It reads the whole result first,
+ * then each payload the rows point into once, in payload order, copying
+ * each row's slice out: a read decompresses each batch it touches once,
+ * whatever order its rows come in, and holds the result's rows and event
+ * bytes in memory (as the rows themselves did before schema 4). A
+ * PostgreSQL connection could not run the payload query inside another's
+ * rows anyway.
  */
 #ifndef DBWARD_COLLECTOR_STORE_PAYLOAD_H
 #define DBWARD_COLLECTOR_STORE_PAYLOAD_H
@@ -31,7 +35,7 @@
  * they were to be in a payload that is missing, does not decompress, or
  * does not hold the slice (logged; verify reports it as altered bytes).
  * The select list ends with SQL_EVENT_PAYLOAD_REF. 0, -EIO, -ENOMEM or
- * @fn's non-zero value.
+ * @fn's non-zero value. Every row is read before @fn is first called.
  */
 int store_exec_events(struct store *s, struct store_conn *c, enum store_stmt id,
 		      const char *sql, const struct sql_value *params, int n, int bytes_col,

@@ -196,7 +196,7 @@ static int event_row(void *arg, const struct sql_value *cols, int ncols)
 	(void)ncols;
 	w->any = true;
 	if (cols[SQL_EVENT_BYTES_COL].type != SQL_BLOB)
-		return -EIO;	/* logged by store_exec_events */
+		e.raw = NULL;	/* unreadable: logged by store_exec_events */
 	return w->fn(w->arg, &e);
 }
 

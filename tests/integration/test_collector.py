@@ -251,6 +251,13 @@ def test_tampering_makes_verify_fail_and_say_where(ledger_with_statements, tampe
         assert f"event {victim}" in report, report
     body = collector.api("verify")
     assert body["ok"] is False and body["problems"]
+    if tamper == "deleted payload":
+        # Still listed, saying why it has no fields: pages go on past it.
+        listed = collector.api(f"events/{victim}")
+        assert listed["seq"] == target["seq"] and "payload" in listed["error"], listed
+        assert victim in [e["id"] for e in collector.events()]
+        status, _ = collector.get(f"receipts/{victim}")
+        assert status == 500, status
 
 
 def test_receipts_verify_offline_and_one_flipped_bit_does_not(ledger_with_statements,
