@@ -12,12 +12,13 @@
  * Layouts:
  *   schema2      the events table before schema 3: nine identity columns,
  *                indexes on ts, session_id, pid and the unique key
- *   schema3      now: identity in origins (one row per connection, not
+ *   schema3      identity in origins (one row per connection, not
  *                written here: ~1 per 600 events), indexes on ts, origin
  *                and the unique key
  *   batch-raw    schema3 with each event's bytes left in its batch's
  *                compressed payload (one blob per batch, ~1/7 of the
- *                bytes) and an offset in the row
+ *                bytes) and an offset in the row: schema 4, the store
+ *                now (which keeps the slice's length too)
  *   minimal      batch-raw without leaf_hash and without the unique key:
  *                what is left is the row, ts and origin
  */
