@@ -118,3 +118,80 @@ Test(collector_batch, a_nul_inside_agent_id_is_refused)
 	cr_assert(strstr(res.error, "event 0 is not in canonical encoding"), "%s", res.error);
 	free(b.p);
 }
+
+/* zstd(Batch{events: @evs}) through batch_ingest, with no store behind. */
+static void ingest_many(const struct bytes *evs, size_t n, struct batch_result *res)
+{
+	Dbward__V1__Batch batch = DBWARD__V1__BATCH__INIT;
+	ProtobufCBinaryData *items = calloc(n, sizeof(*items));
+	struct batch_ctx ctx = { .max_events = 10000 };
+	uint8_t *raw, *z;
+	size_t len, zlen;
+
+	cr_assert_not_null(items);
+	for (size_t i = 0; i < n; i++)
+		items[i] = (ProtobufCBinaryData){ evs[i].len, evs[i].p };
+	batch.n_events = n;
+	batch.events = items;
+	len = dbward__v1__batch__get_packed_size(&batch);
+	raw = malloc(len);
+	cr_assert_not_null(raw);
+	dbward__v1__batch__pack(&batch, raw);
+	cr_assert_eq(wire_compress(raw, len, 3, &z, &zlen), 0);
+	batch_ingest(&ctx, "agent-1", z, zlen, res);
+	free(items);
+	free(raw);
+	free(z);
+}
+
+static void add_unknown_field(struct bytes *b)
+{
+	b->p[b->len++] = 0x98;	/* field 99, varint 1 */
+	b->p[b->len++] = 0x06;
+	b->p[b->len++] = 0x01;
+}
+
+/* A refusal names the first bad event, wherever it is in the batch. */
+Test(collector_batch, a_large_batch_names_its_first_refused_event)
+{
+	enum { N = 600 };
+	struct bytes evs[N];
+	struct batch_result res;
+
+	for (size_t i = 0; i < N; i++)
+		evs[i] = event_with("agent-1", 0);
+	add_unknown_field(&evs[450]);
+	ingest_many(evs, N, &res);
+	cr_assert_not(res.ok);
+	cr_assert_eq(res.events, N);
+	cr_assert(strstr(res.error, "event 450 is not in canonical encoding"), "%s", res.error);
+
+	add_unknown_field(&evs[100]);
+	ingest_many(evs, N, &res);
+	cr_assert_not(res.ok);
+	cr_assert(strstr(res.error, "event 100 is not in canonical encoding"), "%s", res.error);
+
+	for (size_t i = 0; i < N; i++)
+		free(evs[i].p);
+}
+
+/* Every event's epoch is checked against event 0's, not just the next one's. */
+Test(collector_batch, an_epoch_change_late_in_a_large_batch_is_refused)
+{
+	enum { N = 600 };
+	struct bytes evs[N];
+	struct batch_result res;
+	Dbward__V1__Event *ev;
+
+	for (size_t i = 0; i < N; i++)
+		evs[i] = event_with("agent-1", 0);
+	cr_assert_eq(wire_event_unpack(evs[500].p, evs[500].len, &ev), 0);
+	ev->epoch = 2;
+	evs[500].len = dbward__v1__event__pack(ev, evs[500].p);
+	wire_event_free(ev);
+	ingest_many(evs, N, &res);
+	cr_assert_not(res.ok);
+	cr_assert_str_eq(res.error, "event 500 has epoch 2, the batch began in epoch 1");
+	for (size_t i = 0; i < N; i++)
+		free(evs[i].p);
+}
