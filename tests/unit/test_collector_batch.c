@@ -44,25 +44,34 @@ static struct bytes event_with(const char *agent_id, size_t n_tables)
 	return b;
 }
 
-/* zstd(Batch{events: [@ev]}) through batch_ingest, with no store behind. */
-static void ingest_one(const struct bytes *ev, struct batch_result *res)
+/* zstd(Batch{events: @evs}) through batch_ingest, with no store behind. */
+static void ingest_many(const struct bytes *evs, size_t n, struct batch_result *res)
 {
 	Dbward__V1__Batch batch = DBWARD__V1__BATCH__INIT;
-	ProtobufCBinaryData one = { ev->len, ev->p };
-	struct batch_ctx ctx = { .max_events = 10 };
+	ProtobufCBinaryData *items = calloc(n, sizeof(*items));
+	struct batch_ctx ctx = { .max_events = 10000 };
 	uint8_t *raw, *z;
 	size_t len, zlen;
 
-	batch.n_events = 1;
-	batch.events = &one;
+	cr_assert_not_null(items);
+	for (size_t i = 0; i < n; i++)
+		items[i] = (ProtobufCBinaryData){ evs[i].len, evs[i].p };
+	batch.n_events = n;
+	batch.events = items;
 	len = dbward__v1__batch__get_packed_size(&batch);
 	raw = malloc(len);
 	cr_assert_not_null(raw);
 	dbward__v1__batch__pack(&batch, raw);
 	cr_assert_eq(wire_compress(raw, len, 3, &z, &zlen), 0);
 	batch_ingest(&ctx, "agent-1", z, zlen, res);
+	free(items);
 	free(raw);
 	free(z);
+}
+
+static void ingest_one(const struct bytes *ev, struct batch_result *res)
+{
+	ingest_many(ev, 1, res);
 }
 
 Test(collector_batch, a_plain_event_unpacks_within_its_budget)
@@ -117,31 +126,6 @@ Test(collector_batch, a_nul_inside_agent_id_is_refused)
 	cr_assert_not(res.ok);
 	cr_assert(strstr(res.error, "event 0 is not in canonical encoding"), "%s", res.error);
 	free(b.p);
-}
-
-/* zstd(Batch{events: @evs}) through batch_ingest, with no store behind. */
-static void ingest_many(const struct bytes *evs, size_t n, struct batch_result *res)
-{
-	Dbward__V1__Batch batch = DBWARD__V1__BATCH__INIT;
-	ProtobufCBinaryData *items = calloc(n, sizeof(*items));
-	struct batch_ctx ctx = { .max_events = 10000 };
-	uint8_t *raw, *z;
-	size_t len, zlen;
-
-	cr_assert_not_null(items);
-	for (size_t i = 0; i < n; i++)
-		items[i] = (ProtobufCBinaryData){ evs[i].len, evs[i].p };
-	batch.n_events = n;
-	batch.events = items;
-	len = dbward__v1__batch__get_packed_size(&batch);
-	raw = malloc(len);
-	cr_assert_not_null(raw);
-	dbward__v1__batch__pack(&batch, raw);
-	cr_assert_eq(wire_compress(raw, len, 3, &z, &zlen), 0);
-	batch_ingest(&ctx, "agent-1", z, zlen, res);
-	free(items);
-	free(raw);
-	free(z);
 }
 
 static void add_unknown_field(struct bytes *b)
