@@ -40,6 +40,9 @@ static void store_failed(struct api_reply *reply, int rc, const char *not_found)
 {
 	if (rc == -ENOENT)
 		api_error(reply, 404, not_found);
+	else if (rc == -EBADMSG)
+		api_error(reply, 409, "the event's bytes are missing: its batch payload was "
+				      "deleted or altered (GET /api/v1/verify says more)");
 	else if (rc == -ENOMEM)
 		api_error(reply, 500, "out of memory");
 	else
@@ -225,11 +228,12 @@ static void put_event(struct jsonbuf *jb, const struct store_event *e)
 
 /* --- events -------------------------------------------------------------------- */
 
-/* Closes a page's list: a full page may have more after it. */
-static void page_end(struct list_walk *w, uint32_t limit)
+/* Closes a page's list: a full page may have more after it, and so may
+ * one cut short (@cut). */
+static void page_end(struct list_walk *w, uint32_t limit, bool cut)
 {
 	doc_text(&w->doc, "],\"next_after\":");
-	doc_u64_or_null(&w->doc, w->last_id, w->count == limit);
+	doc_u64_or_null(&w->doc, w->last_id, w->count == limit || (cut && w->count));
 }
 
 static int events_item(void *arg, const struct store_event *e)
@@ -247,6 +251,7 @@ static void api_events(const struct api *api, const struct query *q, struct api_
 	struct store_filter f;
 	struct list_walk w;
 	char err[QUERY_ERR_LEN];
+	bool cut;
 	int rc;
 
 	if (query_filter(q, &f, err, sizeof(err)) < 0) {
@@ -254,9 +259,9 @@ static void api_events(const struct api *api, const struct query *q, struct api_
 		return;
 	}
 	list_begin(&w, "events");
-	rc = store_events(api->store, &f, events_item, &w);
+	rc = store_events_page(api->store, &f, STORE_PAGE_READ_BUDGET, events_item, &w, &cut);
 	if (rc >= 0)
-		page_end(&w, f.limit);
+		page_end(&w, f.limit, cut);
 	list_end(&w, rc, "}", reply);
 }
 
@@ -350,7 +355,7 @@ static void api_alerts(const struct api *api, const struct query *q, struct api_
 	if (rc >= 0)
 		rc = store_alert_count(api->store, &total);
 	if (rc >= 0) {
-		page_end(&w, f.limit);
+		page_end(&w, f.limit, false);
 		doc_text(&w.doc, ",\"total\":");
 		doc_u64_or_null(&w.doc, total, true);
 	}

@@ -452,7 +452,7 @@ static int receipt_event_row(void *arg, const struct sql_value *cols, int ncols)
 	(void)ncols;
 	rr->found = true;
 	if (cols[SQL_EVENT_BYTES_COL].type != SQL_BLOB) {
-		rr->rc = -EIO;	/* logged by store_exec_events */
+		rr->rc = -EBADMSG;	/* unreadable: logged by store_exec_events */
 		return 1;
 	}
 	r->event_id = (uint64_t)cols[0].i;
@@ -489,8 +489,10 @@ static int receipt_build(struct store *s, struct store_conn *c, uint64_t id, str
 
 	rc = store_exec_events(s, c, STMT_EVENT_BY_ID, SQL_EVENT_BY_ID, p, 1, SQL_EVENT_BYTES_COL,
 			       receipt_event_row, &rr);
-	if (rc < 0 || rr.rc < 0)
+	if (rc < 0)
 		return -EIO;
+	if (rr.rc < 0)
+		return rr.rc;
 	if (!rr.found)
 		return -ENOENT;
 	rc = store_head_newest(s, c, &r->head);

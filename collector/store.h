@@ -126,6 +126,16 @@ typedef int store_event_fn(void *arg, const struct store_event *e);
 /* Matching events in id order. 0, a callback's value, or -EIO with the
  * backend's error logged. */
 int store_events(struct store *s, const struct store_filter *f, store_event_fn *fn, void *arg);
+
+/* What a page of events for a client may decompress: its events' batches
+ * (store_payload.h), about 1 MiB each as agents send them. */
+#define STORE_PAGE_READ_BUDGET (64u << 20)
+
+/* store_events reading at most about @budget bytes of decompressed batches
+ * (0: no limit): *@cut is true when the page stops before its limit for
+ * that reason, and more may follow its last event. */
+int store_events_page(struct store *s, const struct store_filter *f, size_t budget,
+		      store_event_fn *fn, void *arg, bool *cut);
 /* One event: 0, -ENOENT, -EIO. */
 int store_event_by_id(struct store *s, uint64_t id, store_event_fn *fn, void *arg);
 
@@ -171,7 +181,8 @@ int store_agents(struct store *s, store_agent_fn *fn, void *arg);
 int store_tree_head(struct store *s, struct signed_tree_head *out);
 
 /* A receipt for event @id against the newest tree head (public_key left
- * for the caller). 0, -ENOENT, -EIO. */
+ * for the caller). 0, -ENOENT, -EBADMSG (its bytes are unreadable: its
+ * batch's payload is gone or altered), -ENOMEM, -EIO. */
 int store_receipt(struct store *s, uint64_t id, struct receipt *out);
 
 /*

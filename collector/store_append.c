@@ -24,11 +24,12 @@
 #include "common/log.h"
 
 #define SEQS_PAGE 1000
-/* A batch's new events whose previous seq was stored before, not as the
- * agent's newest, have that event's bytes read to check their prev_hash
- * (its batch decompressed): this many at most; the others are left to
- * verify, with an alert. An agent sending in order needs one per gap. */
-#define STORED_PREV_MAX 8
+/* A batch's new events whose previous seq was stored by an earlier batch,
+ * not as the agent's newest, have that event's bytes read to check their
+ * prev_hash: from its batch's payload (decompressed) this many times at
+ * most; the others are left to verify, with an alert. An agent sending in
+ * order needs one per gap it fills. */
+#define STORED_PREV_PAYLOADS 8
 /* Loading a batch's stored seqs reads at most this many rows per seq. */
 #define SEQ_SPAN_PER_SEQ 16
 /* Rows per multi-row INSERT: fewer statements, the same rows. */
@@ -158,7 +159,7 @@ struct append {
 	int n_nodes;
 
 	uint32_t accepted, duplicates;
-	unsigned stored_prevs;		/* read by stored_hash */
+	unsigned stored_prev_payloads;	/* read by stored_hash */
 	uint64_t unchecked, first_unchecked;	/* prev_hash left to verify */
 	uint64_t max_new_seq, max_ts, acked_seq;
 	bool ledger_found;
@@ -447,13 +448,17 @@ static int add_event(struct append *a, size_t i)
 static int alert(struct append *a, const char *kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* A seq stored already: the same bytes are a resend, others equivocation. */
-static int check_resend(struct append *a, size_t i, const struct seq_entry *stored)
+/* A seq stored already: the same bytes are a resend (whose chain hash is
+ * then the stored event's too), others equivocation. */
+static int check_resend(struct append *a, size_t i, struct seq_entry *stored)
 {
 	if (!stored->has_leaf)
 		return 0;	/* not a hash: verify reports the row */
-	if (memcmp(a->hashes[i].leaf, stored->leaf, MERKLE_HASH_LEN) == 0)
+	if (memcmp(a->hashes[i].leaf, stored->leaf, MERKLE_HASH_LEN) == 0) {
+		memcpy(stored->hash, a->hashes[i].chain, EVENT_HASH_LEN);
+		stored->has_hash = true;
 		return 0;
+	}
 	return alert(a, "equivocation", "seq %llu resent with different bytes",
 		     (unsigned long long)a->events[i].ev->seq);
 }
@@ -538,7 +543,7 @@ static int add_events(struct append *a)
 	if (rc < 0)
 		return rc;
 	for (size_t i = 0; i < a->n; i++) {
-		const struct seq_entry *e = seq_find(&a->seen, a->events[i].ev->seq);
+		struct seq_entry *e = seq_find(&a->seen, a->events[i].ev->seq);
 
 		if (e) {
 			a->duplicates++;
@@ -616,21 +621,39 @@ static int hash_row(void *arg, const struct sql_value *cols, int ncols)
 	return 0;
 }
 
-/* The hash of a stored event that came before this batch. */
+static int payload_ref_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	int *where = arg;
+
+	(void)ncols;
+	*where = cols[0].type == SQL_NULL ? 1 : 2;
+	return 0;
+}
+
+/* The hash of a stored event that came before this batch: none when it
+ * is not stored (a gap); unreadable when its payload is gone, or when this
+ * batch has read STORED_PREV_PAYLOADS payloads already. */
 static int stored_hash(struct append *a, struct seq_entry *e)
 {
 	struct sql_value p[] = { sql_text(a->agent_id), sql_u64(a->epoch), sql_u64(e->seq) };
+	int where = 0;		/* 0: not stored, 1: in its row, 2: in a payload */
 
 	if (e->seq == a->agent.max_seq && a->agent.has_last_hash) {
 		memcpy(e->hash, a->agent.last_hash, EVENT_HASH_LEN);
 		e->has_hash = true;
 		return 0;
 	}
-	if (a->stored_prevs == STORED_PREV_MAX) {
+	if (run(a, STMT_EVENT_PAYLOAD_BY_SEQ,
+		"SELECT payload FROM events WHERE agent_id = $1 AND epoch = $2 AND seq = $3", p, 3,
+		payload_ref_row, &where) < 0)
+		return -EIO;
+	if (where == 0)
+		return 0;
+	if (where == 2 && a->stored_prev_payloads == STORED_PREV_PAYLOADS) {
 		e->unreadable = true;
 		return 0;
 	}
-	a->stored_prevs++;
+	a->stored_prev_payloads += where == 2;
 	return store_exec_events(a->s, a->c, STMT_EVENT_RAW_BY_SEQ,
 				 "SELECT raw_inline, " SQL_EVENT_PAYLOAD_REF " FROM events "
 				 "WHERE agent_id = $1 AND epoch = $2 AND seq = $3",
@@ -693,8 +716,8 @@ static int check_new_events(struct append *a)
 		return 0;
 	return alert(a, "unchecked",
 		     "prev_hash of %llu event(s) from seq %llu not checked: the stored events "
-		     "before them were unreadable or too many to read in one batch; verify "
-		     "checks every chain",
+		     "before them are unreadable (their batch's payload is gone) or in more "
+		     "batches than one append reads; verify checks every chain",
 		     (unsigned long long)a->unchecked, (unsigned long long)a->first_unchecked);
 }
 

@@ -1,9 +1,10 @@
 /*
  * Reading events whose bytes may be in a batch payload: the query's rows
- * are copied first; then the payloads they point into are read, each once
- * (rows sorted by payload), and each row's slice copied out; then the rows
- * are handed on, in the query's order. A read costs one decompression per
- * distinct batch, whatever order the rows come in.
+ * are copied first; then the payloads they point into are read, each once,
+ * in the order the rows first need them, and each row's slice copied out;
+ * then the rows are handed on, in the query's order. A read costs one
+ * decompression per distinct batch, whatever order the rows come in, and
+ * with a budget it stops at the first row whose batch would go past it.
  */
 #include "collector/store_payload.h"
 
@@ -94,6 +95,13 @@ static const struct sql_value *row_ref(const struct row_copy *r)
 	return &r->cols[r->ncols - SQL_EVENT_PAYLOAD_NCOLS];
 }
 
+/* In a payload (its id an integer), or not (NULL: raw_inline). Anything
+ * else is an altered row: its bytes are unreadable. */
+static bool row_in_payload(const struct row_copy *r)
+{
+	return row_ref(r)[0].type != SQL_NULL;
+}
+
 /* --- payloads ----------------------------------------------------------- */
 
 /* A payload, decompressed. */
@@ -141,7 +149,7 @@ static int row_slice(struct row_copy *r, int col, const struct payload *pl)
 	int64_t off = ref[1].i, len = ref[2].i;
 
 	r->cols[col] = (struct sql_value){ .type = SQL_NULL };
-	if (pl->rc < 0)
+	if (pl->rc < 0 || ref[0].type != SQL_INT)
 		return 0;
 	if (ref[1].type != SQL_INT || ref[2].type != SQL_INT || off < 0 || len <= 0 ||
 	    (uint64_t)off > pl->len || (uint64_t)len > pl->len - (uint64_t)off) {
@@ -157,46 +165,92 @@ static int row_slice(struct row_copy *r, int col, const struct payload *pl)
 	return 0;
 }
 
+/* Rows in a payload, as indexes into the result. */
+struct pending {
+	size_t row;
+	int64_t payload;	/* INT64_MIN: not an integer (altered) */
+	size_t first;		/* the first row that needs this payload */
+};
+
 static int by_payload(const void *x, const void *y)
 {
-	const struct row_copy *a = *(struct row_copy *const *)x, *b = *(struct row_copy *const *)y;
-	int64_t pa = row_ref(a)[0].i, pb = row_ref(b)[0].i;
+	const struct pending *a = x, *b = y;
 
-	return pa < pb ? -1 : pa > pb;
+	if (a->payload != b->payload)
+		return a->payload < b->payload ? -1 : 1;
+	return a->row < b->row ? -1 : a->row > b->row;
 }
 
-/* Every row that points into a payload gets its bytes, each payload read once. */
-static int rows_resolve(struct store *s, struct store_conn *c, struct rows *rs, int col)
+static int by_first_need(const void *x, const void *y)
 {
-	struct row_copy **sorted = malloc((rs->n ? rs->n : 1) * sizeof(*sorted));
+	const struct pending *a = x, *b = y;
+
+	if (a->first != b->first)
+		return a->first < b->first ? -1 : 1;
+	return a->row < b->row ? -1 : a->row > b->row;
+}
+
+/*
+ * Every row that points into a payload gets its bytes, each payload read
+ * once, in the order the rows first need them. With @budget (bytes
+ * decompressed; 0: none), the rows from the first one whose payload comes
+ * after the budget is spent are cut off: *@keep is how many rows remain.
+ */
+static int rows_resolve(struct store *s, struct store_conn *c, struct rows *rs, int col,
+			size_t budget, size_t *keep)
+{
+	struct pending *pend = malloc((rs->n ? rs->n : 1) * sizeof(*pend));
 	struct payload pl = { .rc = -EBADMSG };
-	size_t n = 0;
+	size_t n = 0, spent = 0;
 	int rc = 0;
 
-	if (!sorted)
+	*keep = rs->n;
+	if (!pend)
 		return -ENOMEM;
-	for (size_t i = 0; i < rs->n; i++)
-		if (row_ref(rs->v[i])[0].type == SQL_INT)
-			sorted[n++] = rs->v[i];
-	qsort(sorted, n, sizeof(*sorted), by_payload);
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		int64_t id = row_ref(sorted[i])[0].i;
+	for (size_t i = 0; i < rs->n; i++) {
+		const struct sql_value *ref = row_ref(rs->v[i]);
 
-		if (i == 0 || id != pl.id)
-			rc = payload_load(s, c, id, &pl);
+		if (row_in_payload(rs->v[i]))
+			pend[n++] = (struct pending){
+				.row = i, .payload = ref[0].type == SQL_INT ? ref[0].i : INT64_MIN
+			};
+	}
+	/* Group by payload; each group's first need is its first row. */
+	qsort(pend, n, sizeof(*pend), by_payload);
+	for (size_t i = 0; i < n; i++)
+		pend[i].first = i && pend[i].payload == pend[i - 1].payload ? pend[i - 1].first
+									    : pend[i].row;
+	qsort(pend, n, sizeof(*pend), by_first_need);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct row_copy *r = rs->v[pend[i].row];
+
+		if (!i || pend[i].payload != pend[i - 1].payload) {
+			if (budget && i && spent >= budget) {
+				*keep = pend[i].first;
+				break;
+			}
+			if (pend[i].payload != INT64_MIN) {
+				rc = payload_load(s, c, pend[i].payload, &pl);
+				spent += pl.len;
+			} else {
+				free(pl.plain);
+				pl = (struct payload){ .id = INT64_MIN, .rc = -EBADMSG };
+			}
+		}
 		if (rc == 0)
-			rc = pl.rc == -ENOMEM ? -ENOMEM : row_slice(sorted[i], col, &pl);
+			rc = pl.rc == -ENOMEM ? -ENOMEM : row_slice(r, col, &pl);
 	}
 	free(pl.plain);
-	free(sorted);
+	free(pend);
 	return rc;
 }
 
-int store_exec_events(struct store *s, struct store_conn *c, enum store_stmt id,
-		      const char *sql, const struct sql_value *params, int n, int bytes_col,
-		      sql_row_fn *fn, void *arg)
+int store_exec_events_within(struct store *s, struct store_conn *c, enum store_stmt id,
+			     const char *sql, const struct sql_value *params, int n,
+			     int bytes_col, size_t budget, bool *cut, sql_row_fn *fn, void *arg)
 {
 	struct rows rs = { .bytes_col = bytes_col };
+	size_t keep = 0;
 	int rc = store_exec(s, c, id, sql, params, n, rows_add, &rs);
 
 	if (rc == -EINVAL) {
@@ -204,11 +258,20 @@ int store_exec_events(struct store *s, struct store_conn *c, enum store_stmt id,
 		rc = -EIO;
 	}
 	if (rc == 0)
-		rc = rows_resolve(s, c, &rs, bytes_col);
+		rc = rows_resolve(s, c, &rs, bytes_col, budget, &keep);
 	if (rc == -ENOMEM)
 		log_error("store: out of memory reading events");
-	for (size_t i = 0; rc == 0 && i < rs.n; i++)
+	if (cut)
+		*cut = rc == 0 && keep < rs.n;
+	for (size_t i = 0; rc == 0 && i < keep; i++)
 		rc = fn(arg, rs.v[i]->cols, rs.v[i]->ncols);
 	rows_free(&rs);
 	return rc;
+}
+
+int store_exec_events(struct store *s, struct store_conn *c, enum store_stmt id,
+		      const char *sql, const struct sql_value *params, int n, int bytes_col,
+		      sql_row_fn *fn, void *arg)
+{
+	return store_exec_events_within(s, c, id, sql, params, n, bytes_col, 0, NULL, fn, arg);
 }

@@ -21,6 +21,7 @@
 #ifndef DBWARD_COLLECTOR_STORE_PAYLOAD_H
 #define DBWARD_COLLECTOR_STORE_PAYLOAD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,5 +41,13 @@
 int store_exec_events(struct store *s, struct store_conn *c, enum store_stmt id,
 		      const char *sql, const struct sql_value *params, int n, int bytes_col,
 		      sql_row_fn *fn, void *arg);
+
+/* store_exec_events reading at most about @budget bytes of decompressed
+ * batches (0: no limit): the rows from the first whose batch comes after
+ * the budget is spent are left out, and *@cut says so. At least one batch
+ * is read, so a caller paging by id always moves on. */
+int store_exec_events_within(struct store *s, struct store_conn *c, enum store_stmt id,
+			     const char *sql, const struct sql_value *params, int n,
+			     int bytes_col, size_t budget, bool *cut, sql_row_fn *fn, void *arg);
 
 #endif

@@ -150,9 +150,8 @@ static void filter_limit(struct query_sql *q, const struct store_filter *f)
 	q_add(q, " LIMIT $%d", q_param(q, sql_int(page_limit(f->limit))));
 }
 
-/* Runs a dynamic query on a read connection; @events: it selects
- * SQL_EVENT_COLUMNS (store_exec_events). */
-static int q_run(struct store *s, struct query_sql *q, sql_row_fn *fn, void *arg, bool events)
+/* Runs a dynamic query on a read connection. */
+static int q_run(struct store *s, struct query_sql *q, sql_row_fn *fn, void *arg)
 {
 	struct store_conn *c;
 	int rc;
@@ -162,11 +161,7 @@ static int q_run(struct store *s, struct query_sql *q, sql_row_fn *fn, void *arg
 		return -EIO;
 	}
 	c = store_reader_get(s);
-	if (events)
-		rc = store_exec_events(s, c, STMT_DYNAMIC, q->text, q->params, q->n,
-				       SQL_EVENT_BYTES_COL, fn, arg);
-	else
-		rc = store_exec(s, c, STMT_DYNAMIC, q->text, q->params, q->n, fn, arg);
+	rc = store_exec(s, c, STMT_DYNAMIC, q->text, q->params, q->n, fn, arg);
 	store_reader_put(s, c);
 	return rc;
 }
@@ -200,16 +195,35 @@ static int event_row(void *arg, const struct sql_value *cols, int ncols)
 	return w->fn(w->arg, &e);
 }
 
-int store_events(struct store *s, const struct store_filter *f, store_event_fn *fn, void *arg)
+int store_events_page(struct store *s, const struct store_filter *f, size_t budget,
+		      store_event_fn *fn, void *arg, bool *cut)
 {
 	struct query_sql q = { .len = 0 };
 	struct event_walk w = { fn, arg, false };
+	struct store_conn *c;
+	int rc;
 
+	*cut = false;
 	q_add(&q, "SELECT " SQL_EVENT_COLUMNS " FROM events");
 	filter_where(&q, f, s->be->substr_fn);
 	q_add(&q, " ORDER BY id");
 	filter_limit(&q, f);
-	return q_run(s, &q, event_row, &w, true);
+	if (q.overflow) {
+		log_error("store: a query's filters do not fit");
+		return -EIO;
+	}
+	c = store_reader_get(s);
+	rc = store_exec_events_within(s, c, STMT_DYNAMIC, q.text, q.params, q.n,
+				      SQL_EVENT_BYTES_COL, budget, cut, event_row, &w);
+	store_reader_put(s, c);
+	return rc;
+}
+
+int store_events(struct store *s, const struct store_filter *f, store_event_fn *fn, void *arg)
+{
+	bool cut;
+
+	return store_events_page(s, f, 0, fn, arg, &cut);
 }
 
 int store_event_by_id(struct store *s, uint64_t id, store_event_fn *fn, void *arg)
@@ -281,7 +295,7 @@ int store_sessions(struct store *s, const struct store_filter *f, store_session_
 	}
 	q_add(&q, " GROUP BY e.agent_id, o.session_id ORDER BY max(e.ts) DESC, o.session_id");
 	filter_limit(&q, f);
-	return q_run(s, &q, session_row, &w, false);
+	return q_run(s, &q, session_row, &w);
 }
 
 /* --- alerts and agents -------------------------------------------------- */

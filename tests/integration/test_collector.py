@@ -256,8 +256,8 @@ def test_tampering_makes_verify_fail_and_say_where(ledger_with_statements, tampe
         listed = collector.api(f"events/{victim}")
         assert listed["seq"] == target["seq"] and "payload" in listed["error"], listed
         assert victim in [e["id"] for e in collector.events()]
-        status, _ = collector.get(f"receipts/{victim}")
-        assert status == 500, status
+        status, body = collector.get(f"receipts/{victim}")
+        assert status == 409 and "payload" in body["error"], (status, body)
 
 
 def test_receipts_verify_offline_and_one_flipped_bit_does_not(ledger_with_statements,

@@ -1817,6 +1817,73 @@ STORE_TEST(verify_finds_an_event_pointed_at_another_slice)
 	bytes_free(b, 4);
 }
 
+/* A payload id that is not an integer is an altered row: unreadable bytes,
+ * not the row's empty raw_inline read as an event. */
+STORE_TEST(verify_finds_a_payload_id_that_is_not_a_number)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[4];
+	struct problems pr;
+
+	append_kept(&ch, b, 4, 4);
+	tamper("UPDATE events SET payload = 'x' WHERE id = 2",
+	       "ALTER TABLE events ALTER COLUMN payload TYPE TEXT; "
+	       "UPDATE events SET payload = 'x' WHERE id = 2");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 2, "the event's bytes are missing"));
+	cr_assert(!has_problem(&pr, 2, "column"));
+	bytes_free(b, 4);
+}
+
+struct page {
+	size_t n;
+	uint64_t last;
+};
+
+static int page_event(void *arg, const struct store_event *e)
+{
+	struct page *pg = arg;
+
+	cr_assert_not_null(e->raw);
+	cr_assert_gt(e->id, pg->last);
+	pg->last = e->id;
+	pg->n++;
+	return 0;
+}
+
+/* A page stops at its read budget (each batch here ~1 KiB decompressed):
+ * at least one batch each time, cut says more may follow, and paging on
+ * from its last id reads every event once. */
+STORE_TEST(a_page_stops_at_its_read_budget_and_paging_goes_on)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[24];
+	struct store_filter f = { .pid = -1, .limit = 100 };
+	struct page pg = { 0 };
+	size_t pages = 0;
+	bool cut = true;
+
+	append_kept(&ch, b, 24, 3);	/* 8 batches of 3 */
+	while (cut) {
+		size_t before = pg.n;
+
+		f.after_id = pg.last;
+		cr_assert_eq(store_events_page(fx.s, &f, 1, page_event, &pg, &cut), 0);
+		cr_assert_eq(pg.n - before, cut ? 3 : pg.n - before);
+		pages++;
+	}
+	cr_assert_eq(pg.n, 24);
+	cr_assert_eq(pages, 8);
+	cr_assert_eq(pg.last, 24);
+	f.after_id = pg.last;
+	pg.n = 0;
+	cr_assert_eq(store_events_page(fx.s, &f, STORE_PAGE_READ_BUDGET, page_event, &pg, &cut),
+		     0);
+	cr_assert_not(cut);
+	cr_assert_eq(pg.n, 0, "after the last id, nothing");
+	bytes_free(b, 24);
+}
+
 /* A slice past its payload's end reads as missing bytes, not past a buffer. */
 STORE_TEST(verify_finds_a_slice_outside_its_payload)
 {
@@ -1831,19 +1898,16 @@ STORE_TEST(verify_finds_a_slice_outside_its_payload)
 	bytes_free(b, 4);
 }
 
-/* Odd seqs in one batch, even in the next, then all of them again: the
- * resend finds each stored by its leaf hash (no bytes read), and reading
- * them back, in seq order, alternates between the two payloads. */
-STORE_TEST(events_of_interleaved_batches_read_back_and_resend_cleanly)
+/* Odd seqs in one batch, even in the next: reading them back in seq
+ * order alternates between the two payloads. */
+STORE_TEST(events_of_interleaved_batches_read_back)
 {
 	struct chain ch = { .agent = "agent-p", .epoch = 1 };
 	struct event_bytes b[20], odd[10], even[10];
 	struct bytes_check bc = { b, 20, 0 };
 	struct store_filter all = { .pid = -1 };
 	struct store_append_result res;
-	struct alerts al = { 0 };
 	struct problems pr;
-	uint64_t before;
 
 	for (int i = 0; i < 20; i++) {
 		b[i] = chain_next(&ch, NULL);
@@ -1852,15 +1916,67 @@ STORE_TEST(events_of_interleaved_batches_read_back_and_resend_cleanly)
 	cr_assert_eq(append("agent-p", odd, 10, &res), 0);
 	cr_assert_eq(append("agent-p", even, 10, &res), 0);
 	cr_assert_eq(res.acked_seq, 20);
-	cr_assert_eq(store_alert_count(fx.s, &before), 0);
-	cr_assert_eq(append("agent-p", b, 20, &res), 0);
-	cr_assert_eq(res.duplicates, 20);
-	cr_assert_eq(store_alerts(fx.s, before, 16, collect_alert, &al), 0);
-	cr_assert_eq(al.n, 0, "a resend of the same bytes is no equivocation");
+	cr_assert_eq(db_int("SELECT count(DISTINCT payload) FROM events"), 2);
 	cr_assert_eq(store_events(fx.s, &all, check_bytes, &bc), 0);
 	cr_assert_eq(bc.seen, 20);
 	cr_assert_eq(verify(&pr), 0);
 	bytes_free(b, 20);
+}
+
+/* Odd seqs stored, then all of them sent again: each new even seq's
+ * prev_hash is checked against the odd duplicate before it in the same
+ * batch, whose chain hash is its own bytes' (no stored event read, no
+ * alert), and the resent bytes are no equivocation. */
+STORE_TEST(a_resend_chains_its_new_events_to_its_duplicates)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[40], odd[20];
+	struct store_append_result res;
+	struct alerts al = { 0 };
+	struct problems pr;
+	uint64_t before;
+
+	for (int i = 0; i < 40; i++) {
+		b[i] = chain_next(&ch, NULL);
+		if (i % 2 == 0)
+			odd[i / 2] = b[i];
+	}
+	cr_assert_eq(append("agent-p", odd, 20, &res), 0);
+	cr_assert_eq(store_alert_count(fx.s, &before), 0);
+	cr_assert_eq(append("agent-p", b, 40, &res), 0);
+	cr_assert_eq(res.accepted, 20);
+	cr_assert_eq(res.duplicates, 20);
+	cr_assert_eq(res.acked_seq, 40);
+	cr_assert_eq(store_alerts(fx.s, before, 16, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 0, "%s: %s", al.kinds[0], al.details[0]);
+	cr_assert_eq(verify(&pr), 0);
+	bytes_free(b, 40);
+}
+
+/* Seq 5 fills a gap with a prev_hash that is not seq 4's: the stored seq
+ * 4 is read (from its batch's payload) and the chain break raised. */
+STORE_TEST(a_gap_filled_with_a_broken_chain_is_an_alert)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[8], forged;
+	struct store_append_result res;
+	struct alerts al = { 0 };
+	uint8_t wrong[EVENT_HASH_LEN];
+
+	for (int i = 0; i < 8; i++)
+		b[i] = chain_next(&ch, NULL);
+	cr_assert_eq(append("agent-p", b, 4, &res), 0);
+	cr_assert_eq(append("agent-p", b + 5, 3, &res), 0);
+	memset(wrong, 0x5a, sizeof(wrong));
+	forged = pack(&ch, 5, wrong, &(struct spec){ .pid = 4242 });
+	cr_assert_eq(append("agent-p", &forged, 1, &res), 0);
+	cr_assert_eq(res.accepted, 1);
+	cr_assert_eq(store_alerts(fx.s, 0, 16, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 2);
+	cr_assert_str_eq(al.kinds[1], "chain");
+	cr_assert_str_eq(al.details[1], "seq 5: prev_hash is not the hash of seq 4");
+	free(forged.raw);
+	bytes_free(b, 8);
 }
 
 /* Seq 5 arrives after 6..8, with seq 4's batch gone: its prev_hash cannot
@@ -1889,8 +2005,8 @@ STORE_TEST(an_event_whose_previous_is_unreadable_is_unchecked_not_a_gap)
 }
 
 /* Even seqs first, then the odd ones: each odd seq's previous was stored
- * before. The first STORED_PREV_MAX (8) are read and checked; the rest
- * are left to verify, in one alert. */
+ * before, in a payload. The first STORED_PREV_PAYLOADS (8) are read and
+ * checked; the rest are left to verify, in one alert. */
 STORE_TEST(a_batch_reads_a_bounded_number_of_stored_events_for_its_chain)
 {
 	struct chain ch = { .agent = "agent-p", .epoch = 1 };
@@ -1904,8 +2020,11 @@ STORE_TEST(a_batch_reads_a_bounded_number_of_stored_events_for_its_chain)
 		b[i] = chain_next(&ch, NULL);
 		(i % 2 ? even : odd)[i / 2] = b[i];
 	}
+	/* Each even seq's predecessor is missing: a gap each, whatever the
+	 * number, since finding that reads no payload. */
 	cr_assert_eq(append("agent-p", even, 20, &res), 0);
 	cr_assert_eq(store_alert_count(fx.s, &before), 0);
+	cr_assert_eq(before, 20);
 	cr_assert_eq(append("agent-p", odd, 20, &res), 0);
 	cr_assert_eq(res.accepted, 20);
 	cr_assert_eq(res.acked_seq, 40);
