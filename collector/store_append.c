@@ -172,10 +172,13 @@ static int run(struct append *a, enum store_stmt id, const char *sql,
 	return a->s->be->exec(a->c, id, sql, p, n, fn, arg, NULL);
 }
 
+/* @in's bytes lie within @p's decompressed batch (compared as addresses:
+ * pointers into different objects do not compare in C). */
 static bool in_payload(const struct store_payload *p, const struct store_event_in *in)
 {
-	return in->raw >= p->plain && in->len <= p->plain_len &&
-	       (size_t)(in->raw - p->plain) <= p->plain_len - in->len;
+	uintptr_t at = (uintptr_t)in->raw, base = (uintptr_t)p->plain;
+
+	return at >= base && in->len <= p->plain_len && at - base <= p->plain_len - in->len;
 }
 
 static int validate(const char *agent_id, const struct store_event_in *events, size_t n,
@@ -257,8 +260,9 @@ static int seq_cmp(const void *x, const void *y)
 
 /*
  * Which of the batch's seqs are stored already, with their leaf hashes (to
- * tell a resend from equivocation without reading their bytes). Close seqs share a range query (one index
- * range, not a lookup each); a range grows only while it spans at most
+ * tell a resend from equivocation without reading their bytes). Close
+ * seqs share a range query (one index range, not a lookup each); a range
+ * grows only while it spans at most
  * SEQ_SPAN_PER_SEQ per seq it holds, so a batch {1, 2^62} reads two
  * points, never the history between them, and no batch reads more than
  * about SEQ_SPAN_PER_SEQ rows per event.
@@ -904,7 +908,8 @@ static struct append *append_new(struct store *s, const char *agent_id,
 	a->is_new = calloc(n, sizeof(*a->is_new));
 	a->origin_ids = calloc(n, sizeof(*a->origin_ids));
 	a->hashes = malloc(n * sizeof(*a->hashes));
-	if (!a->will_store || !a->is_new || !a->origin_ids || !a->hashes || seq_map_init(&a->seen, n + 1) < 0) {
+	if (!a->will_store || !a->is_new || !a->origin_ids || !a->hashes ||
+	    seq_map_init(&a->seen, n + 1) < 0) {
 		append_free(a);
 		return NULL;
 	}

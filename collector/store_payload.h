@@ -11,8 +11,9 @@
  * end the select list with SQL_EVENT_PAYLOAD_REF, then run the query with
  * store_exec_events, which hands their callback each row with the bytes in
  * that column wherever they were kept. It reads the whole result first,
- * then each payload the rows point into once, in payload order, copying
- * each row's slice out: a read decompresses each batch it touches once,
+ * then each payload the rows point into once, in the order the rows first
+ * need them, copying each row's slice out: a read decompresses each batch
+ * it touches once,
  * whatever order its rows come in, and holds the result's rows and event
  * bytes in memory (as the rows themselves did before schema 4). A
  * PostgreSQL connection could not run the payload query inside another's
