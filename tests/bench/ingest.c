@@ -18,7 +18,9 @@
  *   e2e             through a real dbward-collector (DIR/dbward-collector,
  *                   certificates from DIR/dbward ca) over mTLS, batches
  *                   framed and zstd'ed as the agent does, one in flight,
- *                   each waiting for its Ack: events/s;
+ *                   each waiting for its Ack: events/s; then 4 agents at
+ *                   once (batches of 5000, the same number of events in
+ *                   all), as a fleet sends;
  *   zstd            raw protobuf bytes / zstd level 3, batches of 1000,
  *                   and the JSON of the same events for comparison;
  *   store postgres  as store sqlite, when DBWARD_BENCH_PG_URL is set
@@ -38,6 +40,7 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,6 +225,7 @@ static struct stmt_shape stmt_text(char *sql, size_t cap, size_t pad)
 }
 
 struct chain {
+	const char *agent;
 	uint64_t seq, ts;
 	uint8_t prev[EVENT_HASH_LEN];
 };
@@ -231,7 +235,7 @@ static int chain_add(struct corpus *c, struct chain *ch, Dbward__V1__Event *ev)
 	size_t len;
 	uint8_t *raw;
 
-	ev->agent_id = (char *)AGENT_ID;
+	ev->agent_id = (char *)ch->agent;
 	ev->epoch = 1;
 	ev->seq = ++ch->seq;
 	ch->ts += 20000 + rnd_below(200000);
@@ -276,12 +280,12 @@ static void fill_session(const struct bench_session *s, Dbward__V1__Session *ses
 	sess->application_name = (char *)s->app;
 }
 
-/* @n events, about 97% statements, the rest opens and closes. @pad: SQL
- * padded to about that many bytes (0: as is). */
-static int corpus_make(struct corpus *c, size_t n, size_t pad)
+/* @n events of @agent, about 97% statements, the rest opens and closes.
+ * @pad: SQL padded to about that many bytes (0: as is). */
+static int corpus_make_for(struct corpus *c, size_t n, size_t pad, const char *agent)
 {
 	static struct bench_session sessions[SESSIONS];
-	struct chain ch = { .ts = 1750000000000000000ull };
+	struct chain ch = { .agent = agent, .ts = 1750000000000000000ull };
 	char sql[8192];
 
 	rng_state = 0x243f6a8885a308d3ull;
@@ -343,6 +347,11 @@ static int corpus_make(struct corpus *c, size_t n, size_t pad)
 			session_start(s, k);
 	}
 	return 0;
+}
+
+static int corpus_make(struct corpus *c, size_t n, size_t pad)
+{
+	return corpus_make_for(c, n, pad, AGENT_ID);
 }
 
 static void corpus_free(struct corpus *c)
@@ -776,24 +785,72 @@ static int send_batch(SSL *ssl, const uint8_t *z, size_t zlen, uint32_t *accepte
 	return rc;
 }
 
+#define E2E_AGENTS_MAX 8
+#define E2E_FLEET 4		/* agents at once in the fleet line */
+
+/* One synthetic agent's connection and what it sends. */
+struct e2e_agent {
+	char name[32];
+	SSL_CTX *ctx;
+	SSL *ssl;
+	int fd;
+	uint8_t **z;			/* its batches, compressed up front */
+	size_t *zlen, n_batches;
+	uint64_t accepted;
+	int rc;
+};
+
 struct e2e {
 	char dir[PATH_MAX];
 	const char *bin;
 	pid_t collector;
 	int port;
-	SSL_CTX *ctx;
-	SSL *ssl;
-	int fd;
+	struct e2e_agent agents[E2E_AGENTS_MAX];
+	unsigned n_agents;
 	uint64_t cpu_ns;		/* the collector's, from start to exit */
 };
 
+static int e2e_connect(struct e2e *e, const char *ca, struct e2e_agent *a)
+{
+	char path[PATH_MAX + 64];
+
+	a->fd = -1;
+	for (int i = 0; i < 200 && a->fd < 0; i++) {
+		a->fd = tcp_connect(e->port);
+		if (a->fd < 0)
+			usleep(25000);
+	}
+	if (a->fd < 0) {
+		fprintf(stderr, "bench-ingest: the collector did not listen on %d\n", e->port);
+		return -1;
+	}
+	a->ctx = SSL_CTX_new(TLS_client_method());
+	snprintf(path, sizeof(path), "%s/ca.crt", ca);
+	if (!a->ctx || SSL_CTX_load_verify_locations(a->ctx, path, NULL) != 1)
+		return -1;
+	snprintf(path, sizeof(path), "%s/%s.crt", ca, a->name);
+	if (SSL_CTX_use_certificate_chain_file(a->ctx, path) != 1)
+		return -1;
+	snprintf(path, sizeof(path), "%s/%s.key", ca, a->name);
+	if (SSL_CTX_use_PrivateKey_file(a->ctx, path, SSL_FILETYPE_PEM) != 1)
+		return -1;
+	SSL_CTX_set_verify(a->ctx, SSL_VERIFY_PEER, NULL);
+	a->ssl = SSL_new(a->ctx);
+	if (!a->ssl || SSL_set_fd(a->ssl, a->fd) != 1 || SSL_connect(a->ssl) != 1) {
+		ERR_print_errors_fp(stderr);
+		return -1;
+	}
+	return 0;
+}
+
+/* A collector on SQLite, and a connection for each of e->n_agents agents
+ * (their names set), each with a certificate of its own. */
 static int e2e_start(struct e2e *e, const char *tmp, const char *bin)
 {
 	char ca[PATH_MAX + 8], cfg[2 * PATH_MAX], tool[PATH_MAX + 16], coll[PATH_MAX + 32];
 	FILE *f;
 
 	e->bin = bin;
-	e->fd = -1;
 	snprintf(e->dir, sizeof(e->dir), "%s/e2e", tmp);
 	snprintf(ca, sizeof(ca), "%s/pki", e->dir);
 	snprintf(tool, sizeof(tool), "%s/dbward", bin);
@@ -802,10 +859,17 @@ static int e2e_start(struct e2e *e, const char *tmp, const char *bin)
 	{
 		char *init[] = { tool, (char *)"ca", (char *)"init", ca, NULL };
 		char *srv[] = { tool, (char *)"ca", (char *)"issue", ca, (char *)"collector", NULL };
-		char *cli[] = { tool, (char *)"ca", (char *)"issue", ca, (char *)AGENT_ID, NULL };
 
-		if (run_cmd(init) < 0 || run_cmd(srv) < 0 || run_cmd(cli) < 0) {
+		if (run_cmd(init) < 0 || run_cmd(srv) < 0) {
 			fprintf(stderr, "bench-ingest: `%s ca init/issue` failed\n", tool);
+			return -1;
+		}
+	}
+	for (unsigned k = 0; k < e->n_agents; k++) {
+		char *cli[] = { tool, (char *)"ca", (char *)"issue", ca, e->agents[k].name, NULL };
+
+		if (run_cmd(cli) < 0) {
+			fprintf(stderr, "bench-ingest: `%s ca issue` failed\n", tool);
 			return -1;
 		}
 	}
@@ -825,30 +889,9 @@ static int e2e_start(struct e2e *e, const char *tmp, const char *bin)
 		execl(coll, coll, "--config", cfg, (char *)NULL);
 		_exit(127);
 	}
-	for (int i = 0; i < 200 && e->fd < 0; i++) {
-		usleep(25000);
-		e->fd = tcp_connect(e->port);
-	}
-	if (e->fd < 0) {
-		fprintf(stderr, "bench-ingest: %s did not listen on %d\n", coll, e->port);
-		return -1;
-	}
-	e->ctx = SSL_CTX_new(TLS_client_method());
-	snprintf(cfg, sizeof(cfg), "%s/ca.crt", ca);
-	if (!e->ctx || SSL_CTX_load_verify_locations(e->ctx, cfg, NULL) != 1)
-		return -1;
-	snprintf(cfg, sizeof(cfg), "%s/%s.crt", ca, AGENT_ID);
-	if (SSL_CTX_use_certificate_chain_file(e->ctx, cfg) != 1)
-		return -1;
-	snprintf(cfg, sizeof(cfg), "%s/%s.key", ca, AGENT_ID);
-	if (SSL_CTX_use_PrivateKey_file(e->ctx, cfg, SSL_FILETYPE_PEM) != 1)
-		return -1;
-	SSL_CTX_set_verify(e->ctx, SSL_VERIFY_PEER, NULL);
-	e->ssl = SSL_new(e->ctx);
-	if (!e->ssl || SSL_set_fd(e->ssl, e->fd) != 1 || SSL_connect(e->ssl) != 1) {
-		ERR_print_errors_fp(stderr);
-		return -1;
-	}
+	for (unsigned k = 0; k < e->n_agents; k++)
+		if (e2e_connect(e, ca, &e->agents[k]) < 0)
+			return -1;
 	return 0;
 }
 
@@ -857,16 +900,20 @@ static void e2e_stop(struct e2e *e)
 	int status;
 
 	/* Idempotent: e2e_run stops it to read its CPU, then again on the way out. */
-	if (e->ssl) {
-		SSL_shutdown(e->ssl);
-		SSL_free(e->ssl);
-		e->ssl = NULL;
+	for (unsigned k = 0; k < e->n_agents; k++) {
+		struct e2e_agent *a = &e->agents[k];
+
+		if (a->ssl) {
+			SSL_shutdown(a->ssl);
+			SSL_free(a->ssl);
+			a->ssl = NULL;
+		}
+		SSL_CTX_free(a->ctx);
+		a->ctx = NULL;
+		if (a->fd > 0)
+			close(a->fd);
+		a->fd = -1;
 	}
-	SSL_CTX_free(e->ctx);
-	e->ctx = NULL;
-	if (e->fd > 0)
-		close(e->fd);
-	e->fd = -1;
 	if (e->collector > 0) {
 		struct rusage ru;
 
@@ -884,60 +931,115 @@ static void e2e_stop(struct e2e *e)
 	}
 }
 
-static int e2e_run(const char *tmp, const char *bin, const struct corpus *c, size_t batch)
+/* @c's events in batches of @batch, compressed as an agent sends them. */
+static int e2e_batches(struct e2e_agent *a, const struct corpus *c, size_t batch, size_t *wire)
 {
-	struct e2e e = { 0 };
-	uint8_t **z = NULL;
-	size_t *zlen = NULL, n_batches = (c->n + batch - 1) / batch, wire = 0;
-	uint64_t start, ns, accepted = 0;
-	int rc = -1;
-
-	/* Compressed up front: the figure is the collector's, not the agent's. */
-	z = calloc(n_batches, sizeof(*z));
-	zlen = calloc(n_batches, sizeof(*zlen));
-	if (!z || !zlen)
-		goto out;
-	for (size_t b = 0; b < n_batches; b++) {
+	a->n_batches = (c->n + batch - 1) / batch;
+	a->z = calloc(a->n_batches, sizeof(*a->z));
+	a->zlen = calloc(a->n_batches, sizeof(*a->zlen));
+	if (!a->z || !a->zlen)
+		return -1;
+	for (size_t b = 0; b < a->n_batches; b++) {
 		size_t i = b * batch, k = c->n - i < batch ? c->n - i : batch, plen;
 		uint8_t *p = batch_pack(c->raw + i, c->len + i, k, &plen);
 
-		if (!p || wire_compress(p, plen, ZSTD_LEVEL, &z[b], &zlen[b]) < 0) {
+		if (!p || wire_compress(p, plen, ZSTD_LEVEL, &a->z[b], &a->zlen[b]) < 0) {
 			free(p);
-			goto out;
+			return -1;
 		}
-		wire += zlen[b];
+		*wire += a->zlen[b];
 		free(p);
+	}
+	return 0;
+}
+
+/* One agent's batches, one in flight, each waiting for its Ack. */
+static void *e2e_send_all(void *arg)
+{
+	struct e2e_agent *a = arg;
+
+	a->rc = 0;
+	for (size_t b = 0; b < a->n_batches && a->rc == 0; b++) {
+		uint32_t acc = 0;
+
+		a->rc = send_batch(a->ssl, a->z[b], a->zlen[b], &acc);
+		a->accepted += acc;
+	}
+	return NULL;
+}
+
+/*
+ * @n_agents agents at once (1: the agent's own corpus @c; more: a corpus
+ * of @c->n / @n_agents events each, under its own name), each with one
+ * batch in flight: with several, one connection's decoding overlaps
+ * another's append, as with a fleet.
+ */
+static int e2e_run(const char *tmp, const char *bin, const struct corpus *c, size_t batch,
+		   unsigned n_agents)
+{
+	struct e2e e = { .n_agents = n_agents };
+	struct corpus own[E2E_AGENTS_MAX];
+	pthread_t threads[E2E_AGENTS_MAX];
+	size_t wire = 0, events = 0;
+	uint64_t start, ns, accepted = 0;
+	unsigned made = 0, started = 0;
+	char who[16] = "";
+	int rc = -1;
+
+	for (unsigned k = 0; k < n_agents; k++) {
+		struct e2e_agent *a = &e.agents[k];
+		const struct corpus *ck = c;
+
+		snprintf(a->name, sizeof(a->name), n_agents == 1 ? AGENT_ID : AGENT_ID "-%u", k);
+		if (n_agents > 1) {
+			if (corpus_make_for(&own[k], c->n / n_agents, 0, a->name) < 0)
+				goto out;
+			made++;
+			ck = &own[k];
+		}
+		events += ck->n;
+		/* Compressed up front: the figure is the collector's, not the agents'. */
+		if (e2e_batches(a, ck, batch, &wire) < 0)
+			goto out;
 	}
 	if (e2e_start(&e, tmp, bin) < 0)
 		goto out;
 	start = clock_monotonic_ns();
-	for (size_t b = 0; b < n_batches; b++) {
-		uint32_t acc = 0;
-
-		if (send_batch(e.ssl, z[b], zlen[b], &acc) < 0)
-			goto out;
-		accepted += acc;
+	for (; started < n_agents; started++)
+		if (pthread_create(&threads[started], NULL, e2e_send_all, &e.agents[started]) != 0)
+			break;
+	for (unsigned k = 0; k < started; k++) {
+		pthread_join(threads[k], NULL);
+		accepted += e.agents[k].accepted;
 	}
 	ns = clock_monotonic_ns() - start;
-	if (accepted != c->n) {
+	if (started < n_agents || accepted != events) {
 		fprintf(stderr, "bench-ingest: collector accepted %" PRIu64 " of %zu\n", accepted,
-			c->n);
+			events);
 		goto out;
 	}
 	/* Its whole life: startup, TLS, decoding, storing, the last checkpoint. */
 	e2e_stop(&e);
-	printf("e2e   collector sqlite batch=%-5zu events=%zu: %.0f events/s (%.1f MB/s on the "
-	       "wire, mTLS, one batch in flight, acked after commit; collector %.2f us "
+	if (n_agents > 1)
+		snprintf(who, sizeof(who), " agents=%u", n_agents);
+	printf("e2e   collector sqlite batch=%-5zu events=%zu%s: %.0f events/s (%.1f MB/s on the "
+	       "wire, mTLS, one batch in flight per agent, acked after commit; collector %.2f us "
 	       "CPU/event)\n",
-	       batch, c->n, c->n / (ns / 1e9), wire / (ns / 1e3), e.cpu_ns / 1e3 / c->n);
+	       batch, events, who, events / (ns / 1e9), wire / (ns / 1e3), e.cpu_ns / 1e3 / events);
 	fflush(stdout);
 	rc = 0;
 out:
 	e2e_stop(&e);
-	for (size_t b = 0; z && b < n_batches; b++)
-		free(z[b]);
-	free(z);
-	free(zlen);
+	for (unsigned k = 0; k < n_agents; k++) {
+		struct e2e_agent *a = &e.agents[k];
+
+		for (size_t b = 0; a->z && b < a->n_batches; b++)
+			free(a->z[b]);
+		free(a->z);
+		free(a->zlen);
+	}
+	for (unsigned k = 0; k < made; k++)
+		corpus_free(&own[k]);
 	return rc;
 }
 
@@ -1028,7 +1130,8 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	if (sqlite_run(tmp, &c, 1000, key) < 0 || sqlite_run(tmp, &c, 5000, key) < 0)
 		goto out_corpus;
-	if (e2e && (e2e_run(tmp, bin, &c, 1000) < 0 || e2e_run(tmp, bin, &c, 5000) < 0))
+	if (e2e && (e2e_run(tmp, bin, &c, 1000, 1) < 0 || e2e_run(tmp, bin, &c, 5000, 1) < 0 ||
+		    e2e_run(tmp, bin, &c, 5000, E2E_FLEET) < 0))
 		goto out_corpus;
 	if (pg) {
 		char agent[64];
