@@ -35,6 +35,7 @@ struct fixture {
 	struct signing_key *key;
 	struct verify_key *vk;
 	bool inline_bytes;	/* append() without the batch's payload */
+	size_t batch_padding;	/* append(): bytes of a field no event is in */
 };
 
 static struct fixture fx;
@@ -246,7 +247,7 @@ struct test_batch {
 static void batch_make(struct test_batch *tb, const struct event_bytes *b, size_t n,
 		       struct store_event_in *in)
 {
-	size_t len = 0, at = 0, cap;
+	size_t len = 1 + 10 + fx.batch_padding, at = 0, cap;
 
 	for (size_t i = 0; i < n; i++)
 		len += 1 + 10 + b[i].len;
@@ -264,6 +265,17 @@ static void batch_make(struct test_batch *tb, const struct event_bytes *b, size_
 		in[i].raw = tb->plain + at;
 		in[i].len = b[i].len;
 		at += b[i].len;
+	}
+	if (fx.batch_padding) {
+		uint64_t v = fx.batch_padding;
+
+		tb->plain[at++] = 0x7a;	/* field 15, length-delimited: a newer agent's */
+		do {
+			tb->plain[at++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+			v >>= 7;
+		} while (v);
+		memset(tb->plain + at, 0, fx.batch_padding);
+		at += fx.batch_padding;
 	}
 	cap = ZSTD_compressBound(at);
 	tb->data = malloc(cap);
@@ -1762,6 +1774,30 @@ STORE_TEST(a_resend_is_stored_as_a_payload_only_when_mostly_new)
 	cr_assert_eq(bc.seen, 17);
 	cr_assert_eq(verify(&pr), 0);
 	bytes_free(b, 17);
+}
+
+/* A batch that is mostly something else than its events (a field this
+ * collector does not know, zeros compressing to nothing) is not kept: a
+ * read of its events would decompress it all. */
+STORE_TEST(a_batch_mostly_of_other_fields_keeps_its_events_bytes_in_their_rows)
+{
+	struct chain ch = { .agent = "agent-p", .epoch = 1 };
+	struct event_bytes b[4];
+	struct bytes_check bc = { b, 4, 0 };
+	struct store_filter all = { .pid = -1 };
+	struct problems pr;
+
+	fx.batch_padding = 1 << 20;
+	append_kept(&ch, b, 2, 2);
+	fx.batch_padding = 0;
+	cr_assert_eq(db_int("SELECT count(*) FROM payloads"), 0);
+	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE payload IS NULL"), 2);
+	append_kept(&ch, b + 2, 2, 2);
+	cr_assert_eq(db_int("SELECT count(*) FROM payloads"), 1);
+	cr_assert_eq(store_events(fx.s, &all, check_bytes, &bc), 0);
+	cr_assert_eq(bc.seen, 4);
+	cr_assert_eq(verify(&pr), 0);
+	bytes_free(b, 4);
 }
 
 STORE_TEST(verify_finds_a_deleted_payload)
