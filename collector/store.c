@@ -490,7 +490,7 @@ static int receipt_build(struct store *s, struct store_conn *c, uint64_t id, str
 	rc = store_exec_events(s, c, STMT_EVENT_BY_ID, SQL_EVENT_BY_ID, p, 1, SQL_EVENT_BYTES_COL,
 			       receipt_event_row, &rr);
 	if (rc < 0)
-		return -EIO;
+		return rc == -ENOMEM ? -ENOMEM : -EIO;
 	if (rr.rc < 0)
 		return rr.rc;
 	if (!rr.found)

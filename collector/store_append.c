@@ -26,9 +26,10 @@
 #define SEQS_PAGE 1000
 /* A batch's new events whose previous seq was stored by an earlier batch,
  * not as the agent's newest, have that event's bytes read to check their
- * prev_hash: from its batch's payload (decompressed) this many times at
- * most; the others are left to verify, with an alert. An agent sending in
- * order needs one per gap it fills. */
+ * prev_hash: from at most this many distinct payloads (each decompressed
+ * once, kept while the next lookups need it); the others are left to
+ * verify, with an alert. An agent sending in order needs one per gap it
+ * fills. */
 #define STORED_PREV_PAYLOADS 8
 /* Loading a batch's stored seqs reads at most this many rows per seq. */
 #define SEQ_SPAN_PER_SEQ 16
@@ -160,6 +161,10 @@ struct append {
 
 	uint32_t accepted, duplicates;
 	unsigned stored_prev_payloads;	/* read by stored_hash */
+	int64_t prev_payload_id;	/* the last of them, decompressed: */
+	int prev_payload_rc;		/* 0, or why it is unusable */
+	uint8_t *prev_payload;
+	size_t prev_payload_len;
 	uint64_t unchecked, first_unchecked;	/* prev_hash left to verify */
 	uint64_t max_new_seq, max_ts, acked_seq;
 	bool ledger_found;
@@ -617,7 +622,7 @@ static int hash_row(void *arg, const struct sql_value *cols, int ncols)
 
 	(void)ncols;
 	if (cols[0].type != SQL_BLOB) {
-		e->unreadable = true;	/* its payload is gone: logged */
+		e->unreadable = true;	/* not bytes: an altered row, verify reports it */
 		return 0;
 	}
 	event_hash(cols[0].p, cols[0].len, e->hash);
@@ -625,22 +630,69 @@ static int hash_row(void *arg, const struct sql_value *cols, int ncols)
 	return 0;
 }
 
-static int payload_ref_row(void *arg, const struct sql_value *cols, int ncols)
+/* Where a stored event's bytes are. */
+struct stored_ref {
+	int where;		/* 0: not stored, 1: in its row, 2: in a payload */
+	int64_t payload, off, len;
+	bool payload_is_int;
+};
+
+static int stored_ref_row(void *arg, const struct sql_value *cols, int ncols)
 {
-	int *where = arg;
+	struct stored_ref *r = arg;
 
 	(void)ncols;
-	*where = cols[0].type == SQL_NULL ? 1 : 2;
+	r->where = cols[0].type == SQL_NULL ? 1 : 2;
+	r->payload_is_int = cols[0].type == SQL_INT && cols[1].type == SQL_INT &&
+			    cols[2].type == SQL_INT;
+	r->payload = cols[0].i;
+	r->off = cols[1].i;
+	r->len = cols[2].i;
+	return 0;
+}
+
+/* @e's bytes from payload @r, decompressed once per append while the
+ * lookups keep needing it, STORED_PREV_PAYLOADS payloads at most. */
+static int stored_hash_in_payload(struct append *a, const struct stored_ref *r,
+				  struct seq_entry *e)
+{
+	bool loaded = a->prev_payload_rc != -ENODATA && a->prev_payload_id == r->payload;
+	int rc;
+
+	if (!r->payload_is_int) {
+		e->unreadable = true;	/* an altered row: verify reports it */
+		return 0;
+	}
+	if (!loaded) {
+		if (a->stored_prev_payloads == STORED_PREV_PAYLOADS) {
+			e->unreadable = true;
+			return 0;
+		}
+		a->stored_prev_payloads++;
+		free(a->prev_payload);
+		a->prev_payload_id = r->payload;
+		rc = store_payload_read(a->s, a->c, r->payload, &a->prev_payload,
+					&a->prev_payload_len);
+		a->prev_payload_rc = rc;
+		if (rc == -ENOMEM || rc == -EIO)
+			return rc;
+	}
+	if (a->prev_payload_rc < 0 || !store_payload_holds(a->prev_payload_len, r->off, r->len)) {
+		e->unreadable = true;
+		return 0;
+	}
+	event_hash(a->prev_payload + r->off, (size_t)r->len, e->hash);
+	e->has_hash = true;
 	return 0;
 }
 
 /* The hash of a stored event that came before this batch: none when it
- * is not stored (a gap); unreadable when its payload is gone, or when this
- * batch has read STORED_PREV_PAYLOADS payloads already. */
+ * is not stored (a gap); unreadable when its bytes cannot be read or the
+ * append has read STORED_PREV_PAYLOADS payloads already. */
 static int stored_hash(struct append *a, struct seq_entry *e)
 {
 	struct sql_value p[] = { sql_text(a->agent_id), sql_u64(a->epoch), sql_u64(e->seq) };
-	int where = 0;		/* 0: not stored, 1: in its row, 2: in a payload */
+	struct stored_ref r = { .where = 0 };
 
 	if (e->seq == a->agent.max_seq && a->agent.has_last_hash) {
 		memcpy(e->hash, a->agent.last_hash, EVENT_HASH_LEN);
@@ -648,20 +700,17 @@ static int stored_hash(struct append *a, struct seq_entry *e)
 		return 0;
 	}
 	if (run(a, STMT_EVENT_PAYLOAD_BY_SEQ,
-		"SELECT payload FROM events WHERE agent_id = $1 AND epoch = $2 AND seq = $3", p, 3,
-		payload_ref_row, &where) < 0)
+		"SELECT " SQL_EVENT_PAYLOAD_REF " FROM events "
+		"WHERE agent_id = $1 AND epoch = $2 AND seq = $3",
+		p, 3, stored_ref_row, &r) < 0)
 		return -EIO;
-	if (where == 0)
+	if (r.where == 2)
+		return stored_hash_in_payload(a, &r, e);
+	if (r.where == 0)
 		return 0;
-	if (where == 2 && a->stored_prev_payloads == STORED_PREV_PAYLOADS) {
-		e->unreadable = true;
-		return 0;
-	}
-	a->stored_prev_payloads += where == 2;
-	return store_exec_events(a->s, a->c, STMT_EVENT_RAW_BY_SEQ,
-				 "SELECT raw_inline, " SQL_EVENT_PAYLOAD_REF " FROM events "
-				 "WHERE agent_id = $1 AND epoch = $2 AND seq = $3",
-				 p, 3, 0, hash_row, e);
+	return run(a, STMT_EVENT_RAW_BY_SEQ,
+		   "SELECT raw_inline FROM events WHERE agent_id = $1 AND epoch = $2 AND seq = $3",
+		   p, 3, hash_row, e) < 0 ? -EIO : 0;
 }
 
 static bool is_zero_hash(const ProtobufCBinaryData *h)
@@ -885,6 +934,7 @@ static void append_free(struct append *a)
 	for (int r = 0; r < a->n_events; r++)
 		store_row_release(&a->event_rows[r]);
 	free(a->seen.slots);
+	free(a->prev_payload);
 	free(a->will_store);
 	free(a->is_new);
 	free(a->origin_ids);
@@ -902,7 +952,7 @@ static struct append *append_new(struct store *s, const char *agent_id,
 	if (!a)
 		return NULL;
 	*a = (struct append){ .s = s, .agent_id = agent_id, .events = events, .n = n,
-			      .payload = payload };
+			      .payload = payload, .prev_payload_rc = -ENODATA };
 	a->epoch = events[0].ev->epoch;
 	a->will_store = calloc(n, sizeof(*a->will_store));
 	a->is_new = calloc(n, sizeof(*a->is_new));

@@ -3,8 +3,9 @@
  * are copied first; then the payloads they point into are read, each once,
  * in the order the rows first need them, and each row's slice copied out;
  * then the rows are handed on, in the query's order. A read costs one
- * decompression per distinct batch, whatever order the rows come in, and
- * with a budget it stops at the first row whose batch would go past it.
+ * decompression per distinct batch, whatever order the rows come in; with
+ * a budget, once the batches read have spent it, it stops at the first row
+ * that needs another.
  */
 #include "collector/store_payload.h"
 
@@ -112,33 +113,54 @@ struct payload {
 	size_t len;
 };
 
+struct payload_read {
+	uint8_t **plain;
+	size_t *len;
+	int rc;
+};
+
 static int payload_row(void *arg, const struct sql_value *cols, int ncols)
 {
-	struct payload *pl = arg;
+	struct payload_read *r = arg;
 	int rc;
 
 	(void)ncols;
 	if (cols[0].type != SQL_BLOB)
 		return 0;
-	rc = wire_decompress(cols[0].p, cols[0].len, WIRE_MAX_BATCH, &pl->plain, &pl->len);
-	pl->rc = rc == -ENOMEM ? -ENOMEM : rc < 0 ? -EBADMSG : 0;
+	rc = wire_decompress(cols[0].p, cols[0].len, WIRE_MAX_BATCH, r->plain, r->len);
+	r->rc = rc == -ENOMEM ? -ENOMEM : rc < 0 ? -EBADMSG : 0;
 	return 0;
+}
+
+int store_payload_read(struct store *s, struct store_conn *c, int64_t id, uint8_t **plain,
+		       size_t *len)
+{
+	struct sql_value p[] = { sql_int(id) };
+	struct payload_read r = { plain, len, -EBADMSG };
+
+	*plain = NULL;
+	*len = 0;
+	if (store_exec(s, c, STMT_PAYLOAD_GET, "SELECT data FROM payloads WHERE id = $1", p, 1,
+		       payload_row, &r) < 0)
+		return -EIO;
+	if (r.rc == -EBADMSG)
+		log_warn("store: payload %lld is missing or does not decompress", (long long)id);
+	return r.rc;
+}
+
+bool store_payload_holds(size_t size, int64_t off, int64_t len)
+{
+	return off >= 0 && len > 0 && (uint64_t)off <= size && (uint64_t)len <= size - (uint64_t)off;
 }
 
 /* Reads payload @id into @pl (replacing what it held): 0 (pl->rc says
  * whether it is usable) or -EIO. */
 static int payload_load(struct store *s, struct store_conn *c, int64_t id, struct payload *pl)
 {
-	struct sql_value p[] = { sql_int(id) };
-
 	free(pl->plain);
-	*pl = (struct payload){ .id = id, .rc = -EBADMSG };
-	if (store_exec(s, c, STMT_PAYLOAD_GET, "SELECT data FROM payloads WHERE id = $1", p, 1,
-		       payload_row, pl) < 0)
-		return -EIO;
-	if (pl->rc == -EBADMSG)
-		log_warn("store: payload %lld is missing or does not decompress", (long long)id);
-	return 0;
+	*pl = (struct payload){ .id = id };
+	pl->rc = store_payload_read(s, c, id, &pl->plain, &pl->len);
+	return pl->rc == -EIO ? -EIO : 0;
 }
 
 /* Column @col of @r becomes its slice of @pl: copied, or NULL when the
@@ -151,8 +173,8 @@ static int row_slice(struct row_copy *r, int col, const struct payload *pl)
 	r->cols[col] = (struct sql_value){ .type = SQL_NULL };
 	if (pl->rc < 0 || ref[0].type != SQL_INT)
 		return 0;
-	if (ref[1].type != SQL_INT || ref[2].type != SQL_INT || off < 0 || len <= 0 ||
-	    (uint64_t)off > pl->len || (uint64_t)len > pl->len - (uint64_t)off) {
+	if (ref[1].type != SQL_INT || ref[2].type != SQL_INT ||
+	    !store_payload_holds(pl->len, off, len)) {
 		log_warn("store: payload %lld does not hold bytes %lld+%lld", (long long)pl->id,
 			 (long long)off, (long long)len);
 		return 0;

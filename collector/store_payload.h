@@ -51,4 +51,14 @@ int store_exec_events_within(struct store *s, struct store_conn *c, enum store_s
 			     const char *sql, const struct sql_value *params, int n,
 			     int bytes_col, size_t budget, bool *cut, sql_row_fn *fn, void *arg);
 
+/* Payload @id, decompressed into *@plain (malloc'd; NULL on failure) of
+ * *@len bytes: 0, -EBADMSG (no such row, or not a zstd frame within
+ * WIRE_MAX_BATCH; logged), -ENOMEM, -EIO. */
+int store_payload_read(struct store *s, struct store_conn *c, int64_t id, uint8_t **plain,
+		       size_t *len);
+
+/* Bytes [@off, @off + @len) are inside a payload of @size bytes (and not
+ * empty). */
+bool store_payload_holds(size_t size, int64_t off, int64_t len);
+
 #endif
