@@ -1702,6 +1702,20 @@ static int check_unreadable(void *arg, const struct store_event *e)
 	return 0;
 }
 
+/* Every event reads back as the bytes made for it (@b[seq - 1]), and the
+ * store verifies; then @b is freed. */
+static void read_back_all(struct event_bytes *b, size_t n)
+{
+	struct bytes_check bc = { b, n, 0 };
+	struct store_filter all = { .pid = -1 };
+	struct problems pr;
+
+	cr_assert_eq(store_events(fx.s, &all, check_bytes, &bc), 0);
+	cr_assert_eq(bc.seen, n);
+	cr_assert_eq(verify(&pr), 0);
+	bytes_free(b, n);
+}
+
 /* Makes @n plain events of @ch into @b (kept), appended in batches of @per. */
 static void append_kept(struct chain *ch, struct event_bytes *b, size_t n, size_t per)
 {
@@ -1750,10 +1764,7 @@ STORE_TEST(a_resend_is_stored_as_a_payload_only_when_mostly_new)
 {
 	struct chain ch = { .agent = "agent-p", .epoch = 1 };
 	struct event_bytes b[17];
-	struct bytes_check bc = { b, 17, 0 };
-	struct store_filter all = { .pid = -1 };
 	struct store_append_result res;
-	struct problems pr;
 
 	append_kept(&ch, b, 10, 10);
 	b[10] = chain_next(&ch, NULL);
@@ -1770,10 +1781,7 @@ STORE_TEST(a_resend_is_stored_as_a_payload_only_when_mostly_new)
 	cr_assert_eq(res.accepted, 6);
 	cr_assert_eq(db_int("SELECT count(*) FROM payloads"), 2);
 	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE payload = 12"), 6);
-	cr_assert_eq(store_events(fx.s, &all, check_bytes, &bc), 0);
-	cr_assert_eq(bc.seen, 17);
-	cr_assert_eq(verify(&pr), 0);
-	bytes_free(b, 17);
+	read_back_all(b, 17);
 }
 
 /* A batch that is mostly something else than its events (a field this
@@ -1783,9 +1791,6 @@ STORE_TEST(a_batch_mostly_of_other_fields_keeps_its_events_bytes_in_their_rows)
 {
 	struct chain ch = { .agent = "agent-p", .epoch = 1 };
 	struct event_bytes b[4];
-	struct bytes_check bc = { b, 4, 0 };
-	struct store_filter all = { .pid = -1 };
-	struct problems pr;
 
 	fx.batch_padding = 1 << 20;
 	append_kept(&ch, b, 2, 2);
@@ -1794,10 +1799,7 @@ STORE_TEST(a_batch_mostly_of_other_fields_keeps_its_events_bytes_in_their_rows)
 	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE payload IS NULL"), 2);
 	append_kept(&ch, b + 2, 2, 2);
 	cr_assert_eq(db_int("SELECT count(*) FROM payloads"), 1);
-	cr_assert_eq(store_events(fx.s, &all, check_bytes, &bc), 0);
-	cr_assert_eq(bc.seen, 4);
-	cr_assert_eq(verify(&pr), 0);
-	bytes_free(b, 4);
+	read_back_all(b, 4);
 }
 
 STORE_TEST(verify_finds_a_deleted_payload)
@@ -1943,10 +1945,7 @@ STORE_TEST(events_of_interleaved_batches_read_back)
 {
 	struct chain ch = { .agent = "agent-p", .epoch = 1 };
 	struct event_bytes b[20], odd[10], even[10];
-	struct bytes_check bc = { b, 20, 0 };
-	struct store_filter all = { .pid = -1 };
 	struct store_append_result res;
-	struct problems pr;
 
 	for (int i = 0; i < 20; i++) {
 		b[i] = chain_next(&ch, NULL);
@@ -1956,10 +1955,7 @@ STORE_TEST(events_of_interleaved_batches_read_back)
 	cr_assert_eq(append("agent-p", even, 10, &res), 0);
 	cr_assert_eq(res.acked_seq, 20);
 	cr_assert_eq(db_int("SELECT count(DISTINCT payload) FROM events"), 2);
-	cr_assert_eq(store_events(fx.s, &all, check_bytes, &bc), 0);
-	cr_assert_eq(bc.seen, 20);
-	cr_assert_eq(verify(&pr), 0);
-	bytes_free(b, 20);
+	read_back_all(b, 20);
 }
 
 /* Odd seqs stored, then all of them sent again: each new even seq's
