@@ -161,10 +161,7 @@ struct append {
 
 	uint32_t accepted, duplicates;
 	unsigned stored_prev_payloads;	/* read by stored_hash */
-	int64_t prev_payload_id;	/* the last of them, decompressed: */
-	int prev_payload_rc;		/* 0, or why it is unusable */
-	uint8_t *prev_payload;
-	size_t prev_payload_len;
+	struct payload_plain prev_payload;	/* the last of them */
 	uint64_t unchecked, first_unchecked;	/* prev_hash left to verify */
 	uint64_t max_new_seq, max_ts, acked_seq;
 	bool ledger_found;
@@ -656,32 +653,29 @@ static int stored_ref_row(void *arg, const struct sql_value *cols, int ncols)
 static int stored_hash_in_payload(struct append *a, const struct stored_ref *r,
 				  struct seq_entry *e)
 {
-	bool loaded = a->prev_payload_rc != -ENODATA && a->prev_payload_id == r->payload;
+	const uint8_t *at;
 	int rc;
 
 	if (!r->payload_is_int) {
 		e->unreadable = true;	/* an altered row: verify reports it */
 		return 0;
 	}
-	if (!loaded) {
+	if (!payload_plain_is(&a->prev_payload, r->payload)) {
 		if (a->stored_prev_payloads == STORED_PREV_PAYLOADS) {
 			e->unreadable = true;
 			return 0;
 		}
 		a->stored_prev_payloads++;
-		free(a->prev_payload);
-		a->prev_payload_id = r->payload;
-		rc = store_payload_read(a->s, a->c, r->payload, &a->prev_payload,
-					&a->prev_payload_len);
-		a->prev_payload_rc = rc;
-		if (rc == -ENOMEM || rc == -EIO)
+		rc = payload_plain_load(a->s, a->c, r->payload, &a->prev_payload);
+		if (rc < 0)
 			return rc;
 	}
-	if (a->prev_payload_rc < 0 || !store_payload_holds(a->prev_payload_len, r->off, r->len)) {
+	at = payload_plain_slice(&a->prev_payload, r->off, r->len);
+	if (!at) {
 		e->unreadable = true;
 		return 0;
 	}
-	event_hash(a->prev_payload + r->off, (size_t)r->len, e->hash);
+	event_hash(at, (size_t)r->len, e->hash);
 	e->has_hash = true;
 	return 0;
 }
@@ -934,7 +928,7 @@ static void append_free(struct append *a)
 	for (int r = 0; r < a->n_events; r++)
 		store_row_release(&a->event_rows[r]);
 	free(a->seen.slots);
-	free(a->prev_payload);
+	payload_plain_release(&a->prev_payload);
 	free(a->will_store);
 	free(a->is_new);
 	free(a->origin_ids);
@@ -952,7 +946,7 @@ static struct append *append_new(struct store *s, const char *agent_id,
 	if (!a)
 		return NULL;
 	*a = (struct append){ .s = s, .agent_id = agent_id, .events = events, .n = n,
-			      .payload = payload, .prev_payload_rc = -ENODATA };
+			      .payload = payload, .prev_payload = PAYLOAD_PLAIN_NONE };
 	a->epoch = events[0].ev->epoch;
 	a->will_store = calloc(n, sizeof(*a->will_store));
 	a->is_new = calloc(n, sizeof(*a->is_new));

@@ -192,34 +192,30 @@ static int derive_own(const Dbward__V1__Event *ev, struct store_row *row)
 	return rc;
 }
 
-int store_columns_derive(const Dbward__V1__Event *ev, struct store_row *row)
+/* Its own columns, who sent it, or both: the rest NULL. */
+static int derive(const Dbward__V1__Event *ev, struct store_row *row, bool own, bool origin)
 {
 	row_init(row);
-	if (derive_own(ev, row) | derive_session(ev->session, row)) {
+	if ((own && derive_own(ev, row)) | (origin && derive_session(ev->session, row))) {
 		store_row_release(row);
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+int store_columns_derive(const Dbward__V1__Event *ev, struct store_row *row)
+{
+	return derive(ev, row, true, true);
 }
 
 int store_columns_derive_own(const Dbward__V1__Event *ev, struct store_row *row)
 {
-	row_init(row);
-	if (derive_own(ev, row)) {
-		store_row_release(row);
-		return -ENOMEM;
-	}
-	return 0;
+	return derive(ev, row, true, false);
 }
 
 int store_columns_derive_origin(const Dbward__V1__Event *ev, struct store_row *row)
 {
-	row_init(row);
-	if (derive_session(ev->session, row)) {
-		store_row_release(row);
-		return -ENOMEM;
-	}
-	return 0;
+	return derive(ev, row, false, true);
 }
 
 bool store_column_equal(const struct sql_value *stored, const struct sql_value *derived)

@@ -105,85 +105,71 @@ static bool row_in_payload(const struct row_copy *r)
 
 /* --- payloads ----------------------------------------------------------- */
 
-/* A payload, decompressed. */
-struct payload {
-	int64_t id;
-	int rc;				/* 0, -EBADMSG (missing, not a batch), -ENOMEM */
-	uint8_t *plain;
-	size_t len;
-};
-
-struct payload_read {
-	uint8_t **plain;
-	size_t *len;
-	int rc;
-};
-
 static int payload_row(void *arg, const struct sql_value *cols, int ncols)
 {
-	struct payload_read *r = arg;
+	struct payload_plain *pl = arg;
 	int rc;
 
 	(void)ncols;
 	if (cols[0].type != SQL_BLOB)
 		return 0;
-	rc = wire_decompress(cols[0].p, cols[0].len, WIRE_MAX_BATCH, r->plain, r->len);
-	r->rc = rc == -ENOMEM ? -ENOMEM : rc < 0 ? -EBADMSG : 0;
+	rc = wire_decompress(cols[0].p, cols[0].len, WIRE_MAX_BATCH, &pl->data, &pl->len);
+	pl->rc = rc == -ENOMEM ? -ENOMEM : rc < 0 ? -EBADMSG : 0;
 	return 0;
 }
 
-int store_payload_read(struct store *s, struct store_conn *c, int64_t id, uint8_t **plain,
-		       size_t *len)
+int payload_plain_load(struct store *s, struct store_conn *c, int64_t id,
+		       struct payload_plain *pl)
 {
 	struct sql_value p[] = { sql_int(id) };
-	struct payload_read r = { plain, len, -EBADMSG };
 
-	*plain = NULL;
-	*len = 0;
+	if (payload_plain_is(pl, id))
+		return pl->rc == -ENOMEM ? -ENOMEM : 0;
+	payload_plain_release(pl);
+	*pl = (struct payload_plain){ .id = id, .rc = -EBADMSG };
 	if (store_exec(s, c, STMT_PAYLOAD_GET, "SELECT data FROM payloads WHERE id = $1", p, 1,
-		       payload_row, &r) < 0)
+		       payload_row, pl) < 0)
 		return -EIO;
-	if (r.rc == -EBADMSG)
+	if (pl->rc == -EBADMSG)
 		log_warn("store: payload %lld is missing or does not decompress", (long long)id);
-	return r.rc;
+	return pl->rc == -ENOMEM ? -ENOMEM : 0;
 }
 
-bool store_payload_holds(size_t size, int64_t off, int64_t len)
+const uint8_t *payload_plain_slice(const struct payload_plain *pl, int64_t off, int64_t len)
 {
-	return off >= 0 && len > 0 && (uint64_t)off <= size && (uint64_t)len <= size - (uint64_t)off;
+	if (pl->rc < 0)
+		return NULL;	/* logged when read */
+	if (off < 0 || len <= 0 || (uint64_t)off > pl->len ||
+	    (uint64_t)len > pl->len - (uint64_t)off) {
+		log_warn("store: payload %lld does not hold bytes %lld+%lld", (long long)pl->id,
+			 (long long)off, (long long)len);
+		return NULL;
+	}
+	return pl->data + off;
 }
 
-/* Reads payload @id into @pl (replacing what it held): 0 (pl->rc says
- * whether it is usable) or -EIO. */
-static int payload_load(struct store *s, struct store_conn *c, int64_t id, struct payload *pl)
+void payload_plain_release(struct payload_plain *pl)
 {
-	free(pl->plain);
-	*pl = (struct payload){ .id = id };
-	pl->rc = store_payload_read(s, c, id, &pl->plain, &pl->len);
-	return pl->rc == -EIO ? -EIO : 0;
+	free(pl->data);
+	*pl = PAYLOAD_PLAIN_NONE;
 }
 
 /* Column @col of @r becomes its slice of @pl: copied, or NULL when the
- * payload does not hold it. */
-static int row_slice(struct row_copy *r, int col, const struct payload *pl)
+ * row or the payload does not hold it. */
+static int row_slice(struct row_copy *r, int col, const struct payload_plain *pl)
 {
 	const struct sql_value *ref = row_ref(r);
-	int64_t off = ref[1].i, len = ref[2].i;
+	const uint8_t *at;
 
 	r->cols[col] = (struct sql_value){ .type = SQL_NULL };
-	if (pl->rc < 0 || ref[0].type != SQL_INT)
+	if (ref[0].type != SQL_INT || ref[1].type != SQL_INT || ref[2].type != SQL_INT ||
+	    !(at = payload_plain_slice(pl, ref[1].i, ref[2].i)))
 		return 0;
-	if (ref[1].type != SQL_INT || ref[2].type != SQL_INT ||
-	    !store_payload_holds(pl->len, off, len)) {
-		log_warn("store: payload %lld does not hold bytes %lld+%lld", (long long)pl->id,
-			 (long long)off, (long long)len);
-		return 0;
-	}
-	r->bytes = malloc((size_t)len);
+	r->bytes = malloc((size_t)ref[2].i);
 	if (!r->bytes)
 		return -ENOMEM;
-	memcpy(r->bytes, pl->plain + off, (size_t)len);
-	r->cols[col] = sql_blob(r->bytes, (size_t)len);
+	memcpy(r->bytes, at, (size_t)ref[2].i);
+	r->cols[col] = sql_blob(r->bytes, (size_t)ref[2].i);
 	return 0;
 }
 
@@ -222,7 +208,7 @@ static int rows_resolve(struct store *s, struct store_conn *c, struct rows *rs, 
 			size_t budget, size_t *keep)
 {
 	struct pending *pend = malloc((rs->n ? rs->n : 1) * sizeof(*pend));
-	struct payload pl = { .rc = -EBADMSG };
+	struct payload_plain pl = PAYLOAD_PLAIN_NONE;
 	size_t n = 0, spent = 0;
 	int rc = 0;
 
@@ -251,18 +237,16 @@ static int rows_resolve(struct store *s, struct store_conn *c, struct rows *rs, 
 				*keep = pend[i].first;
 				break;
 			}
+			/* A payload id that is no integer: row_slice refuses it. */
 			if (pend[i].payload != INT64_MIN) {
-				rc = payload_load(s, c, pend[i].payload, &pl);
+				rc = payload_plain_load(s, c, pend[i].payload, &pl);
 				spent += pl.len;
-			} else {
-				free(pl.plain);
-				pl = (struct payload){ .id = INT64_MIN, .rc = -EBADMSG };
 			}
 		}
 		if (rc == 0)
-			rc = pl.rc == -ENOMEM ? -ENOMEM : row_slice(r, col, &pl);
+			rc = row_slice(r, col, &pl);
 	}
-	free(pl.plain);
+	payload_plain_release(&pl);
 	free(pend);
 	return rc;
 }

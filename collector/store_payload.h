@@ -22,6 +22,7 @@
 #ifndef DBWARD_COLLECTOR_STORE_PAYLOAD_H
 #define DBWARD_COLLECTOR_STORE_PAYLOAD_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,14 +52,32 @@ int store_exec_events_within(struct store *s, struct store_conn *c, enum store_s
 			     const char *sql, const struct sql_value *params, int n,
 			     int bytes_col, size_t budget, bool *cut, sql_row_fn *fn, void *arg);
 
-/* Payload @id, decompressed into *@plain (malloc'd; NULL on failure) of
- * *@len bytes: 0, -EBADMSG (no such row, or not a zstd frame within
- * WIRE_MAX_BATCH; logged), -ENOMEM, -EIO. */
-int store_payload_read(struct store *s, struct store_conn *c, int64_t id, uint8_t **plain,
-		       size_t *len);
+/* A payload, decompressed: what a reader keeps of the last it read. */
+struct payload_plain {
+	int64_t id;
+	int rc;			/* 0; -EBADMSG: missing, or not a batch (logged);
+				 * -ENODATA: none read yet */
+	uint8_t *data;
+	size_t len;
+};
 
-/* Bytes [@off, @off + @len) are inside a payload of @size bytes (and not
- * empty). */
-bool store_payload_holds(size_t size, int64_t off, int64_t len);
+#define PAYLOAD_PLAIN_NONE ((struct payload_plain){ .rc = -ENODATA })
+
+/* @pl holds payload @id already (usable or not). */
+static inline bool payload_plain_is(const struct payload_plain *pl, int64_t id)
+{
+	return pl->rc != -ENODATA && pl->id == id;
+}
+
+/* Makes @pl payload @id, read and decompressed unless it holds it
+ * already: 0 (pl->rc says whether it is usable), -ENOMEM or -EIO. */
+int payload_plain_load(struct store *s, struct store_conn *c, int64_t id,
+		       struct payload_plain *pl);
+
+/* Bytes [@off, @off + @len) of @pl; NULL when it is unusable or does not
+ * hold them (logged). */
+const uint8_t *payload_plain_slice(const struct payload_plain *pl, int64_t off, int64_t len);
+
+void payload_plain_release(struct payload_plain *pl);
 
 #endif
