@@ -102,6 +102,16 @@ $(GEN)/kpipe.skel.h: $(GEN)/kpipe.bpf.o | $(GEN)
 
 $(OBJ)/tests/bench/kpipe.o: $(GEN)/kpipe.skel.h
 
+# Bench only: the socket-level shortcut for the client-proxy hop (tests/bench/lpipe.c).
+$(GEN)/lpipe.bpf.o: bpf/lpipe.bpf.c $(GEN)/vmlinux.h | $(GEN)
+	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
+		-I$(GEN) -Ibpf -c $< -o $@
+
+$(GEN)/lpipe.skel.h: $(GEN)/lpipe.bpf.o | $(GEN)
+	$(BPFTOOL) gen skeleton $< name lpipe_bpf > $@
+
+$(OBJ)/tests/bench/lpipe.o: $(GEN)/lpipe.skel.h
+
 # --- protobuf --------------------------------------------------------------
 # One run writes both files: a grouped target, so that make knows the
 # header is new too and rebuilds everything that includes it.

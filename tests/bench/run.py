@@ -4,7 +4,9 @@ dbward benchmark (`make bench`): direct vs PgBouncer vs a bare byte pipe vs the 
 
 Starts a throwaway PostgreSQL 15, PgBouncer (session mode), bench-bytepipe
 (a 2-thread epoll byte pipe, no parsing), bench-kpipe (a sockmap pipe: the
-kernel forwards every byte, user space none), a dbward-collector on SQLite, and
+kernel forwards every byte, user space none), with `--ways ...,lpipe` a second
+byte pipe whose hop from the clients bench-lpipe shortcuts at the socket
+level (docs/kernel-path.md), a dbward-collector on SQLite, and
 two agents, each on a test cgroup of its own, both with guardrails on:
   agent       the production setup: spool + shipping to the collector (mTLS)
   agent-file  audit.file (JSON lines) only, no spool, no collector
@@ -37,8 +39,8 @@ sys.path.insert(0, str(HERE))
 
 import dbward_env as E  # noqa: E402  (reused, not modified)
 import connect_bench  # noqa: E402
-from services import (PGBOUNCER, AuditCounter, BytePipe, Ledger, PgBouncer,  # noqa: E402
-                      cpu_seconds, log, rss_kib)
+from services import (PGBOUNCER, AuditCounter, BytePipe, Ledger, LocalRedirect,  # noqa: E402
+                      PgBouncer, cpu_seconds, log, rss_kib)
 
 DB = "bench"
 
@@ -66,7 +68,8 @@ GROWTH = [
      "select aid, bid, abalance, filler from pgbench_accounts "
      "where aid between :a and :a + 99;\n"),
 ]
-WAYS = ("direct", "pgbouncer", "bytepipe", "kpipe", "agent", "agent-file")
+WAYS = ("direct", "pgbouncer", "bytepipe", "kpipe", "lpipe", "agent", "agent-file")
+DEFAULT_WAYS = tuple(w for w in WAYS if w != "lpipe")  # lpipe: asked for by name
 AGENTS = ("agent", "agent-file")
 
 # Opens N connections, says "ok N", and holds them until stdin closes.
@@ -137,6 +140,47 @@ def measure_idle_rss(agent, cgroup, pg, n):
             proc.wait()
     return before, during
 
+# Starts a query with a ~64 MiB result, reads none of it, and holds on
+# until stdin closes: how much the proxy can push at a client that stops.
+STALLED_CLIENT = r"""
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+params = b"user\0postgres\0database\0" + sys.argv[2].encode() + b"\0\0"
+s.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+seen = b""
+while b"Z\x00\x00\x00\x05" not in seen:
+    chunk = s.recv(65536)
+    if not chunk:
+        sys.exit("closed before ReadyForQuery")
+    seen += chunk
+q = b"select repeat('x', 1000) from generate_series(1, 65536)\0"
+s.sendall(b"Q" + struct.pack("!i", 4 + len(q)) + q)
+print("stalled", s.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+def stalled_client_holds(cgroup, port):
+    """Bytes the receive queue of a client that stopped reading holds (ss)."""
+    proc = E.popen_in_cgroup(cgroup, [E.PYTHON, "-c", STALLED_CLIENT, str(port), DB],
+                             stdin=subprocess.PIPE)
+    try:
+        line = E.readline(proc.stdout, 30).split()
+        if len(line) != 2 or line[0] != "stalled":
+            raise RuntimeError(f"stalled client: {line!r} {proc.stderr.read()}")
+        time.sleep(3)
+        out = subprocess.run(["ss", "-tmnHO", "state", "established"], capture_output=True,
+                             text=True, check=True).stdout
+        for row in out.splitlines():
+            f = row.split()
+            if len(f) > 4 and f[2] == f"127.0.0.1:{line[1]}":
+                m = re.search(r"skmem:\(r(\d+),", row)
+                return int(m.group(1)) if m else None
+        return None
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+
 
 def fmt(v, kind):
     return f"{v:9.0f}" if kind == "tps" else f"{v:7.1f}µs"
@@ -146,11 +190,12 @@ def summary(workloads, results, cpu, seen, seconds):
     """The results table: medians, ratios (or added µs), proxy CPU per transaction."""
     ways = [w for w in WAYS if any(results[n].get(w) for n in results)]
     ratio_pairs = [("agent", "direct"), ("pgbouncer", "direct"), ("bytepipe", "direct"),
-                   ("kpipe", "direct"), ("agent", "pgbouncer"), ("agent", "bytepipe"),
+                   ("kpipe", "direct"), ("lpipe", "bytepipe"), ("agent", "pgbouncer"),
+                   ("agent", "bytepipe"),
                    ("agent-file", "direct")]
     ratio_pairs = [(a, b) for a, b in ratio_pairs if a in ways and b in ways]
     short = {"direct": "dir", "pgbouncer": "pgb", "bytepipe": "pipe", "kpipe": "kpipe",
-             "agent": "agent", "agent-file": "file"}
+             "lpipe": "lpipe", "agent": "agent", "agent-file": "file"}
     head = f"{'workload':34s}" + "".join(f" {w:>11s}" for w in ways) + \
         "".join(f" {short[a] + '/' + short[b]:>9s}" for a, b in ratio_pairs)
     lines = [head]
@@ -167,7 +212,7 @@ def summary(workloads, results, cpu, seen, seconds):
     lines.append("proxy CPU per transaction (µs, median over rounds; the proxy process only):")
     for name, *_ in workloads:
         parts = []
-        for w in ("pgbouncer", "bytepipe", "agent", "agent-file", "collector"):
+        for w in ("pgbouncer", "bytepipe", "lpipe", "agent", "agent-file", "collector"):
             if cpu[name].get(w):
                 parts.append(f"{w} {statistics.median(cpu[name][w]):6.1f}")
         lines.append(f"  {name:34s} " + "  ".join(parts))
@@ -196,7 +241,7 @@ def main():
                     help="idle connections for the memory figure")
     ap.add_argument("--only", default=None,
                     help="comma-separated workload name prefixes to run")
-    ap.add_argument("--ways", default=",".join(WAYS),
+    ap.add_argument("--ways", default=",".join(DEFAULT_WAYS),
                     help=f"comma-separated subset of {','.join(WAYS)} (direct is required)")
     ap.add_argument("--extra", action="store_true", help="also run TPC-B -M prepared")
     ap.add_argument("--growth", action="store_true",
@@ -223,7 +268,8 @@ def main():
     ways = [w for w in WAYS if w in ways]
     needs = [Path(E.PGBENCH), Path(PGBOUNCER), bin_dir / "dbward-agent",
              bin_dir / "dbward-collector", bin_dir / "dbward", bin_dir / "bench-bytepipe",
-             bin_dir / "bench-connect"] + ([bin_dir / "bench-kpipe"] if "kpipe" in ways else [])
+             bin_dir / "bench-connect"] + ([bin_dir / "bench-kpipe"] if "kpipe" in ways else []) + \
+        ([bin_dir / "bench-lpipe"] if "lpipe" in ways else [])
     for need in needs:
         if not need.exists():
             sys.exit(f"bench: {need} missing (make bench; scripts/install-deps.sh)")
@@ -239,7 +285,7 @@ def main():
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="dbward-bench-"))
     os.chmod(tmp, 0o755)
-    pg = bouncer = pipe = kpipe = ledger = bpffs = None
+    pg = bouncer = pipe = kpipe = lpipe = lredirect = ledger = bpffs = None
     agents, cgroups = {}, {}
     failed = False
     try:
@@ -276,6 +322,14 @@ def main():
             kpipe = BytePipe(bin_dir / "bench-kpipe", pg.port).start()
             ports["kpipe"] = kpipe.port
             log(f"bench-kpipe on 127.0.0.1:{kpipe.port}")
+        if "lpipe" in ways:
+            cgroups["lpipe"] = test_cgroup("lpipe")
+            lpipe = BytePipe(bin_dir / "bench-bytepipe", pg.port, cgroups["lpipe"]).start()
+            lredirect = LocalRedirect(bin_dir / "bench-lpipe", cgroups["lpipe"],
+                                      lpipe.port).start()
+            ports["lpipe"], pids["lpipe"] = lpipe.port, lpipe.pid
+            log(f"lpipe: bench-bytepipe on 127.0.0.1:{lpipe.port} with bench-lpipe, "
+                f"cgroup {cgroups['lpipe']}")
 
         bpffs = E.Bpffs(tmp / "bpffs").mount()
         base = {
@@ -374,6 +428,23 @@ def main():
             log(f"keeping everything up {opts.keep_running:.0f}s: ports {ports}, pids {pids}")
             time.sleep(opts.keep_running)
 
+        if lpipe:
+            # Flow control: the shortcut must not let a proxy push a whole
+            # result at a client that stopped reading.
+            held = {}
+            if "bytepipe" in ways:
+                cg = test_cgroup("stall")
+                try:
+                    held["bytepipe"] = stalled_client_holds(cg, pipe.port)
+                finally:
+                    cg.destroy()
+            held["lpipe"] = stalled_client_holds(cgroups["lpipe"], lpipe.port)
+            print()
+            print("a client that stops reading a 64 MiB result holds in its socket: " +
+                  ", ".join(f"{w} {'?' if v is None else f'{v / 1024:.0f} KiB'}"
+                            for w, v in held.items()))
+            print(lredirect.stop())
+
         # Memory, on the production agent (or the file-only one).
         mem_way = "agent" if "agent" in agents else next(iter(agents), None)
         if mem_way and opts.idle > 0:
@@ -415,6 +486,8 @@ def main():
             ("collector", lambda: ledger and ledger.stop()),
             ("bytepipe", lambda: pipe and pipe.stop()),
             ("kpipe", lambda: kpipe and kpipe.stop()),
+            ("bench-lpipe", lambda: lredirect and lredirect.stop()),
+            ("lpipe", lambda: lpipe and lpipe.stop()),
             ("pgbouncer", lambda: bouncer and bouncer.stop()),
         ]
         steps += [(f"cgroup {c}", (lambda c=c: c.destroy())) for c in cgroups.values()]

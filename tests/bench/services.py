@@ -149,10 +149,11 @@ class BytePipe:
     """bench-bytepipe (a 2-thread epoll byte pipe) or bench-kpipe (a sockmap
     pipe) in front of @pg_port: both take LISTEN_PORT HOST PORT and say ready."""
 
-    def __init__(self, binary, pg_port):
+    def __init__(self, binary, pg_port, cgroup=None):
         self.binary = Path(binary)
         self.port = E.free_port()
         self.pg_port = pg_port
+        self.cgroup = cgroup  # run inside it: its sockets are the cgroup's
         self.proc = None
 
     @property
@@ -160,10 +161,12 @@ class BytePipe:
         return self.proc.pid
 
     def start(self):
-        self.proc = subprocess.Popen(
-            [str(self.binary), str(self.port), "127.0.0.1", str(self.pg_port)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+        argv = [str(self.binary), str(self.port), "127.0.0.1", str(self.pg_port)]
+        if self.cgroup:
+            self.proc = E.popen_in_cgroup(self.cgroup, argv)
+        else:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True)
         line = E.readline(self.proc.stdout, 10)
         if line.strip() != "ready":
             stop_process(self.proc)
@@ -172,6 +175,35 @@ class BytePipe:
 
     def stop(self):
         stop_process(self.proc)
+
+
+class LocalRedirect:
+    """bench-lpipe: bpf/lpipe.bpf.c attached to @cgroup for connections to
+    127.0.0.1:@port, where a byte pipe inside the same cgroup listens."""
+
+    def __init__(self, binary, cgroup, port):
+        self.argv = [str(binary), str(cgroup.path), str(port)]
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        line = E.readline(self.proc.stdout, 10)
+        if line.strip() != "ready":
+            stop_process(self.proc)
+            raise RuntimeError(f"bench-lpipe: {line!r} {self.proc.stderr.read()}")
+        return self
+
+    def stop(self):
+        """Detaches; returns its counter line (what the sends did)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            stop_process(self.proc)
+            return ""
+        return out.strip()
 
 
 class Ledger:
