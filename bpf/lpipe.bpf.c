@@ -12,13 +12,25 @@
  * the receiving socket but not held to its buffer, so a client that stops
  * reading lets the proxy push a whole result into kernel memory. Here the
  * sender falls back to TCP (whose window does hold it back) unless
- *   - every byte it sent over TCP has been read by the peer, so redirected
- *     bytes cannot overtake TCP ones (a receiver reads its redirected
- *     queue first), and
- *   - the peer held at most `limit` bytes when it last sent, counting what
+ *   - every byte it sent over TCP had been read by the peer as of the
+ *     peer's last send, so redirected bytes cannot overtake TCP ones (a
+ *     read takes the redirected queue first, then the TCP queue), and
+ *   - the peer held at most `limit` bytes at its last send, counting what
  *     was redirected to it since.
  * The peer's state is the snapshot it left in `dirs` at its own last send:
- * an sk_msg program cannot hold a reference to another socket.
+ * an sk_msg program cannot hold a reference to another socket. A send
+ * that falls back spoils the snapshot it was judged by, so only one taken
+ * after it can allow a redirect again (no 32-bit sequence can come round
+ * to an old snapshot).
+ *
+ * Limits, fine for a bench, not for production: the memory bound is about
+ * twice `limit` at worst (a snapshot and the redirect count are not read
+ * or reset together, and a redirect reaches the peer's memory only after
+ * this program has counted it), plus TCP's window; it relies on the
+ * receiver's sk_rmem_alloc counting redirected bytes, as it does on this
+ * kernel (6.18). The order holds for a socket read by one thread at a
+ * time: a read blocked inside the TCP queue (MSG_WAITALL, SO_RCVLOWAT)
+ * while another thread sends on the socket could be overtaken. IPv4 only.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_endian.h>
@@ -54,8 +66,9 @@ struct {
 	__type(value, __u64);
 } socks SEC(".maps");
 
-/* LRU: a connection that ends leaves its two entries to be pushed out. A
- * direction without an entry never redirects. */
+/* Made when the client's socket connects, removed when either socket
+ * closes; LRU only as a backstop. A direction without an entry never
+ * redirects. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 2 * LPIPE_MAX_SOCKETS);
@@ -72,6 +85,9 @@ struct {
 
 const volatile __u32 proxy_port = 0;
 const volatile __u32 limit = 256 * 1024;
+
+/* Bytes held, in a spoiled snapshot: over any limit. */
+#define SPOILED 0xffffffffu
 
 static void count(__u32 which)
 {
@@ -102,7 +118,8 @@ int lpipe_sockops(struct bpf_sock_ops *skops)
 	struct lpipe_dir out = {}, in = {};
 	__u32 op = skops->op;
 
-	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
+	    op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
 	if (skops->family != 2 /* AF_INET */)
 		return 1;
@@ -113,17 +130,33 @@ int lpipe_sockops(struct bpf_sock_ops *skops)
 	k.remote_port = bpf_ntohl(skops->remote_port);
 	if (k.local_port != proxy_port && k.remote_port != proxy_port)
 		return 1;
+	mirror(&k, &peer);
+	if (op == BPF_SOCK_OPS_STATE_CB) {
+		if (skops->args[1] == BPF_TCP_CLOSE) {
+			bpf_map_delete_elem(&dirs, &k);
+			bpf_map_delete_elem(&dirs, &peer);
+		}
+		return 1;
+	}
 	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
 		/* The client's side: nothing sent either way yet, so each
 		 * receiver has read up to where its sender starts. */
-		mirror(&k, &peer);
 		out.snapshot = snapshot_of(skops->snd_nxt, 0);
 		in.snapshot = snapshot_of(skops->rcv_nxt, 0);
 		bpf_map_update_elem(&dirs, &k, &out, BPF_ANY);
 		bpf_map_update_elem(&dirs, &peer, &in, BPF_ANY);
 	}
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	bpf_sock_hash_update(skops, &socks, &k, BPF_NOEXIST);
 	return 1;
+}
+
+/* Falls back to TCP, and spoils the snapshot it was judged by. */
+static int fall_back(struct lpipe_dir *out, __u64 snapshot, __u32 why)
+{
+	out->snapshot = snapshot_of((__u32)snapshot, SPOILED);
+	count(why);
+	return SK_PASS;
 }
 
 SEC("sk_msg")
@@ -146,9 +179,7 @@ int lpipe_msg(struct sk_msg_md *msg)
 	me.remote_port = bpf_ntohl(msg->remote_port);
 	mirror(&me, &peer);
 
-	/* First, for the peer's sends: what this socket has read and holds.
-	 * Reset, then snapshot: a redirect racing in between is counted
-	 * twice, never missed. */
+	/* First, for the peer's sends: what this socket has read and holds. */
 	in = bpf_map_lookup_elem(&dirs, &peer);
 	if (in) {
 		__sync_lock_test_and_set(&in->since, 0);
@@ -162,18 +193,12 @@ int lpipe_msg(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 	snapshot = out->snapshot;
-	if ((__u32)snapshot != tp->write_seq) {
-		count(LPIPE_TCP_BEHIND);
-		return SK_PASS;
-	}
-	if ((snapshot >> 32) + out->since + msg->size > limit) {
-		count(LPIPE_TCP_FULL);
-		return SK_PASS;
-	}
-	if (bpf_msg_redirect_hash(msg, &socks, &peer, BPF_F_INGRESS) != SK_PASS) {
-		count(LPIPE_TCP_NO_PEER);
-		return SK_PASS;
-	}
+	if ((__u32)snapshot != tp->write_seq)
+		return fall_back(out, snapshot, LPIPE_TCP_BEHIND);
+	if ((snapshot >> 32) + out->since + msg->size > limit)
+		return fall_back(out, snapshot, LPIPE_TCP_FULL);
+	if (bpf_msg_redirect_hash(msg, &socks, &peer, BPF_F_INGRESS) != SK_PASS)
+		return fall_back(out, snapshot, LPIPE_TCP_NO_PEER);
 	__sync_fetch_and_add(&out->since, msg->size);
 	count(LPIPE_REDIRECTED);
 	return SK_PASS;

@@ -4,15 +4,17 @@
  *
  *   bench-lpipe CGROUP_DIR PROXY_PORT [LIMIT_BYTES]
  *
- * Attaches the sockops program to CGROUP_DIR (a cgroup the bench made: the
- * clients and the proxy, here bench-bytepipe, both run in it) with a
- * bpf_link, and the sk_msg program to the socket map. Sockets to or from
- * 127.0.0.1:PROXY_PORT enter the map when they connect. Prints "ready",
+ * Attaches the sk_msg program to the socket map, then the sockops program
+ * to CGROUP_DIR (a cgroup the bench made: the clients and the proxy, here
+ * bench-bytepipe, both run in it) with a bpf_link. IPv4 sockets to or
+ * from port PROXY_PORT enter the map when they connect. Prints "ready",
  * runs until SIGINT or SIGTERM, then prints what the sends did on stdout:
  *
  *   lpipe: redirected N, tcp: behind N, full N, no peer N
  *
- * run.py's `lpipe` way uses it (docs/kernel-path.md). Needs root (BPF).
+ * Stop it only once its connections are idle: freeing the map drops the
+ * bytes redirected to a socket and not read yet. run.py's `lpipe` way uses
+ * it (docs/kernel-path.md). Needs root (BPF).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,28 +54,32 @@ static long parse_number(const char *s, long lo, long hi, const char *what)
 	return v;
 }
 
-static uint64_t counter_sum(int map, uint32_t which)
+/* One counter summed over the CPUs, as text ("?" if it cannot be read). */
+static void counter_text(int map, uint32_t which, char *out, size_t len)
 {
 	int ncpus = libbpf_num_possible_cpus();
 	uint64_t sum = 0;
-	uint64_t *per_cpu;
+	uint64_t *per_cpu = NULL;
 
+	snprintf(out, len, "?");
 	if (ncpus <= 0 || !(per_cpu = calloc((size_t)ncpus, sizeof(*per_cpu))))
-		return 0;
-	if (bpf_map_lookup_elem(map, &which, per_cpu) == 0)
+		return;
+	if (bpf_map_lookup_elem(map, &which, per_cpu) == 0) {
 		for (int i = 0; i < ncpus; i++)
 			sum += per_cpu[i];
+		snprintf(out, len, "%llu", (unsigned long long)sum);
+	}
 	free(per_cpu);
-	return sum;
 }
 
 static void print_counters(int map)
 {
-	printf("lpipe: redirected %llu, tcp: behind %llu, full %llu, no peer %llu\n",
-	       (unsigned long long)counter_sum(map, REDIRECTED),
-	       (unsigned long long)counter_sum(map, TCP_BEHIND),
-	       (unsigned long long)counter_sum(map, TCP_FULL),
-	       (unsigned long long)counter_sum(map, TCP_NO_PEER));
+	char n[NCOUNTERS][24];
+
+	for (uint32_t i = 0; i < NCOUNTERS; i++)
+		counter_text(map, i, n[i], sizeof(n[i]));
+	printf("lpipe: redirected %s, tcp: behind %s, full %s, no peer %s\n", n[REDIRECTED],
+	       n[TCP_BEHIND], n[TCP_FULL], n[TCP_NO_PEER]);
 	fflush(stdout);
 }
 
@@ -105,16 +111,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench-lpipe: %s: %s\n", argv[1], strerror(errno));
 		goto out;
 	}
-	if (!(link = bpf_program__attach_cgroup(skel->progs.lpipe_sockops, cgroup))) {
-		fprintf(stderr, "bench-lpipe: attach sockops: %s\n", strerror(errno));
-		goto out;
-	}
+	/* sk_msg first: no socket enters the map without it. */
 	if (bpf_prog_attach(bpf_program__fd(skel->progs.lpipe_msg), bpf_map__fd(skel->maps.socks),
 			    BPF_SK_MSG_VERDICT, 0)) {
 		fprintf(stderr, "bench-lpipe: attach sk_msg: %s\n", strerror(errno));
 		goto out;
 	}
 	msg_attached = true;
+	if (!(link = bpf_program__attach_cgroup(skel->progs.lpipe_sockops, cgroup))) {
+		fprintf(stderr, "bench-lpipe: attach sockops: %s\n", strerror(errno));
+		goto out;
+	}
 	printf("ready\n");
 	fflush(stdout);
 	while (!stopping)
@@ -122,10 +129,10 @@ int main(int argc, char **argv)
 	print_counters(bpf_map__fd(skel->maps.counters));
 	rc = 0;
 out:
+	bpf_link__destroy(link);
 	if (msg_attached)
 		bpf_prog_detach2(bpf_program__fd(skel->progs.lpipe_msg),
 				 bpf_map__fd(skel->maps.socks), BPF_SK_MSG_VERDICT);
-	bpf_link__destroy(link);
 	if (cgroup >= 0)
 		close(cgroup);
 	lpipe_bpf__destroy(skel);

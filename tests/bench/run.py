@@ -160,6 +160,9 @@ sys.stdin.read()
 """
 
 
+LPIPE_HELD_MAX = 8 << 20
+
+
 def stalled_client_holds(cgroup, port):
     """Bytes the receive queue of a client that stopped reading holds (ss)."""
     proc = E.popen_in_cgroup(cgroup, [E.PYTHON, "-c", STALLED_CLIENT, str(port), DB],
@@ -179,7 +182,11 @@ def stalled_client_holds(cgroup, port):
         return None
     finally:
         proc.stdin.close()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # stuck before its query: not ours to wait on
+            proc.kill()
+            proc.wait()
 
 
 def fmt(v, kind):
@@ -444,6 +451,11 @@ def main():
                   ", ".join(f"{w} {'?' if v is None else f'{v / 1024:.0f} KiB'}"
                             for w, v in held.items()))
             print(lredirect.stop())
+            # Twice the 256 KiB limit and TCP's window at most; a redirect
+            # without flow control would hold most of the 64 MiB.
+            if held["lpipe"] is None or held["lpipe"] > LPIPE_HELD_MAX:
+                raise RuntimeError("lpipe: no flow control: a stalled client held "
+                                   f"{held['lpipe']} bytes")
 
         # Memory, on the production agent (or the file-only one).
         mem_way = "agent" if "agent" in agents else next(iter(agents), None)

@@ -188,7 +188,11 @@ class LocalRedirect:
     def start(self):
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
-        line = E.readline(self.proc.stdout, 10)
+        try:
+            line = E.readline(self.proc.stdout, 10)
+        except BaseException:  # pytest.fail on a timeout: it holds BPF links
+            stop_process(self.proc)
+            raise
         if line.strip() != "ready":
             stop_process(self.proc)
             raise RuntimeError(f"bench-lpipe: {line!r} {self.proc.stderr.read()}")
