@@ -92,25 +92,18 @@ $(GEN)/intercept.bpf.o: bpf/intercept.bpf.c bpf/intercept.h $(GEN)/vmlinux.h | $
 $(GEN)/intercept.skel.h: $(GEN)/intercept.bpf.o | $(GEN)
 	$(BPFTOOL) gen skeleton $< name intercept_bpf > $@
 
-# Bench only: the sockmap kernel pipe (tests/bench/kpipe.c).
-$(GEN)/kpipe.bpf.o: bpf/kpipe.bpf.c $(GEN)/vmlinux.h | $(GEN)
+# Bench only: the sockmap kernel pipe (tests/bench/kpipe.c) and the
+# socket-level shortcut for the client-proxy hop (tests/bench/lpipe.c).
+BENCH_BPF := kpipe lpipe
+
+$(BENCH_BPF:%=$(GEN)/%.bpf.o): $(GEN)/%.bpf.o: bpf/%.bpf.c $(GEN)/vmlinux.h | $(GEN)
 	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 		-I$(GEN) -Ibpf -c $< -o $@
 
-$(GEN)/kpipe.skel.h: $(GEN)/kpipe.bpf.o | $(GEN)
-	$(BPFTOOL) gen skeleton $< name kpipe_bpf > $@
+$(BENCH_BPF:%=$(GEN)/%.skel.h): $(GEN)/%.skel.h: $(GEN)/%.bpf.o | $(GEN)
+	$(BPFTOOL) gen skeleton $< name $*_bpf > $@
 
-$(OBJ)/tests/bench/kpipe.o: $(GEN)/kpipe.skel.h
-
-# Bench only: the socket-level shortcut for the client-proxy hop (tests/bench/lpipe.c).
-$(GEN)/lpipe.bpf.o: bpf/lpipe.bpf.c $(GEN)/vmlinux.h | $(GEN)
-	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
-		-I$(GEN) -Ibpf -c $< -o $@
-
-$(GEN)/lpipe.skel.h: $(GEN)/lpipe.bpf.o | $(GEN)
-	$(BPFTOOL) gen skeleton $< name lpipe_bpf > $@
-
-$(OBJ)/tests/bench/lpipe.o: $(GEN)/lpipe.skel.h
+$(BENCH_BPF:%=$(OBJ)/tests/bench/%.o): $(OBJ)/tests/bench/%.o: $(GEN)/%.skel.h
 
 # --- protobuf --------------------------------------------------------------
 # One run writes both files: a grouped target, so that make knows the
