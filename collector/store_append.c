@@ -492,6 +492,14 @@ static int mark_stored(struct append *a)
 	return 0;
 }
 
+static int origin_altered(void *arg, int64_t altered_id, int64_t new_id)
+{
+	return alert(arg, "origin_altered",
+		     "origins row %lld no longer hashes to its key: its values were altered; "
+		     "the key and this batch's events now go to row %lld",
+		     (long long)altered_id, (long long)new_id);
+}
+
 /* Who sent each event that will be stored, for all of them at once. */
 static int resolve_origins(struct append *a)
 {
@@ -504,7 +512,7 @@ static int resolve_origins(struct append *a)
 		if (a->hashes[i].has_origin)
 			keys[i] = a->hashes[i].origin;
 	rc = origin_resolve_events(a->s->be, a->c, a->s->origins, a->events, keys,
-				   a->will_store, a->n, a->origin_ids);
+				   a->will_store, a->n, a->origin_ids, origin_altered, a);
 	if (rc == -EPROTO)
 		a->why = "an origin was neither found nor given back by its INSERT";
 	free(keys);

@@ -164,6 +164,7 @@ struct miss {
 	origin_key key;
 	struct store_row row;
 	int64_t id;
+	int64_t altered_id;		/* the row found under its key, altered; 0 */
 };
 
 struct misses {
@@ -171,6 +172,8 @@ struct misses {
 	size_t n, cap;
 	uint32_t *index;		/* open addressing: miss number + 1, 0 free */
 	size_t mask;
+	struct origin_key_buf kb;	/* for the keys of rows found */
+	int rc;				/* of a row callback */
 };
 
 static size_t miss_slot(const struct misses *ms, const origin_key key)
@@ -215,6 +218,33 @@ static struct sql_value stored_value(const struct sql_value *v, bool is_pid)
 	return is_pid ? sql_int(-1) : (struct sql_value){ .type = SQL_TEXT, .p = "", .len = 0 };
 }
 
+/* Columns: id, key, then the values (a row found by a miss's key). Its
+ * id is taken only if the values still hash to the key. */
+static int miss_found_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct misses *ms = arg;
+	struct sql_value v[ORIGIN_NCOLS];
+	origin_key key;
+	struct miss *m;
+
+	(void)ncols;
+	if (cols[1].type != SQL_BLOB || cols[1].len != sizeof(origin_key))
+		return 0;
+	m = miss_find(ms, cols[1].p);
+	if (!m)
+		return 0;
+	values_of_row(&cols[2], v);
+	if (origin_key_of(&ms->kb, v, key) < 0) {
+		ms->rc = -ENOMEM;
+		return 1;
+	}
+	if (memcmp(key, m->key, sizeof(key)) == 0)
+		m->id = cols[0].i;
+	else
+		m->altered_id = cols[0].i;
+	return 0;
+}
+
 /* Those of @ms already in origins (another collector, an earlier run). */
 static int misses_select(const struct store_backend *be, struct store_conn *c,
 			 struct misses *ms)
@@ -223,14 +253,36 @@ static int misses_select(const struct store_backend *be, struct store_conn *c,
 
 	for (size_t at = 0; at < ms->n; at += SELECT_CHUNK) {
 		int k = (int)(ms->n - at < SELECT_CHUNK ? ms->n - at : SELECT_CHUNK), rc;
-		char *sql = store_rows_sql("SELECT id, key FROM origins WHERE key IN (", 1, k, ")");
+		char *sql = store_rows_sql("SELECT id, key, " STORE_ORIGIN_COLUMNS
+					   " FROM origins WHERE key IN (",
+					   1, k, ")");
 
 		if (!sql)
 			return -ENOMEM;
 		for (int i = 0; i < k; i++)
 			p[i] = sql_blob(ms->m[at + (size_t)i].key, sizeof(origin_key));
-		rc = be->exec(c, STMT_DYNAMIC, sql, p, k, miss_id_row, ms, NULL);
+		rc = be->exec(c, STMT_DYNAMIC, sql, p, k, miss_found_row, ms, NULL);
 		free(sql);
+		if (rc > 0 && ms->rc < 0)
+			return ms->rc;
+		if (rc)
+			return rc < 0 ? rc : -EIO;
+	}
+	return 0;
+}
+
+/* Altered rows found give their key up (rare: one statement each). */
+static int misses_detach(const struct store_backend *be, struct store_conn *c,
+			 const struct misses *ms)
+{
+	for (size_t i = 0; i < ms->n; i++) {
+		struct sql_value p[] = { sql_int(ms->m[i].altered_id) };
+		int rc;
+
+		if (!ms->m[i].altered_id)
+			continue;
+		rc = be->exec(c, STMT_DYNAMIC, "UPDATE origins SET key = NULL WHERE id = $1", p, 1,
+			      NULL, NULL, NULL);
 		if (rc)
 			return rc < 0 ? rc : -EIO;
 	}
@@ -281,6 +333,7 @@ static void misses_release(struct misses *ms)
 		store_row_release(&ms->m[i].row);
 	free(ms->m);
 	free(ms->index);
+	free(ms->kb.data);
 }
 
 /* A new miss for @key, holding @row (which it now owns). */
@@ -301,6 +354,7 @@ static int miss_add(struct misses *ms, size_t at, const origin_key key, struct s
 	memcpy(m->key, key, sizeof(origin_key));
 	m->row = *row;
 	m->id = -1;
+	m->altered_id = 0;
 	ms->index[at] = (uint32_t)ms->n;
 	return 0;
 }
@@ -355,7 +409,8 @@ out:
 
 int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
 			  struct origin_cache *oc, const struct store_event_in *events,
-			  const uint8_t *const *keys, const bool *want, size_t n, int64_t *ids)
+			  const uint8_t *const *keys, const bool *want, size_t n, int64_t *ids,
+			  origin_altered_fn *altered, void *arg)
 {
 	struct misses ms = { 0 };
 	uint32_t *pending = calloc(n ? n : 1, sizeof(*pending));
@@ -377,12 +432,16 @@ int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
 	if (rc == 0 && ms.n)
 		rc = misses_select(be, c, &ms);
 	if (rc == 0 && ms.n)
+		rc = misses_detach(be, c, &ms);
+	if (rc == 0 && ms.n)
 		rc = misses_insert(be, c, &ms);
 	for (size_t i = 0; rc == 0 && i < ms.n; i++) {
 		if (ms.m[i].id < 0)
 			rc = -EPROTO;	/* neither found nor given back by RETURNING */
 		else
 			rc = cache_put(oc, ms.m[i].key, ms.m[i].id);
+		if (rc == 0 && ms.m[i].altered_id)
+			rc = altered(arg, ms.m[i].altered_id, ms.m[i].id);
 	}
 	for (size_t i = 0; rc == 0 && i < n; i++)
 		if (want[i] && pending[i])

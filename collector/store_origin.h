@@ -36,17 +36,26 @@ int origin_key_of_event(const Dbward__V1__Event *ev, struct origin_key_buf *kb,
 struct origin_cache *origin_cache_new(void);
 void origin_cache_free(struct origin_cache *oc);
 
+/* An origins row found by its key whose values no longer hash to it
+ * (altered): it gives the key up to a new row with the true values. */
+typedef int origin_altered_fn(void *arg, int64_t altered_id, int64_t new_id);
+
 /*
  * The origin ids of a batch's events (@want[i] false: skipped), on the
  * writer connection @c inside its write transaction; @keys[i], when not
  * NULL, is event i's key already taken. From the cache, else
  * found or inserted together, one SELECT and one INSERT per chunk of new
  * origins (a round trip each on PostgreSQL, however many connections the
- * batch opens). 0, -ENOMEM, -EIO (the backend's message on @c) or -EPROTO.
+ * batch opens). A row found whose values do not hash to its key is not
+ * used: its key is set to NULL (so `verify` keeps reporting it), a row
+ * with the event's values takes the key, and @altered is called with both
+ * ids. 0, -ENOMEM, -EIO (the backend's message on @c), -EPROTO, or what
+ * @altered returned.
  */
 int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
 			  struct origin_cache *oc, const struct store_event_in *events,
-			  const uint8_t *const *keys, const bool *want, size_t n, int64_t *ids);
+			  const uint8_t *const *keys, const bool *want, size_t n, int64_t *ids,
+			  origin_altered_fn *altered, void *arg);
 
 /* The write transaction ended: committed (the cache keeps what it learnt)
  * or rolled back (origins inserted in it are gone: forget them). */

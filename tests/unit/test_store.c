@@ -1436,6 +1436,55 @@ STORE_TEST(verify_finds_a_changed_origin_key)
 	cr_assert(has_problem(&pr, 0, "its key is not the hash of its values"));
 }
 
+/* An origins row altered in the database is found by its key by a writer
+ * that does not have it cached: new events do not point at it. A new row
+ * with their true values takes the key, the altered row keeps its values
+ * and its old events and loses the key (verify still reports both), and an
+ * alert says so. */
+STORE_TEST(an_altered_origin_is_not_given_new_events)
+{
+	struct chain c = { .agent = "agent-o", .epoch = 1 };
+	const struct spec sp = { .session = "so1", .pid = 700, .comm = "python3", .db_user = "app" };
+	struct event_bytes e[2];
+	struct store_append_result res;
+	struct store_filter f = { .pid = -1 };
+	struct alerts al = { 0 };
+	struct problems pr;
+
+	e[0] = chain_next(&c, &sp);
+	e[1] = chain_next(&c, &sp);
+	cr_assert_eq(append("agent-o", &e[0], 1, &res), 0);
+	tamper_both("UPDATE origins SET comm = 'cron' WHERE comm = 'python3'");
+	store_reopen();	/* an empty origin cache */
+	cr_assert_eq(append("agent-o", &e[1], 1, &res), 0);
+	bytes_free(e, 2);
+	cr_assert_eq(res.accepted, 1);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 2);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins WHERE key IS NULL AND comm = 'cron'"), 1);
+	cr_assert_eq(db_int("SELECT origin FROM events WHERE id = 2"),
+		     db_int("SELECT id FROM origins WHERE key IS NOT NULL"));
+	f.comm = "python3";
+	cr_assert_eq(count_events(&f), 1);
+	f.comm = "cron";
+	cr_assert_eq(count_events(&f), 1);
+	cr_assert_eq(store_alerts(fx.s, 0, 10, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 1);
+	cr_assert_str_eq(al.kinds[0], "origin_altered");
+	cr_assert_eq(verify(&pr), 2);
+	cr_assert(has_problem(&pr, 0, "its key is not the hash of its values"));
+	cr_assert(has_problem(&pr, 1, "column comm differs from the event's bytes"));
+
+	/* The next writer finds the new row by the key: no second alert. */
+	store_reopen();
+	e[0] = chain_next(&c, &sp);
+	cr_assert_eq(append("agent-o", e, 1, &res), 0);
+	bytes_free(e, 1);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 2);
+	al.n = 0;
+	cr_assert_eq(store_alerts(fx.s, 0, 10, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 1);
+}
+
 STORE_TEST(verify_finds_an_event_pointed_at_another_origin)
 {
 	struct problems pr;
