@@ -495,7 +495,7 @@ static int mark_stored(struct append *a)
 static int origin_altered(void *arg, int64_t altered_id, int64_t new_id)
 {
 	return alert(arg, "origin_altered",
-		     "origins row %lld no longer hashes to its key: its values were altered; "
+		     "origins row %lld no longer hashes to its key: its key or values were altered; "
 		     "the key and this batch's events now go to row %lld",
 		     (long long)altered_id, (long long)new_id);
 }

@@ -164,7 +164,8 @@ struct miss {
 	origin_key key;
 	struct store_row row;
 	int64_t id;
-	int64_t altered_id;		/* the row found under its key, altered; 0 */
+	int64_t altered_id;		/* the row found under its key, if altered */
+	bool altered;
 };
 
 struct misses {
@@ -238,10 +239,12 @@ static int miss_found_row(void *arg, const struct sql_value *cols, int ncols)
 		ms->rc = -ENOMEM;
 		return 1;
 	}
-	if (memcmp(key, m->key, sizeof(key)) == 0)
+	if (memcmp(key, m->key, sizeof(key)) == 0) {
 		m->id = cols[0].i;
-	else
+	} else {
 		m->altered_id = cols[0].i;
+		m->altered = true;
+	}
 	return 0;
 }
 
@@ -279,7 +282,7 @@ static int misses_detach(const struct store_backend *be, struct store_conn *c,
 		struct sql_value p[] = { sql_int(ms->m[i].altered_id) };
 		int rc;
 
-		if (!ms->m[i].altered_id)
+		if (!ms->m[i].altered)
 			continue;
 		rc = be->exec(c, STMT_DYNAMIC, "UPDATE origins SET key = NULL WHERE id = $1", p, 1,
 			      NULL, NULL, NULL);
@@ -355,6 +358,7 @@ static int miss_add(struct misses *ms, size_t at, const origin_key key, struct s
 	m->row = *row;
 	m->id = -1;
 	m->altered_id = 0;
+	m->altered = false;
 	ms->index[at] = (uint32_t)ms->n;
 	return 0;
 }
@@ -440,7 +444,7 @@ int origin_resolve_events(const struct store_backend *be, struct store_conn *c,
 			rc = -EPROTO;	/* neither found nor given back by RETURNING */
 		else
 			rc = cache_put(oc, ms.m[i].key, ms.m[i].id);
-		if (rc == 0 && ms.m[i].altered_id)
+		if (rc == 0 && ms.m[i].altered)
 			rc = altered(arg, ms.m[i].altered_id, ms.m[i].id);
 	}
 	for (size_t i = 0; rc == 0 && i < n; i++)

@@ -1485,6 +1485,37 @@ STORE_TEST(an_altered_origin_is_not_given_new_events)
 	cr_assert_eq(al.n, 1);
 }
 
+/* Two altered origins met in one batch (its misses are looked up
+ * together): each gives its key up, and each gets its alert. */
+STORE_TEST(two_altered_origins_in_one_batch)
+{
+	struct chain c = { .agent = "agent-p", .epoch = 1 };
+	const struct spec one = { .session = "sp1", .pid = 710, .comm = "worker" },
+			  two = { .session = "sp2", .pid = 720, .comm = "worker" };
+	struct event_bytes e[4];
+	struct store_append_result res;
+	struct alerts al = { 0 };
+
+	e[0] = chain_next(&c, &one);
+	e[1] = chain_next(&c, &two);
+	e[2] = chain_next(&c, &one);
+	e[3] = chain_next(&c, &two);
+	cr_assert_eq(append("agent-p", e, 2, &res), 0);
+	tamper_both("UPDATE origins SET comm = 'cron' WHERE pid = 710");
+	tamper_both("UPDATE origins SET comm = 'cron' WHERE pid = 720");
+	store_reopen();
+	cr_assert_eq(append("agent-p", &e[2], 2, &res), 0);
+	bytes_free(e, 4);
+	cr_assert_eq(res.accepted, 2);
+	cr_assert_eq(store_alerts(fx.s, 0, 10, collect_alert, &al), 0);
+	cr_assert_eq(al.n, 2);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins"), 4);
+	cr_assert_eq(db_int("SELECT count(*) FROM origins WHERE key IS NULL"), 2);
+	cr_assert_eq(db_int("SELECT count(*) FROM events e JOIN origins o ON o.id = e.origin "
+			    "WHERE e.id > 2 AND o.comm = 'worker' AND o.key IS NOT NULL"),
+		     2);
+}
+
 STORE_TEST(verify_finds_an_event_pointed_at_another_origin)
 {
 	struct problems pr;
