@@ -390,7 +390,7 @@ static bool take_collision_note(struct intercept *ic, const struct intercept_tup
  * published under the 4-tuple. It is taken only once @fd proved alive (a
  * dead connection in the accept queue must not take the entry of the new
  * socket that reused its port), and only if the entry taken is the one
- * looked at (LRU slots are reused without a grace period; one that was
+ * looked at (map slots are reused without a grace period; one that was
  * replaced in between goes back) and no other socket reached the agent
  * under the same key.
  */

@@ -301,9 +301,10 @@ static void log_intercept_stats(struct intercept *ic)
 #define N(which) (unsigned long long)intercept_counter(ic, INTERCEPT_CNT_##which)
 	log_info("interception: %llu connects redirected, %llu of the agent's own skipped, %llu "
 		 "with no room for their origin; not redirected: %llu refused, %llu let "
-		 "through; pods: %llu published by address, %llu collisions",
+		 "through; pods: %llu published by address, %llu collisions (%llu not noted: "
+		 "their key's entry dropped)",
 		 N(REDIRECTED), N(SKIPPED_MARK), N(NO_STORAGE), N(REFUSED_NO_AGENT),
-		 N(BYPASSED_NO_AGENT), N(TUPLE_SAVED), N(TUPLE_COLLIDED));
+		 N(BYPASSED_NO_AGENT), N(TUPLE_SAVED), N(TUPLE_COLLIDED), N(TUPLE_UNNOTED));
 #undef N
 }
 

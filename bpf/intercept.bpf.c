@@ -63,8 +63,14 @@ struct {
 	__uint(max_entries, 65536);
 } origin_by_cookie SEC(".maps");
 
+/*
+ * Plain hashes, not LRU: nothing pushes an entry out, so a namespace owner
+ * who floods them cannot evict a pod's entry or a note and then publish
+ * under that key. A full map fails closed: no entry means no record, and
+ * the agent refuses the connection (see collided()).
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct intercept_tuple);
 	__type(value, struct intercept_origin);
 	__uint(max_entries, 65536);
@@ -72,7 +78,7 @@ struct {
 
 /* Written by key, never by a publisher's retract: see intercept.h. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct intercept_tuple);
 	__type(value, __u64);
 	__uint(max_entries, 8192);
@@ -326,11 +332,17 @@ static __always_inline bool at_agent(const struct intercept_tuple *t)
 	       same_addr(t->local_addr, settings.pods_addr);
 }
 
+/* The key is not to be trusted. If the note cannot be kept (the map is
+ * full), whatever was published under the key goes instead: the agent then
+ * finds no record and refuses, where it must not attribute. */
 static __always_inline void collided(const struct intercept_tuple *t)
 {
 	__u64 now = bpf_ktime_get_ns();
 
-	bpf_map_update_elem(&tuple_collided, t, &now, BPF_ANY);
+	if (bpf_map_update_elem(&tuple_collided, t, &now, BPF_ANY) != 0) {
+		bpf_map_delete_elem(&origin_by_tuple, t);
+		count(INTERCEPT_CNT_TUPLE_UNNOTED);
+	}
 	count(INTERCEPT_CNT_TUPLE_COLLIDED);
 }
 

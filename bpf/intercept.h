@@ -78,7 +78,9 @@ struct intercept_origin {
  * its own, notes the key in tuple_collided (with bpf_ktime_get_ns). The
  * agent refuses a live connection whose key is noted, and drops the note
  * once it has handled a live connection under that key; notes nobody
- * came for go after INTERCEPT_COLLIDED_NS.
+ * came for go after INTERCEPT_COLLIDED_NS. Both maps are plain hashes
+ * that fail closed when full: a note that cannot be kept deletes the
+ * key's entry instead, so the agent finds no record and refuses.
  */
 #define INTERCEPT_COLLIDED_NS (60ull * 1000000000ull)
 struct intercept_tuple {
@@ -121,6 +123,7 @@ enum intercept_counter {
 	INTERCEPT_CNT_NO_STORAGE,
 	INTERCEPT_CNT_TUPLE_SAVED,
 	INTERCEPT_CNT_TUPLE_COLLIDED,
+	INTERCEPT_CNT_TUPLE_UNNOTED,	/* a collision with tuple_collided full */
 	INTERCEPT_CNT_MAX,
 };
 

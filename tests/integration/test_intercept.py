@@ -4,6 +4,7 @@ the database's real address lands in the agent, is forwarded to the real
 server, and is recorded with who it was. Everything else is untouched.
 """
 
+import contextlib
 import copy
 import json
 import os
@@ -11,6 +12,8 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
+import time
 
 import pytest
 
@@ -310,27 +313,63 @@ def test_pods_agent_gives_a_reused_port_to_the_live_connection_only(
     assert opened["pid"] == second.pid
 
 
-@pytest.mark.parametrize("forger", ["after", "before-and-again"])
-def test_pods_agent_refuses_a_tuple_another_namespace_published_too(
-        pg, netns, agent_factory, test_cgroup, spawn_in_cgroup, forger):
-    pods_port = free_port()
-    agent = agent_factory(listen_pods=f"{netns.host_addr}:{pods_port}",
-                          heartbeat_timeout_ms=60000)
-    # A namespace of the forger's own, which claims the pod's address and
-    # the agent's: its redirected connect lands on its own listener, and
-    # sockops publishes it under the pod connection's exact 4-tuple.
+@contextlib.contextmanager
+def forger_namespace(netns):
+    """A namespace of a forger's own, which claims the pod's address and
+    the agent's: its redirected connect lands on its own listener, and
+    sockops publishes it under the pod connection's exact 4-tuple."""
     forge = f"dbwforge-{os.getpid()}"
     run(["ip", "netns", "add", forge])
     try:
         run(["ip", "-n", forge, "link", "set", "lo", "up"])
         for addr in (netns.host_addr, netns.ns_addr):
             run(["ip", "-n", forge, "addr", "add", f"{addr}/32", "dev", "lo"])
+        yield forge
+    finally:
+        run(["ip", "netns", "del", forge], check=False)
+
+
+def fill_map(cgroup, name, n):
+    """Puts up to @n made-up 36-byte tuple keys in the map @name of the
+    programs on @cgroup, in one bpftool run that stops at the first update
+    refused (a full hash map); their values are now on the monotonic clock
+    (tuple_collided's notes: the agent's sweep keeps them 60 s). Returns
+    the map's max_entries."""
+    for prog in cgroup.attached_programs():
+        info = json.loads(run(["bpftool", "-j", "prog", "show", "id", str(prog["id"])]).stdout)
+        for map_id in info.get("map_ids", []):
+            m = json.loads(run(["bpftool", "-j", "map", "show", "id", str(map_id)]).stdout)
+            if m.get("name", "").startswith(name):
+                hexes = lambda b: " ".join(f"{x:02x}" for x in b)  # noqa: E731
+                now = time.monotonic_ns().to_bytes(8, "little")
+                lines = [f"map update id {map_id} key hex "
+                         f"{hexes(bytes(12) + i.to_bytes(4, 'big') + bytes(20))} "
+                         f"value hex {hexes(now)} any" for i in range(n)]
+                with tempfile.NamedTemporaryFile("w", suffix=".batch") as f:
+                    f.write("\n".join(lines) + "\n")
+                    f.flush()
+                    run(["bpftool", "batch", "file", f.name], check=False)
+                return m["max_entries"]
+    raise AssertionError(f"no {name} map on {cgroup}")
+
+
+def pods_client(spawn_in_cgroup, cgroup, ns, *args):
+    proc = spawn_in_cgroup(cgroup, [PYTHON, "-c", CLIENT_SRC, HERE, *args], netns=ns,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    return proc, json.loads(proc.stdout.readline())["port"]
+
+
+@pytest.mark.parametrize("forger", ["after", "before-and-again"])
+def test_pods_agent_refuses_a_tuple_another_namespace_published_too(
+        pg, netns, agent_factory, test_cgroup, spawn_in_cgroup, forger):
+    pods_port = free_port()
+    agent = agent_factory(listen_pods=f"{netns.host_addr}:{pods_port}",
+                          heartbeat_timeout_ms=60000)
+    with forger_namespace(netns) as forge:
         app = marker("victim")
 
         def client(ns, *args):
-            proc = spawn_in_cgroup(test_cgroup, [PYTHON, "-c", CLIENT_SRC, HERE, *args], netns=ns,
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-            return proc, json.loads(proc.stdout.readline())["port"]
+            return pods_client(spawn_in_cgroup, test_cgroup, ns, *args)
 
         with Paused(agent):
             client(forge, netns.ns_addr, "0", netns.host_addr, str(pods_port), "listen")
@@ -357,8 +396,69 @@ def test_pods_agent_refuses_a_tuple_another_namespace_published_too(
                    what="the agent's log of the collision")
         assert not [e for e in agent.audit_events("connection_open")
                     if e.get("pid") == forger.pid], "the forger was given the victim's connection"
-    finally:
-        run(["ip", "netns", "del", forge], check=False)
+
+
+def test_pods_agent_keeps_its_note_of_a_forged_tuple_through_a_flood_of_notes(
+        pg, netns, agent_factory, test_cgroup, spawn_in_cgroup):
+    """The forger publishes first, the victim's socket notes the key; then
+    the notes map is filled to the brim. An LRU map would push the note
+    out, and the victim's connection would be given the forger's record."""
+    pods_port = free_port()
+    agent = agent_factory(listen_pods=f"{netns.host_addr}:{pods_port}",
+                          heartbeat_timeout_ms=60000)
+    with forger_namespace(netns) as forge:
+        app = marker("flooded")
+        with Paused(agent):
+            pods_client(spawn_in_cgroup, test_cgroup, forge, netns.ns_addr, "0",
+                        netns.host_addr, str(pods_port), "listen")
+            forger, port = pods_client(spawn_in_cgroup, test_cgroup, forge, netns.ns_addr, "0",
+                                       netns.host_addr, str(pg.port), "-")
+            victim, _ = pods_client(spawn_in_cgroup, test_cgroup, netns, netns.ns_addr,
+                                    str(port), netns.host_addr, str(pg.port), app)
+            noted = origin_records(test_cgroup, "tuple_collided")
+            assert len(noted) == 1, noted
+            fill_map(test_cgroup, "tuple_collided", 2 * 8192)
+        victim.stdin.write("go\n")
+        victim.stdin.flush()
+        got = json.loads(victim.stdout.readline())["got"]
+        assert got[0]["type"] == "E" and got[0]["fields"]["C"] == "08004", got
+        wait_until(lambda: "reached the agent from the same address and port" in agent.output(),
+                   10, what="the agent's log of the collision")
+        assert not [e for e in agent.audit_events("connection_open")
+                    if e.get("pid") == forger.pid], "the forger was given the victim's connection"
+
+
+def test_pods_agent_refuses_a_forged_tuple_with_no_room_left_to_note_it(
+        pg, netns, agent_factory, test_cgroup, spawn_in_cgroup):
+    """A flood of notes cannot push one out (plain hash maps): once full, a
+    collision deletes the key's entry, and the victim is refused for want
+    of a record rather than attributed to the forger."""
+    pods_port = free_port()
+    agent = agent_factory(listen_pods=f"{netns.host_addr}:{pods_port}",
+                          heartbeat_timeout_ms=60000)
+    full = fill_map(test_cgroup, "tuple_collided", 8192)
+    assert len(origin_records(test_cgroup, "tuple_collided")) == full == 8192
+    with forger_namespace(netns) as forge:
+        app = marker("unnoted")
+        with Paused(agent):
+            pods_client(spawn_in_cgroup, test_cgroup, forge, netns.ns_addr, "0",
+                        netns.host_addr, str(pods_port), "listen")
+            victim, port = pods_client(spawn_in_cgroup, test_cgroup, netns, netns.ns_addr, "0",
+                                       netns.host_addr, str(pg.port), app)
+            forger, _ = pods_client(spawn_in_cgroup, test_cgroup, forge, netns.ns_addr,
+                                    str(port), netns.host_addr, str(pg.port), "-")
+        victim.stdin.write("go\n")
+        victim.stdin.flush()
+        got = json.loads(victim.stdout.readline())["got"]
+        assert got[0]["type"] == "E" and got[0]["fields"]["C"] == "08004", got
+        wait_until(lambda: "no origin record for this connection" in agent.output(), 10,
+                   what="the agent's log of the connection without a record")
+        assert "reached the agent from the same address and port" not in agent.output()
+        assert not [e for e in agent.audit_events("connection_open")
+                    if e.get("pid") in (forger.pid, victim.pid)], "a forged key was trusted"
+        os.kill(agent.proc.pid, signal.SIGUSR1)
+        wait_until(lambda: "1 not noted: their key's entry dropped" in agent.output(), 10,
+                   what="the agent's count of the collision it could not note")
 
 
 def test_a_pods_own_loopback_on_the_listen_port_does_not_touch_host_connections(
