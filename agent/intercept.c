@@ -372,6 +372,25 @@ void intercept_heartbeat(struct intercept *ic)
 	__atomic_store_n(&ic->skel->bss->heartbeat_ns, clock_monotonic_ns(), __ATOMIC_RELEASE);
 }
 
+/* Whether a collision found tuple_collided full in the last
+ * INTERCEPT_COLLIDED_NS: then no key can be trusted (intercept.h). */
+static bool unnoted_lately(struct intercept *ic)
+{
+	uint64_t when = __atomic_load_n(&ic->skel->bss->unnoted_ns, __ATOMIC_ACQUIRE);
+
+	return when && clock_monotonic_ns() - when < INTERCEPT_COLLIDED_NS;
+}
+
+/* A key whose entry was lost (taken, and not put back): noted, or if the
+ * notes are full, no key is trusted for a while. */
+static void note_lost_key(struct intercept *ic, const struct intercept_tuple *key)
+{
+	uint64_t now = clock_monotonic_ns();
+
+	if (bpf_map_update_elem(bpf_map__fd(ic->skel->maps.tuple_collided), key, &now, BPF_ANY) < 0)
+		__atomic_store_n(&ic->skel->bss->unnoted_ns, now, __ATOMIC_RELEASE);
+}
+
 /* Whether another socket reached the agent under @key (intercept.h); the
  * note is dropped: the live connection under that key is handled now. */
 static bool take_collision_note(struct intercept *ic, const struct intercept_tuple *key)
@@ -417,7 +436,8 @@ static int take_by_tuple(struct intercept *ic, int fd, const struct netaddr *pee
 	if (bpf_map_lookup_and_delete_elem(map, &key, out) < 0)
 		return -ENOENT;
 	if (memcmp(&seen, out, sizeof(seen))) {
-		bpf_map_update_elem(map, &key, out, BPF_NOEXIST);
+		if (bpf_map_update_elem(map, &key, out, BPF_NOEXIST) < 0)
+			note_lost_key(ic, &key);
 		return -ENOENT;
 	}
 	if (take_collision_note(ic, &key)) {
@@ -426,6 +446,13 @@ static int take_by_tuple(struct intercept *ic, int fd, const struct netaddr *pee
 			 "from the same address and port (the record found is pid %u's, network "
 			 "namespace %" PRIu64 ")", text, out->who.tgid,
 			 (uint64_t)out->who.netns_cookie);
+		return -EADDRINUSE;
+	}
+	if (unnoted_lately(ic)) {
+		netaddr_format(peer, text, sizeof(text));
+		log_warn("intercept: connection from %s refused: a collision found the notes of "
+			 "forged addresses full less than %llu s ago, so no address is trusted",
+			 text, (unsigned long long)(INTERCEPT_COLLIDED_NS / 1000000000ull));
 		return -EADDRINUSE;
 	}
 	return 0;

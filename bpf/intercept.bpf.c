@@ -40,6 +40,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Written by the agent through the skeleton's mapping of .bss. */
 struct intercept_settings settings;
 __u64 heartbeat_ns;
+/* When a collision last found tuple_collided full (bpf_ktime_get_ns; read
+ * by the agent, which refuses every connection by tuple for
+ * INTERCEPT_COLLIDED_NS after it: see collided()). */
+__u64 unnoted_ns;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -64,10 +68,9 @@ struct {
 } origin_by_cookie SEC(".maps");
 
 /*
- * Plain hashes, not LRU: nothing pushes an entry out, so a namespace owner
- * who floods them cannot evict a pod's entry or a note and then publish
- * under that key. A full map fails closed: no entry means no record, and
- * the agent refuses the connection (see collided()).
+ * Plain hashes, not LRU: nothing pushes an entry or a note out. A full
+ * origin_by_tuple fails closed (no entry, no record: the agent refuses);
+ * so does a full tuple_collided (see collided()).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -332,14 +335,18 @@ static __always_inline bool at_agent(const struct intercept_tuple *t)
 	       same_addr(t->local_addr, settings.pods_addr);
 }
 
-/* The key is not to be trusted. If the note cannot be kept (the map is
- * full), whatever was published under the key goes instead: the agent then
- * finds no record and refuses, where it must not attribute. */
+/*
+ * The key is not to be trusted. If the note cannot be kept (the map is
+ * full), the agent is told to trust no key at all for a while (unnoted_ns:
+ * deleting the key's entry alone would not do, as its forger could publish
+ * under it again), and the entry goes too.
+ */
 static __always_inline void collided(const struct intercept_tuple *t)
 {
 	__u64 now = bpf_ktime_get_ns();
 
 	if (bpf_map_update_elem(&tuple_collided, t, &now, BPF_ANY) != 0) {
+		*(volatile __u64 *)&unnoted_ns = now;
 		bpf_map_delete_elem(&origin_by_tuple, t);
 		count(INTERCEPT_CNT_TUPLE_UNNOTED);
 	}

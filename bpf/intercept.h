@@ -79,8 +79,9 @@ struct intercept_origin {
  * agent refuses a live connection whose key is noted, and drops the note
  * once it has handled a live connection under that key; notes nobody
  * came for go after INTERCEPT_COLLIDED_NS. Both maps are plain hashes
- * that fail closed when full: a note that cannot be kept deletes the
- * key's entry instead, so the agent finds no record and refuses.
+ * that fail closed when full: when a note cannot be kept, the agent
+ * refuses every connection by tuple for INTERCEPT_COLLIDED_NS (the
+ * program's unnoted_ns), and the key's entry is deleted.
  */
 #define INTERCEPT_COLLIDED_NS (60ull * 1000000000ull)
 struct intercept_tuple {
