@@ -359,6 +359,39 @@ def pods_client(spawn_in_cgroup, cgroup, ns, *args):
     return proc, json.loads(proc.stdout.readline())["port"]
 
 
+def collide(agent, netns, forge, client, pg_port, pods_port, app, order, again, then=None):
+    """With @agent paused: the forger's listener in @forge, then the victim
+    (@app) and the forger connect from one address and port, the victim
+    first if @order is "after". With @again the forger then resets and
+    publishes under the key again; @then() runs last, still paused.
+    Returns the victim's and the forger's processes."""
+    mode = "again" if again else "-"
+    with Paused(agent):
+        client(forge, netns.ns_addr, "0", netns.host_addr, str(pods_port), "listen")
+        if order == "after":
+            victim, port = client(netns, netns.ns_addr, "0", netns.host_addr, str(pg_port), app)
+            forger, _ = client(forge, netns.ns_addr, str(port), netns.host_addr, str(pg_port),
+                               mode)
+        else:
+            forger, port = client(forge, netns.ns_addr, "0", netns.host_addr, str(pg_port), mode)
+            victim, _ = client(netns, netns.ns_addr, str(port), netns.host_addr, str(pg_port),
+                               app)
+        if again:
+            forger.stdin.write("go\n")
+            forger.stdin.flush()
+            assert json.loads(forger.stdout.readline()) == {"again": port}
+        if then:
+            then()
+    return victim, forger
+
+
+def victim_refused(victim):
+    victim.stdin.write("go\n")
+    victim.stdin.flush()
+    got = json.loads(victim.stdout.readline())["got"]
+    assert got[0]["type"] == "E" and got[0]["fields"]["C"] == "08004", got
+
+
 @pytest.mark.parametrize("forger", ["after", "before-and-again"])
 def test_pods_agent_refuses_a_tuple_another_namespace_published_too(
         pg, netns, agent_factory, test_cgroup, spawn_in_cgroup, forger):
@@ -366,32 +399,15 @@ def test_pods_agent_refuses_a_tuple_another_namespace_published_too(
     agent = agent_factory(listen_pods=f"{netns.host_addr}:{pods_port}",
                           heartbeat_timeout_ms=60000)
     with forger_namespace(netns) as forge:
-        app = marker("victim")
-
-        def client(ns, *args):
-            return pods_client(spawn_in_cgroup, test_cgroup, ns, *args)
-
-        with Paused(agent):
-            client(forge, netns.ns_addr, "0", netns.host_addr, str(pods_port), "listen")
-            if forger == "after":
-                victim, port = client(netns, netns.ns_addr, "0", netns.host_addr, str(pg.port),
-                                      app)
-                forger, _ = client(forge, netns.ns_addr, str(port), netns.host_addr,
-                                   str(pg.port), "-")
-            else:
-                # First, so the victim finds its key taken; then the forger
-                # resets (its retract drops its entry) and publishes again.
-                forger, port = client(forge, netns.ns_addr, "0", netns.host_addr,
-                                      str(pg.port), "again")
-                victim, _ = client(netns, netns.ns_addr, str(port), netns.host_addr,
-                                   str(pg.port), app)
-                forger.stdin.write("go\n")
-                forger.stdin.flush()
-                assert json.loads(forger.stdout.readline()) == {"again": port}
-        victim.stdin.write("go\n")
-        victim.stdin.flush()
-        got = json.loads(victim.stdout.readline())["got"]
-        assert got[0]["type"] == "E" and got[0]["fields"]["C"] == "08004", got
+        # "before-and-again": first, so the victim finds its key taken;
+        # then the forger resets (its retract drops its entry) and
+        # publishes again.
+        victim, forger = collide(
+            agent, netns, forge,
+            lambda ns, *args: pods_client(spawn_in_cgroup, test_cgroup, ns, *args),
+            pg.port, pods_port, marker("victim"),
+            "after" if forger == "after" else "before", forger != "after")
+        victim_refused(victim)
         wait_until(lambda: "reached the agent from the same address and port" in agent.output(), 10,
                    what="the agent's log of the collision")
         assert not [e for e in agent.audit_events("connection_open")
@@ -406,24 +422,19 @@ def test_pods_agent_keeps_its_note_of_a_forged_tuple_through_a_flood_of_notes(
     pods_port = free_port()
     agent = agent_factory(listen_pods=f"{netns.host_addr}:{pods_port}",
                           heartbeat_timeout_ms=60000)
+
+    def flood():
+        assert len(origin_records(test_cgroup, "tuple_collided")) == 1
+        fill_map(test_cgroup, "tuple_collided", 2 * 8192)
+        # Flooded (an LRU map pushes some out as it goes: ~8065 of 8192).
+        assert len(origin_records(test_cgroup, "tuple_collided")) > 8000
+
     with forger_namespace(netns) as forge:
-        app = marker("flooded")
-        with Paused(agent):
-            pods_client(spawn_in_cgroup, test_cgroup, forge, netns.ns_addr, "0",
-                        netns.host_addr, str(pods_port), "listen")
-            forger, port = pods_client(spawn_in_cgroup, test_cgroup, forge, netns.ns_addr, "0",
-                                       netns.host_addr, str(pg.port), "-")
-            victim, _ = pods_client(spawn_in_cgroup, test_cgroup, netns, netns.ns_addr,
-                                    str(port), netns.host_addr, str(pg.port), app)
-            noted = origin_records(test_cgroup, "tuple_collided")
-            assert len(noted) == 1, noted
-            fill_map(test_cgroup, "tuple_collided", 2 * 8192)
-            # Flooded (an LRU map pushes some out as it goes: ~8065 of 8192).
-            assert len(origin_records(test_cgroup, "tuple_collided")) > 8000
-        victim.stdin.write("go\n")
-        victim.stdin.flush()
-        got = json.loads(victim.stdout.readline())["got"]
-        assert got[0]["type"] == "E" and got[0]["fields"]["C"] == "08004", got
+        victim, forger = collide(
+            agent, netns, forge,
+            lambda ns, *args: pods_client(spawn_in_cgroup, test_cgroup, ns, *args),
+            pg.port, pods_port, marker("flooded"), "before", False, flood)
+        victim_refused(victim)
         wait_until(lambda: "reached the agent from the same address and port" in agent.output(),
                    10, what="the agent's log of the collision")
         assert not [e for e in agent.audit_events("connection_open")
@@ -443,32 +454,11 @@ def test_pods_agent_refuses_a_forged_tuple_with_no_room_left_to_note_it(
     full = fill_map(test_cgroup, "tuple_collided", 8192)
     assert len(origin_records(test_cgroup, "tuple_collided")) == full == 8192
     with forger_namespace(netns) as forge:
-        app = marker("unnoted")
-
-        def client(ns, *args):
-            return pods_client(spawn_in_cgroup, test_cgroup, ns, *args)
-
-        with Paused(agent):
-            client(forge, netns.ns_addr, "0", netns.host_addr, str(pods_port), "listen")
-            if forger == "after":
-                victim, port = client(netns, netns.ns_addr, "0", netns.host_addr, str(pg.port),
-                                      app)
-                forger, _ = client(forge, netns.ns_addr, str(port), netns.host_addr,
-                                   str(pg.port), "again")
-            else:
-                forger, port = client(forge, netns.ns_addr, "0", netns.host_addr,
-                                      str(pg.port), "again")
-                victim, _ = client(netns, netns.ns_addr, str(port), netns.host_addr,
-                                   str(pg.port), app)
-            # The forger resets and publishes under the key again, now free.
-            forger.stdin.write("go\n")
-            forger.stdin.flush()
-            assert json.loads(forger.stdout.readline()) == {"again": port}
-            assert len(origin_records(test_cgroup, "origin_by_tup")) == 1
-        victim.stdin.write("go\n")
-        victim.stdin.flush()
-        got = json.loads(victim.stdout.readline())["got"]
-        assert got[0]["type"] == "E" and got[0]["fields"]["C"] == "08004", got
+        victim, forger = collide(
+            agent, netns, forge,
+            lambda ns, *args: pods_client(spawn_in_cgroup, test_cgroup, ns, *args),
+            pg.port, pods_port, marker("unnoted"), forger, True)
+        victim_refused(victim)
         wait_until(lambda: "so no address is trusted" in agent.output(), 10,
                    what="the agent's log of the refusal")
         assert not [e for e in agent.audit_events("connection_open")
