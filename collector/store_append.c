@@ -621,38 +621,36 @@ static int gap_alert(struct append *a, uint64_t seq)
 		     (unsigned long long)(seq - 1));
 }
 
-static int hash_row(void *arg, const struct sql_value *cols, int ncols)
-{
-	struct seq_entry *e = arg;
-
-	(void)ncols;
-	if (cols[0].type != SQL_BLOB) {
-		e->unreadable = true;	/* not bytes: an altered row, verify reports it */
-		return 0;
-	}
-	event_hash(cols[0].p, cols[0].len, e->hash);
-	e->has_hash = true;
-	return 0;
-}
-
-/* Where a stored event's bytes are. */
+/* A stored event found by its seq: its hash, when its bytes are in its
+ * row; where they are, when in a payload. */
 struct stored_ref {
-	int where;		/* 0: not stored, 1: in its row, 2: in a payload */
+	struct seq_entry *e;
+	bool in_payload, payload_is_int;
 	int64_t payload, off, len;
-	bool payload_is_int;
 };
 
+/* Columns: raw_inline, then SQL_EVENT_PAYLOAD_REF. */
 static int stored_ref_row(void *arg, const struct sql_value *cols, int ncols)
 {
 	struct stored_ref *r = arg;
+	const struct sql_value *ref = &cols[1];
 
 	(void)ncols;
-	r->where = cols[0].type == SQL_NULL ? 1 : 2;
-	r->payload_is_int = cols[0].type == SQL_INT && cols[1].type == SQL_INT &&
-			    cols[2].type == SQL_INT;
-	r->payload = cols[0].i;
-	r->off = cols[1].i;
-	r->len = cols[2].i;
+	if (ref[0].type == SQL_NULL) {
+		if (cols[0].type != SQL_BLOB) {
+			r->e->unreadable = true;	/* an altered row: verify reports it */
+			return 0;
+		}
+		event_hash(cols[0].p, cols[0].len, r->e->hash);
+		r->e->has_hash = true;
+		return 0;
+	}
+	r->in_payload = true;
+	r->payload_is_int = ref[0].type == SQL_INT && ref[1].type == SQL_INT &&
+			    ref[2].type == SQL_INT;
+	r->payload = ref[0].i;
+	r->off = ref[1].i;
+	r->len = ref[2].i;
 	return 0;
 }
 
@@ -694,25 +692,19 @@ static int stored_hash_in_payload(struct append *a, const struct stored_ref *r,
 static int stored_hash(struct append *a, struct seq_entry *e)
 {
 	struct sql_value p[] = { sql_text(a->agent_id), sql_u64(a->epoch), sql_u64(e->seq) };
-	struct stored_ref r = { .where = 0 };
+	struct stored_ref r = { .e = e };
 
 	if (e->seq == a->agent.max_seq && a->agent.has_last_hash) {
 		memcpy(e->hash, a->agent.last_hash, EVENT_HASH_LEN);
 		e->has_hash = true;
 		return 0;
 	}
-	if (run(a, STMT_EVENT_PAYLOAD_BY_SEQ,
-		"SELECT " SQL_EVENT_PAYLOAD_REF " FROM events "
+	if (run(a, STMT_EVENT_BYTES_BY_SEQ,
+		"SELECT raw_inline, " SQL_EVENT_PAYLOAD_REF " FROM events "
 		"WHERE agent_id = $1 AND epoch = $2 AND seq = $3",
 		p, 3, stored_ref_row, &r) < 0)
 		return -EIO;
-	if (r.where == 2)
-		return stored_hash_in_payload(a, &r, e);
-	if (r.where == 0)
-		return 0;
-	return run(a, STMT_EVENT_RAW_BY_SEQ,
-		   "SELECT raw_inline FROM events WHERE agent_id = $1 AND epoch = $2 AND seq = $3",
-		   p, 3, hash_row, e) < 0 ? -EIO : 0;
+	return r.in_payload ? stored_hash_in_payload(a, &r, e) : 0;
 }
 
 static bool is_zero_hash(const ProtobufCBinaryData *h)

@@ -78,8 +78,7 @@ enum store_stmt {
 	STMT_BATCH_SEQS,
 	STMT_EVENT_INSERT,
 	STMT_EVENT_INSERT_MANY,
-	STMT_EVENT_RAW_BY_SEQ,
-	STMT_EVENT_PAYLOAD_BY_SEQ,
+	STMT_EVENT_BYTES_BY_SEQ,
 	STMT_PAYLOAD_INSERT,
 	STMT_PAYLOAD_GET,
 	STMT_EVENT_BY_ID,
@@ -173,12 +172,16 @@ int store_exec(struct store *s, struct store_conn *c, enum store_stmt id, const 
  * column: "HEAD$1, $2TAIL". malloc'd, NULL when out of memory. */
 char *store_rows_sql(const char *head, int ncols, int rows, const char *tail);
 
+/* Where an event's bytes are when not in its row (store_payload.h): the
+ * last columns of every select that reads events. */
+#define SQL_EVENT_PAYLOAD_REF "events.payload, events.payload_off, events.payload_len"
+#define SQL_EVENT_PAYLOAD_NCOLS 3
+
 /* One event row, as every reader wants it: its bytes in column 6, for
  * store_exec_events (store_payload.h). */
 #define SQL_EVENT_COLUMNS                                                               \
 	"events.id, events.leaf_index, events.agent_id, events.epoch, events.seq, "     \
-	"events.ts, events.raw_inline, events.payload, events.payload_off, "            \
-	"events.payload_len"
+	"events.ts, events.raw_inline, " SQL_EVENT_PAYLOAD_REF
 #define SQL_EVENT_BYTES_COL 6
 #define SQL_EVENT_BY_ID "SELECT " SQL_EVENT_COLUMNS " FROM events WHERE id = $1"
 

@@ -354,11 +354,8 @@ static int miss_add(struct misses *ms, size_t at, const origin_key key, struct s
 		ms->cap = cap;
 	}
 	m = &ms->m[ms->n++];
+	*m = (struct miss){ .row = *row, .id = -1 };
 	memcpy(m->key, key, sizeof(origin_key));
-	m->row = *row;
-	m->id = -1;
-	m->altered_id = 0;
-	m->altered = false;
 	ms->index[at] = (uint32_t)ms->n;
 	return 0;
 }

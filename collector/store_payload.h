@@ -29,9 +29,6 @@
 
 #include "collector/store_backend.h"
 
-#define SQL_EVENT_PAYLOAD_REF "events.payload, events.payload_off, events.payload_len"
-#define SQL_EVENT_PAYLOAD_NCOLS 3
-
 /*
  * store_exec for a query that selects events: @fn gets each row with
  * column @bytes_col holding the event's bytes (SQL_BLOB), or SQL_NULL when
