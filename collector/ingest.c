@@ -40,8 +40,14 @@ struct ingest {
 	bool stopping;			/* atomic */
 
 	pthread_mutex_t lock;
-	pthread_cond_t idle;		/* signalled when live drops to 0 */
-	unsigned live;			/* connection threads running */
+	pthread_cond_t ended_cond;	/* signalled when a connection thread ends */
+	unsigned live;			/* connection threads not yet joined */
+	unsigned n_ended;		/* of them, those whose work is done */
+	/*
+	 * Joined, not detached: a thread's exit runs OpenSSL's per-thread
+	 * cleanup, and a process must not exit before that is over.
+	 */
+	pthread_t ended[MAX_CONNECTIONS];
 	unsigned handshaking;		/* of them, still in the TLS handshake */
 	struct netaddr handshake_addrs[MAX_HANDSHAKES];	/* their peers (port 0) */
 
@@ -402,10 +408,30 @@ static void *conn_main(void *arg)
 	conn_serve(c);
 	conn_close(c);
 	pthread_mutex_lock(&ing->lock);
-	if (--ing->live == 0)
-		pthread_cond_broadcast(&ing->idle);
+	ing->ended[ing->n_ended++] = pthread_self();
+	pthread_cond_broadcast(&ing->ended_cond);
 	pthread_mutex_unlock(&ing->lock);
 	return NULL;
+}
+
+/* Joins the connection threads that have ended; with @all, waits for every one. */
+static void conn_reap(struct ingest *ing, bool all)
+{
+	pthread_t thread;
+
+	pthread_mutex_lock(&ing->lock);
+	while (ing->n_ended > 0 || (all && ing->live > 0)) {
+		if (ing->n_ended == 0) {
+			pthread_cond_wait(&ing->ended_cond, &ing->lock);
+			continue;
+		}
+		thread = ing->ended[--ing->n_ended];
+		pthread_mutex_unlock(&ing->lock);
+		pthread_join(thread, NULL);
+		pthread_mutex_lock(&ing->lock);
+		ing->live--;
+	}
+	pthread_mutex_unlock(&ing->lock);
 }
 
 /* --- accepting ----------------------------------------------------------------- */
@@ -477,7 +503,6 @@ static int conn_spawn(struct ingest *ing, struct agent_conn *c)
 	}
 
 	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, CONN_STACK_SIZE);
 	err = pthread_create(&thread, &attr, conn_main, c);
 	pthread_attr_destroy(&attr);
@@ -485,8 +510,7 @@ static int conn_spawn(struct ingest *ing, struct agent_conn *c)
 		log_error("collector: no thread for %s: %s", c->peer, strerror(err));
 		handshake_release(c);
 		pthread_mutex_lock(&ing->lock);
-		if (--ing->live == 0)
-			pthread_cond_broadcast(&ing->idle);
+		ing->live--;
 		pthread_mutex_unlock(&ing->lock);
 		return -err;
 	}
@@ -526,6 +550,7 @@ static void *accept_main(void *arg)
 	while (!ingest_stopping(ing)) {
 		if (poll(&pfd, 1, POLL_SLICE_MS) > 0)
 			accept_one(ing);
+		conn_reap(ing, false);
 	}
 	return NULL;
 }
@@ -548,7 +573,7 @@ int ingest_start(const struct ingest_opts *opts, struct ingest **out, char *err,
 	};
 	ing->listen_fd = -1;
 	pthread_mutex_init(&ing->lock, NULL);
-	pthread_cond_init(&ing->idle, NULL);
+	pthread_cond_init(&ing->ended_cond, NULL);
 	rc = listener_open(&opts->listen, &ing->listen_fd);
 	if (rc < 0) {
 		netaddr_format(&opts->listen, addr, sizeof(addr));
@@ -582,14 +607,11 @@ void ingest_stop(struct ingest *ing)
 		pthread_join(ing->accept_thread, NULL);
 	if (ing->listen_fd >= 0)
 		close(ing->listen_fd);
-	pthread_mutex_lock(&ing->lock);
-	while (ing->live > 0)
-		pthread_cond_wait(&ing->idle, &ing->lock);
-	pthread_mutex_unlock(&ing->lock);
+	conn_reap(ing, true);
 	if (ing->accept_running)
 		log_info("ingest stopped: %" PRIu64 " batch(es) accepted, %" PRIu64 " refused",
 			 ing->batches_accepted, ing->batches_refused);
-	pthread_cond_destroy(&ing->idle);
+	pthread_cond_destroy(&ing->ended_cond);
 	pthread_mutex_destroy(&ing->lock);
 	free(ing);
 }
