@@ -133,6 +133,16 @@ static void doc_open_object(struct doc *d, struct jsonbuf *jb)
 	doc_raw(d, jb->data, jb->len - 2);
 }
 
+/* The keys of an object a jsonbuf finished, closing an object @d opened. */
+static void doc_close_object(struct doc *d, struct jsonbuf *jb)
+{
+	if (jsonbuf_finish(jb) < 0) {
+		d->failed = true;
+		return;
+	}
+	doc_raw(d, jb->data + 1, jb->len - 2);
+}
+
 static void doc_reply(struct doc *d, struct api_reply *reply)
 {
 	doc_raw(d, "\n", 1);
@@ -362,10 +372,16 @@ static void api_alerts(const struct api *api, const struct query *q, struct api_
 	list_end(&w, rc, "}", reply);
 }
 
+/* The agents' list pages by a cursor, not a row id. */
+struct agents_walk {
+	struct list_walk list;
+	char last[QUERY_MAX_VALUE + 1];	/* AGENT_ID@EPOCH of the last row */
+};
+
 static int agents_item(void *arg, const struct store_agent *a)
 {
-	struct list_walk *w = arg;
-	struct jsonbuf *jb = &w->item;
+	struct agents_walk *w = arg;
+	struct jsonbuf *jb = &w->list.item;
 
 	jsonbuf_begin(jb);
 	jsonbuf_str(jb, "agent_id", a->agent_id);
@@ -373,15 +389,39 @@ static int agents_item(void *arg, const struct store_agent *a)
 	jsonbuf_u64(jb, "acked_seq", a->acked_seq);
 	jsonbuf_u64(jb, "events", a->events);
 	put_time(jb, "last_ts", a->last_ts);
-	return doc_item(&w->doc, jb);
+	w->list.count++;
+	snprintf(w->last, sizeof(w->last), "%s@%" PRIu64, a->agent_id, a->epoch);
+	return doc_item(&w->list.doc, jb);
 }
 
-static void api_agents(const struct api *api, struct api_reply *reply)
+static void api_agents(const struct api *api, const struct query *q, struct api_reply *reply)
 {
-	struct list_walk w;
+	struct agent_page page;
+	struct agents_walk w;
+	struct jsonbuf *tail = &w.list.item;
+	char err[QUERY_ERR_LEN];
+	uint64_t total = 0;
+	int rc;
 
-	list_begin(&w, "agents");
-	list_end(&w, store_agents(api->store, agents_item, &w), "]}", reply);
+	if (query_agent_page(q, &page, err, sizeof(err)) < 0) {
+		api_error(reply, 400, err);
+		return;
+	}
+	list_begin(&w.list, "agents");
+	rc = store_agents(api->store, &page.after, page.limit, agents_item, &w);
+	if (rc >= 0)
+		rc = store_agent_count(api->store, &total);
+	if (rc >= 0) {
+		jsonbuf_begin(tail);
+		if (w.list.count == page.limit)
+			jsonbuf_str(tail, "next_after", w.last);
+		else
+			jsonbuf_null(tail, "next_after");
+		jsonbuf_u64(tail, "total", total);
+		doc_text(&w.list.doc, "],");
+		doc_close_object(&w.list.doc, tail);
+	}
+	list_end(&w.list, rc, "", reply);
 }
 
 /* --- the ledger ------------------------------------------------------------------ */
@@ -534,7 +574,7 @@ static const struct route routes[] = {
 	{ "consistency/", ROUTE_ONE, { .one = api_consistency } },
 	{ "verify", ROUTE_PLAIN, { .plain = api_verify } },
 	{ "alerts", ROUTE_LIST, { .list = api_alerts } },
-	{ "agents", ROUTE_PLAIN, { .plain = api_agents } },
+	{ "agents", ROUTE_LIST, { .list = api_agents } },
 };
 
 static bool route_matches(const struct route *r, const char *path)

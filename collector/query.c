@@ -407,3 +407,52 @@ int query_page(const struct query *q, struct store_filter *f, char *err, size_t 
 {
 	return parse_filter(q, true, f, err, errlen);
 }
+
+/* AGENT_ID@EPOCH, split at the last '@': agent ids may hold one, epochs not. */
+static int parse_agent_cursor(const char *text, struct store_agent_cursor *after, char *buf,
+			      size_t buflen)
+{
+	const char *at = strrchr(text, '@');
+	uint64_t epoch;
+
+	if (!at || at == text || (size_t)(at - text) >= buflen ||
+	    parse_uint64(at + 1, &epoch) < 0 || epoch > INT64_MAX)
+		return -1;
+	memcpy(buf, text, (size_t)(at - text));
+	buf[at - text] = '\0';
+	after->agent_id = buf;
+	after->epoch = epoch;
+	return 0;
+}
+
+int query_agent_page(const struct query *q, struct agent_page *page, char *err, size_t errlen)
+{
+	struct query rest = { .n = 0, .overflow = q->overflow };
+	const char *after = NULL;
+	struct store_filter f;
+
+	memset(page, 0, sizeof(*page));
+	for (size_t i = 0; i < q->n; i++) {
+		if (strcmp(q->params[i].name, "after") != 0) {
+			query_add(&rest, q->params[i].name, q->params[i].value);
+			continue;
+		}
+		if (after) {
+			snprintf(err, errlen, "parameter 'after' given more than once");
+			return -1;
+		}
+		after = q->params[i].value ? q->params[i].value : "";
+	}
+	if (query_page(&rest, &f, err, errlen) < 0)
+		return -1;
+	page->limit = f.limit;
+	if (!after || !after[0])
+		return 0;
+	if (strlen(after) > QUERY_MAX_VALUE ||
+	    parse_agent_cursor(after, &page->after, page->after_buf, sizeof(page->after_buf)) < 0) {
+		snprintf(err, errlen, "after: '%.64s' is not an agent cursor (expected "
+			 "AGENT_ID@EPOCH, as next_after gives)", after);
+		return -1;
+	}
+	return 0;
+}

@@ -53,4 +53,15 @@ int query_filter(const struct query *q, struct store_filter *f, char *err, size_
  * parameter is refused. */
 int query_page(const struct query *q, struct store_filter *f, char *err, size_t errlen);
 
+/* A page of agents: `after` is the cursor the last page's next_after gave,
+ * AGENT_ID@EPOCH. */
+struct agent_page {
+	struct store_agent_cursor after;	/* agent_id points into after_buf */
+	uint32_t limit;
+	char after_buf[QUERY_MAX_VALUE + 1];
+};
+/* query_page for agents: after is a cursor, not a row id. */
+int query_agent_page(const struct query *q, struct agent_page *page, char *err,
+		     size_t errlen);
+
 #endif

@@ -175,7 +175,17 @@ struct store_agent {
 	uint64_t last_ts;
 };
 typedef int store_agent_fn(void *arg, const struct store_agent *a);
-int store_agents(struct store *s, store_agent_fn *fn, void *arg);
+
+/* Where a page of agents ends: rows come in (agent_id, epoch) order. */
+struct store_agent_cursor {
+	const char *agent_id;		/* NULL: before the first */
+	uint64_t epoch;
+};
+/* Agents and epochs after @after, at most @limit (0: 100; at most 10000). */
+int store_agents(struct store *s, const struct store_agent_cursor *after, uint32_t limit,
+		 store_agent_fn *fn, void *arg);
+/* How many (agent, epoch) rows there are in all. */
+int store_agent_count(struct store *s, uint64_t *n);
 
 /* The newest signed tree head: 0, -ENOENT (empty ledger), -EIO. */
 int store_tree_head(struct store *s, struct signed_tree_head *out);

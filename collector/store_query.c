@@ -343,16 +343,20 @@ static int count_row(void *arg, const struct sql_value *cols, int ncols)
 	return 0;
 }
 
-int store_alert_count(struct store *s, uint64_t *n)
+static int count_rows(struct store *s, enum store_stmt id, const char *sql, uint64_t *n)
 {
 	struct store_conn *c = store_reader_get(s);
 	int rc;
 
 	*n = 0;
-	rc = store_exec(s, c, STMT_ALERT_COUNT, "SELECT count(*) FROM alerts", NULL, 0,
-			count_row, n);
+	rc = store_exec(s, c, id, sql, NULL, 0, count_row, n);
 	store_reader_put(s, c);
 	return rc;
+}
+
+int store_alert_count(struct store *s, uint64_t *n)
+{
+	return count_rows(s, STMT_ALERT_COUNT, "SELECT count(*) FROM alerts", n);
 }
 
 struct agent_walk {
@@ -375,15 +379,27 @@ static int agent_row(void *arg, const struct sql_value *cols, int ncols)
 	return w->fn(w->arg, &a);
 }
 
-int store_agents(struct store *s, store_agent_fn *fn, void *arg)
+int store_agents(struct store *s, const struct store_agent_cursor *after, uint32_t limit,
+		 store_agent_fn *fn, void *arg)
 {
+	/* No agent id is empty: ('', -1) is before every row. */
+	struct sql_value p[] = {
+		sql_text(after->agent_id ? after->agent_id : ""),
+		after->agent_id ? sql_u64(after->epoch) : sql_int(-1),
+		sql_int(page_limit(limit)),
+	};
 	struct agent_walk w = { fn, arg };
 	struct store_conn *c = store_reader_get(s);
 	int rc = store_exec(s, c, STMT_AGENTS,
 			    "SELECT agent_id, epoch, acked_seq, events, last_ts FROM agents "
-			    "ORDER BY agent_id, epoch",
-			    NULL, 0, agent_row, &w);
+			    "WHERE (agent_id, epoch) > ($1, $2) ORDER BY agent_id, epoch LIMIT $3",
+			    p, 3, agent_row, &w);
 
 	store_reader_put(s, c);
 	return rc;
+}
+
+int store_agent_count(struct store *s, uint64_t *n)
+{
+	return count_rows(s, STMT_AGENT_COUNT, "SELECT count(*) FROM agents", n);
 }

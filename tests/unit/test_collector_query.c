@@ -224,3 +224,64 @@ Test(collector_query, values_past_int64_max_are_clamped_not_wrapped)
 	cr_assert_eq(f.until_ns, (uint64_t)INT64_MAX);
 	cr_assert_eq(f.after_id, (uint64_t)INT64_MAX);
 }
+
+/* --- the agents' cursor -------------------------------------------------------- */
+
+static int agent_page_of(struct agent_page *page, char *err, size_t n,
+			 const char *const *pairs)
+{
+	struct query q = { .n = 0 };
+
+	for (size_t i = 0; i < n; i++)
+		query_add(&q, pairs[2 * i], pairs[2 * i + 1]);
+	return query_agent_page(&q, page, err, QUERY_ERR_LEN);
+}
+
+Test(collector_query, an_agent_page_starts_at_the_first_by_default)
+{
+	struct agent_page page;
+	char err[QUERY_ERR_LEN] = "";
+
+	cr_assert_eq(agent_page_of(&page, err, 0, NULL), 0, "%s", err);
+	cr_assert_null(page.after.agent_id);
+	cr_assert_eq(page.limit, QUERY_DEFAULT_LIMIT);
+}
+
+Test(collector_query, an_agent_cursor_splits_at_its_last_at_sign)
+{
+	static const char *const pairs[] = { "limit", "5", "after", "ops@db-1@1795528967525794402" };
+	struct agent_page page;
+	char err[QUERY_ERR_LEN] = "";
+
+	cr_assert_eq(agent_page_of(&page, err, 2, pairs), 0, "%s", err);
+	cr_assert_str_eq(page.after.agent_id, "ops@db-1");
+	cr_assert_eq(page.after.epoch, 1795528967525794402ull);
+	cr_assert_eq(page.limit, 5);
+}
+
+static void assert_agent_page_refused(const char *name, const char *value, const char *word)
+{
+	const char *pairs[] = { name, value };
+	struct agent_page page;
+	char err[QUERY_ERR_LEN] = "";
+
+	cr_assert_eq(agent_page_of(&page, err, 1, pairs), -1, "%s=%s accepted", name, value);
+	cr_assert(strstr(err, word), "error '%s' should mention '%s'", err, word);
+}
+
+Test(collector_query, bad_agent_pages_are_refused_saying_which)
+{
+	static const char *const twice[] = { "after", "a@1", "after", "b@2" };
+	struct agent_page page;
+	char err[QUERY_ERR_LEN] = "";
+
+	assert_agent_page_refused("after", "42", "AGENT_ID@EPOCH");
+	assert_agent_page_refused("after", "@42", "AGENT_ID@EPOCH");
+	assert_agent_page_refused("after", "a@", "AGENT_ID@EPOCH");
+	assert_agent_page_refused("after", "a@-1", "AGENT_ID@EPOCH");
+	assert_agent_page_refused("after", "a@9223372036854775808", "AGENT_ID@EPOCH");
+	assert_agent_page_refused("limit", "0", "1..10000");
+	assert_agent_page_refused("agent", "a", "only after and limit");
+	cr_assert_eq(agent_page_of(&page, err, 2, twice), -1);
+	cr_assert(strstr(err, "more than once"), "%s", err);
+}

@@ -775,10 +775,41 @@ STORE_TEST(a_batch_naming_another_agent_stores_nothing)
 	bytes_free(b, 2);
 }
 
+struct agent_rows {
+	size_t n;
+	char ids[8][32];
+	uint64_t epochs[8], acked[8], events[8];
+};
+
+static int collect_agent(void *arg, const struct store_agent *a)
+{
+	struct agent_rows *r = arg;
+
+	if (r->n < 8) {
+		snprintf(r->ids[r->n], sizeof(r->ids[0]), "%s", a->agent_id);
+		r->epochs[r->n] = a->epoch;
+		r->acked[r->n] = a->acked_seq;
+		r->events[r->n] = a->events;
+	}
+	r->n++;
+	return 0;
+}
+
+static struct agent_rows agents_after(const char *agent, uint64_t epoch, uint32_t limit)
+{
+	struct store_agent_cursor after = { agent, epoch };
+	struct agent_rows r = { 0 };
+
+	cr_assert_eq(store_agents(fx.s, &after, limit, collect_agent, &r), 0);
+	return r;
+}
+
 STORE_TEST(agents_list_acked_seq_and_counts)
 {
 	struct chain a = { .agent = "agent-a", .epoch = 1 }, b = { .agent = "agent-b", .epoch = 3 };
 	struct store_filter f = { .pid = -1, .agent_id = "agent-b" };
+	struct agent_rows r;
+	uint64_t total;
 
 	append_plain(&a, 4);
 	append_plain(&b, 2);
@@ -786,6 +817,56 @@ STORE_TEST(agents_list_acked_seq_and_counts)
 	cr_assert_eq(count_events(&f), 2);
 	f.agent_id = "agent-a";
 	cr_assert_eq(count_events(&f), 5);
+
+	r = agents_after(NULL, 0, 0);
+	cr_assert_eq(r.n, 2);
+	cr_assert_str_eq(r.ids[0], "agent-a");
+	cr_assert_eq(r.epochs[0], 1);
+	cr_assert_eq(r.acked[0], 5);
+	cr_assert_eq(r.events[0], 5);
+	cr_assert_str_eq(r.ids[1], "agent-b");
+	cr_assert_eq(r.epochs[1], 3);
+	cr_assert_eq(r.acked[1], 2);
+	cr_assert_eq(r.events[1], 2);
+	cr_assert_eq(store_agent_count(fx.s, &total), 0);
+	cr_assert_eq(total, 2);
+}
+
+/* Pages run in (agent_id, epoch) order from just after the cursor: one
+ * agent's epochs may span pages, and its epoch 0 comes first. */
+STORE_TEST(agents_come_in_pages_after_an_agent_and_epoch)
+{
+	struct chain a0 = { .agent = "agent-a", .epoch = 0 };
+	struct chain a7 = { .agent = "agent-a", .epoch = 7 };
+	struct chain a9 = { .agent = "agent-a", .epoch = 9 };
+	struct chain at = { .agent = "agent@b", .epoch = 2 };
+	struct agent_rows r;
+	uint64_t total;
+
+	append_plain(&a9, 1);
+	append_plain(&at, 1);
+	append_plain(&a7, 1);
+	append_plain(&a0, 1);
+	cr_assert_eq(store_agent_count(fx.s, &total), 0);
+	cr_assert_eq(total, 4);
+
+	r = agents_after(NULL, 0, 2);
+	cr_assert_eq(r.n, 2);
+	cr_assert_str_eq(r.ids[0], "agent-a");
+	cr_assert_eq(r.epochs[0], 0, "epoch 0 is a row like any other");
+	cr_assert_eq(r.epochs[1], 7);
+
+	r = agents_after("agent-a", 7, 2);
+	cr_assert_eq(r.n, 2);
+	cr_assert_str_eq(r.ids[0], "agent-a");
+	cr_assert_eq(r.epochs[0], 9);
+	cr_assert_str_eq(r.ids[1], "agent@b");
+
+	r = agents_after("agent@b", 2, 2);
+	cr_assert_eq(r.n, 0);
+	r = agents_after("agent-a", 8, 0);
+	cr_assert_eq(r.n, 2, "a cursor between rows starts at the next one");
+	cr_assert_eq(r.epochs[0], 9);
 }
 
 /* --- reading ----------------------------------------------------------------- */
