@@ -548,9 +548,11 @@ static void *accept_main(void *arg)
 
 	pthread_setname_np(pthread_self(), "dbward-accept");
 	while (!ingest_stopping(ing)) {
-		if (poll(&pfd, 1, POLL_SLICE_MS) > 0)
+		int ready = poll(&pfd, 1, POLL_SLICE_MS);
+
+		conn_reap(ing, false);	/* first: an ended thread gives back its slot */
+		if (ready > 0)
 			accept_one(ing);
-		conn_reap(ing, false);
 	}
 	return NULL;
 }

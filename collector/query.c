@@ -448,8 +448,11 @@ int query_agent_page(const struct query *q, struct agent_page *page, char *err, 
 	page->limit = f.limit;
 	if (!after || !after[0])
 		return 0;
-	if (strlen(after) > QUERY_MAX_VALUE ||
-	    parse_agent_cursor(after, &page->after, page->after_buf, sizeof(page->after_buf)) < 0) {
+	if (strlen(after) > QUERY_MAX_VALUE) {
+		snprintf(err, errlen, "after: longer than %d bytes", QUERY_MAX_VALUE);
+		return -1;
+	}
+	if (parse_agent_cursor(after, &page->after, page->after_buf, sizeof(page->after_buf)) < 0) {
 		snprintf(err, errlen, "after: '%.64s' is not an agent cursor (expected "
 			 "AGENT_ID@EPOCH, as next_after gives)", after);
 		return -1;

@@ -281,6 +281,13 @@ Test(collector_query, bad_agent_pages_are_refused_saying_which)
 	assert_agent_page_refused("after", "a@-1", "AGENT_ID@EPOCH");
 	assert_agent_page_refused("after", "a@9223372036854775808", "AGENT_ID@EPOCH");
 	assert_agent_page_refused("limit", "0", "1..10000");
+	{
+		static char value[QUERY_MAX_VALUE + 2];
+
+		memset(value, 'a', QUERY_MAX_VALUE + 1);
+		value[QUERY_MAX_VALUE - 1] = '@';
+		assert_agent_page_refused("after", value, "longer than");
+	}
 	assert_agent_page_refused("agent", "a", "only after and limit");
 	cr_assert_eq(agent_page_of(&page, err, 2, twice), -1);
 	cr_assert(strstr(err, "more than once"), "%s", err);
