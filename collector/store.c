@@ -15,6 +15,7 @@
 #include "collector/store_origin.h"
 #include "collector/store_payload.h"
 #include "collector/store_schema.h"
+#include "collector/store_sessions.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -70,12 +71,15 @@ static int upgrade_schema3(const struct store_backend *be, struct store_conn *c)
 	return 0;
 }
 
-enum schema_from { SCHEMA_NOW, SCHEMA_2, SCHEMA_3 };
+/* SCHEMA_NEW: created just now, as schema 4 less the sessions table. */
+enum schema_from { SCHEMA_NOW, SCHEMA_NEW, SCHEMA_2, SCHEMA_3, SCHEMA_4 };
 
 static const char *const schema_from_name[] = {
 	[SCHEMA_NOW] = "creating events_origin",
+	[SCHEMA_NEW] = "creating the sessions table",
 	[SCHEMA_2] = "upgrading the database from schema 2",
 	[SCHEMA_3] = "upgrading the database from schema 3",
+	[SCHEMA_4] = "upgrading the database from schema 4",
 };
 
 /*
@@ -84,7 +88,7 @@ static const char *const schema_from_name[] = {
  * CREATE INDEX IF NOT EXISTS is not safe against a concurrent one): the
  * upgrades from @from (2 to 3, 3 to 4); then the index on events.origin,
  * which a schema-2 database gets only once the upgrade has added the
- * column.
+ * column; then, from any older schema, the sessions table (4 to 5).
  */
 static int schema_settle(struct store *s, enum schema_from from)
 {
@@ -96,31 +100,59 @@ static int schema_settle(struct store *s, enum schema_from from)
 			      NULL);
 	if (rc == 0 && from == SCHEMA_2)
 		rc = origin_upgrade_schema2(be, s->writer);
-	if (rc == 0 && from != SCHEMA_NOW)
+	if (rc == 0 && (from == SCHEMA_2 || from == SCHEMA_3))
 		rc = upgrade_schema3(be, s->writer);
 	if (rc == 0)
 		rc = be->exec(s->writer, STMT_DYNAMIC, STORE_SCHEMA_ORIGIN_INDEX, NULL, 0, no_row,
 			      NULL, NULL);
+	if (rc == 0 && from != SCHEMA_NOW)
+		rc = sessions_build(be, s->writer);
 	if (rc == 0)
 		rc = be->commit(s->writer);
 	return rc;
 }
 
+static int count_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	(void)cols, (void)ncols;
+	++*(int *)arg;
+	return 0;
+}
+
+static bool has_events(struct store *s)
+{
+	int rows = 0;
+
+	s->be->exec(s->writer, STMT_DYNAMIC, "SELECT 1 FROM events LIMIT 1", NULL, 0, count_row,
+		    &rows, NULL);
+	return rows > 0;
+}
+
 /* A schema-2 events table has the identity columns (an upgraded one has
  * them renamed, a schema-3 one none); a schema-3 one has raw (a schema-4
- * one raw_inline). */
+ * one raw_inline); a schema-4 database has no sessions table, nor has a
+ * new one until it is settled. */
 static enum schema_from schema_from(struct store *s)
 {
 	if (has_column(s, "SELECT session_id FROM events LIMIT 0"))
 		return SCHEMA_2;
 	if (has_column(s, "SELECT raw FROM events LIMIT 0"))
 		return SCHEMA_3;
+	if (!has_column(s, "SELECT session_id FROM sessions LIMIT 0"))
+		return has_events(s) ? SCHEMA_4 : SCHEMA_NEW;
 	return SCHEMA_NOW;
 }
 
+static const char *const schema_upgrade_what[] = {
+	[SCHEMA_2] = "from schema 2 to 5 (origins, payloads, sessions); this rewrites every "
+		     "event row once",
+	[SCHEMA_3] = "from schema 3 to 5 (payloads, sessions)",
+	[SCHEMA_4] = "from schema 4 to 5 (sessions: one pass over the events)",
+};
+
 /* CREATE TABLE IF NOT EXISTS leaves an older database as it was. Schema 1
  * (leaf hashes as level-0 nodes) lacks events.leaf_hash and is refused;
- * schemas 2 and 3 are upgraded. */
+ * schemas 2 to 4 are upgraded. */
 static int schema_check(struct store *s, char *err, size_t errlen)
 {
 	const struct store_backend *be = s->be;
@@ -137,15 +169,12 @@ static int schema_check(struct store *s, char *err, size_t errlen)
 		uint64_t t0 = clock_monotonic_ns();
 		int rc;
 
-		if (from == SCHEMA_2)
-			log_info("store: upgrading the database from schema 2 to 4 (origins, "
-				 "payloads); this rewrites every event row once");
-		else if (from == SCHEMA_3)
-			log_info("store: upgrading the database from schema 3 to 4 (payloads)");
+		if (from >= SCHEMA_2)
+			log_info("store: upgrading the database %s", schema_upgrade_what[from]);
 		rc = schema_settle(s, from);
 		if (rc == 0) {
-			if (from != SCHEMA_NOW)
-				log_info("store: upgraded to schema 4 in %.1f s",
+			if (from >= SCHEMA_2)
+				log_info("store: upgraded to schema 5 in %.1f s",
 					 (double)(clock_monotonic_ns() - t0) / 1e9);
 			return 0;
 		}

@@ -19,6 +19,7 @@
 #include "collector/store_columns.h"
 #include "collector/store_origin.h"
 #include "collector/store_payload.h"
+#include "collector/store_sessions.h"
 #include "common/clock.h"
 #include "common/event_json.h"
 #include "common/log.h"
@@ -148,6 +149,8 @@ struct append {
 	bool in_payload;		/* new events are slices of payload */
 	int64_t payload_id;		/* its row, once written */
 	int64_t *origin_ids;		/* per batch event not stored before */
+	struct session_event *session_events;	/* the new events of a session */
+	size_t n_session_events;
 	struct event_hashes *hashes;	/* per batch event, taken before the lock */
 
 	/* Rows not yet sent: each buffer is flushed when full and at the end. */
@@ -436,6 +439,10 @@ static int add_event(struct append *a, size_t i)
 	rc = merkle_frontier_append(&a->frontier, h->leaf, node_insert, a);
 	if (rc < 0)
 		return rc;
+	if (session_event_wanted(in->ev))
+		a->session_events[a->n_session_events++] = (struct session_event){
+			.origin = a->origin_ids[i], .ev = in->ev, .id = a->frontier.size,
+		};
 	e = seq_put(&a->seen, in->ev->seq);
 	if (!e)
 		return -ENOMEM;
@@ -571,7 +578,12 @@ static int add_events(struct append *a)
 			return rc;
 	}
 	rc = flush_events(a);
-	return rc < 0 ? rc : flush_nodes(a);
+	if (rc == 0)
+		rc = flush_nodes(a);
+	if (rc == 0)
+		rc = sessions_add(a->s->be, a->c, a->agent_id, a->session_events,
+				  a->n_session_events);
+	return rc;
 }
 
 /* --- alerts: gaps and chain breaks -------------------------------------- */
@@ -932,6 +944,7 @@ static void append_free(struct append *a)
 	free(a->will_store);
 	free(a->is_new);
 	free(a->origin_ids);
+	free(a->session_events);
 	free(a->hashes);
 	free(a);
 }
@@ -951,8 +964,9 @@ static struct append *append_new(struct store *s, const char *agent_id,
 	a->will_store = calloc(n, sizeof(*a->will_store));
 	a->is_new = calloc(n, sizeof(*a->is_new));
 	a->origin_ids = calloc(n, sizeof(*a->origin_ids));
+	a->session_events = malloc(n * sizeof(*a->session_events));
 	a->hashes = malloc(n * sizeof(*a->hashes));
-	if (!a->will_store || !a->is_new || !a->origin_ids || !a->hashes ||
+	if (!a->will_store || !a->is_new || !a->origin_ids || !a->session_events || !a->hashes ||
 	    seq_map_init(&a->seen, n + 1) < 0) {
 		append_free(a);
 		return NULL;

@@ -92,10 +92,12 @@ static bool filter_has_origin(const struct store_filter *f)
 	       given(f->database) || given(f->session_id) || given(f->pod);
 }
 
-static void origin_where(struct query_sql *q, const struct store_filter *f)
+/* "@lhs IN (SELECT @column FROM origins WHERE ...)" */
+static void origin_where(struct query_sql *q, const struct store_filter *f, const char *lhs,
+			 const char *column)
 {
 	q_cond(q);
-	q_add(q, "events.origin IN (SELECT id FROM origins");
+	q_add(q, "%s IN (SELECT %s FROM origins", lhs, column);
 	q->where = false;
 	if (f->pid >= 0)
 		where_int(q, "pid = $%d", f->pid);
@@ -130,7 +132,7 @@ static void filter_where(struct query_sql *q, const struct store_filter *f, cons
 	where_text(q, "events.verdict", f->verdict);
 	where_text(q, "events.kind", f->kind);
 	if (filter_has_origin(f))
-		origin_where(q, f);
+		origin_where(q, f, "events.origin", "id");
 	if (given(f->text)) {
 		q_cond(q);
 		q_add(q, "%s(events.sql, $%d) > 0", substr_fn, q_param(q, sql_text(f->text)));
@@ -265,35 +267,40 @@ static int session_row(void *arg, const struct sql_value *cols, int ncols)
 	return w->fn(w->arg, &ss);
 }
 
-/* A filter that sets nothing but the limit matches every session. */
-static bool filter_narrows(const struct store_filter *f)
+/* Conditions on single events, not on who sent them: a session matches
+ * when one of its events does. */
+static bool filter_has_event(const struct store_filter *f)
 {
-	return f->since_ns || f->until_ns || f->pid >= 0 || f->after_id || given(f->agent_id) ||
-	       given(f->comm) || given(f->user) || given(f->pod) || given(f->db_user) ||
-	       given(f->database) || given(f->verdict) || given(f->kind) ||
-	       given(f->session_id) || given(f->text);
+	return f->since_ns || f->until_ns || f->after_id || given(f->verdict) || given(f->kind) ||
+	       given(f->text);
 }
 
+/*
+ * From the sessions table (store_sessions.h), newest first. The agent and
+ * who sent it are the session's own; any condition on single events is
+ * met by the session when one of its events meets every condition.
+ */
 int store_sessions(struct store *s, const struct store_filter *f, store_session_fn *fn,
 		   void *arg)
 {
 	struct query_sql q = { .len = 0 };
 	struct session_walk w = { fn, arg };
 
-	q_add(&q, "SELECT o.session_id, e.agent_id, CAST(min(e.ts) AS BIGINT), "
-		  "CAST(max(e.ts) AS BIGINT), "
-		  "CAST(sum(CASE WHEN e.kind = 'statement' THEN 1 ELSE 0 END) AS BIGINT), "
-		  "CAST(sum(CASE WHEN e.verdict = 'deny' THEN 1 ELSE 0 END) AS BIGINT), "
-		  "CAST(max(CASE WHEN e.kind = 'connection_close' THEN 1 ELSE 0 END) AS BIGINT), "
-		  "CAST(min(CASE WHEN e.kind = 'connection_open' THEN e.id END) AS BIGINT) "
-		  "FROM events e JOIN origins o ON o.id = e.origin WHERE o.session_id <> ''");
-	if (filter_narrows(f)) {
-		q_add(&q, " AND (e.agent_id, o.session_id) IN (SELECT events.agent_id, "
+	q_add(&q, "SELECT session_id, agent_id, first_ts, last_ts, statements, denied, closed, "
+		  "open_event_id FROM sessions");
+	where_text(&q, "sessions.agent_id", f->agent_id);
+	if (filter_has_origin(f))
+		origin_where(&q, f, "sessions.session_id", "session_id");
+	if (filter_has_event(f)) {
+		q_cond(&q);
+		q_add(&q, "(sessions.agent_id, sessions.session_id) IN (SELECT events.agent_id, "
 			  "origins.session_id FROM events JOIN origins ON origins.id = events.origin");
+		q.where = false;
 		filter_where(&q, f, s->be->substr_fn);
 		q_add(&q, ")");
+		q.where = true;
 	}
-	q_add(&q, " GROUP BY e.agent_id, o.session_id ORDER BY max(e.ts) DESC, o.session_id");
+	q_add(&q, " ORDER BY last_ts DESC, session_id");
 	filter_limit(&q, f);
 	return q_run(s, &q, session_row, &w);
 }

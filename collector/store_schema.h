@@ -53,6 +53,34 @@
 #define STORE_ORIGIN_COLUMNS                                                            \
 	"session_id, pid, comm, user_name, pod_uid, pod_name, pod_namespace, db_user, database"
 
+/* Schema 5: a summary row per agent and session (store_sessions.h), in
+ * both dialects (SQLite gives BIGINT integer affinity). Made by store.c
+ * with the upgrade that fills it, not with the tables above. */
+#define STORE_SCHEMA_SESSIONS                                                           \
+	"CREATE TABLE IF NOT EXISTS sessions (\n"                                       \
+	"  agent_id TEXT NOT NULL, session_id TEXT NOT NULL,\n"                         \
+	"  first_ts BIGINT NOT NULL, last_ts BIGINT NOT NULL,\n"                        \
+	"  statements BIGINT NOT NULL, denied BIGINT NOT NULL,\n"                       \
+	"  closed BIGINT NOT NULL, open_event_id BIGINT,\n"                             \
+	"  PRIMARY KEY (agent_id, session_id))"
+#define STORE_SCHEMA_SESSIONS_INDEX                                                     \
+	"CREATE INDEX IF NOT EXISTS sessions_last_ts ON sessions (last_ts)"
+
+/* The sessions rows as the events make them, in the table's column order:
+ * what the upgrade fills in and verify compares. */
+#define STORE_SESSIONS_FROM_EVENTS                                                      \
+	"SELECT e.agent_id AS agent_id, o.session_id AS session_id, "                  \
+	"CAST(min(e.ts) AS BIGINT) AS first_ts, CAST(max(e.ts) AS BIGINT) AS last_ts, " \
+	"CAST(sum(CASE WHEN e.kind = 'statement' THEN 1 ELSE 0 END) AS BIGINT) "        \
+	"AS statements, "                                                               \
+	"CAST(sum(CASE WHEN e.verdict = 'deny' THEN 1 ELSE 0 END) AS BIGINT) AS denied, " \
+	"CAST(max(CASE WHEN e.kind = 'connection_close' THEN 1 ELSE 0 END) AS BIGINT) " \
+	"AS closed, "                                                                   \
+	"CAST(min(CASE WHEN e.kind = 'connection_open' THEN e.id END) AS BIGINT) "      \
+	"AS open_event_id "                                                             \
+	"FROM events e JOIN origins o ON o.id = e.origin WHERE o.session_id <> '' "     \
+	"GROUP BY e.agent_id, o.session_id"
+
 /* Batches whose events point into them (schema 4), as the agent sent them. */
 #define STORE_SCHEMA_PAYLOADS_SQLITE                                                    \
 	"CREATE TABLE IF NOT EXISTS payloads (id INTEGER PRIMARY KEY, data BLOB NOT NULL)"

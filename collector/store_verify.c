@@ -11,7 +11,9 @@
  *   4. every node of the lowest stored level is the hash of its events'
  *      leaf hashes, every node above it the hash of its two children, and
  *      each level holds exactly the nodes a tree of this size has;
- *   5. every older tree head is consistent with the newest.
+ *   5. every older tree head is consistent with the newest;
+ *   6. each origin's key is the hash of its values, and each sessions row
+ *      is what its session's events sum to (store_sessions.h).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -24,6 +26,7 @@
 #include "collector/store_columns.h"
 #include "collector/store_origin.h"
 #include "collector/store_payload.h"
+#include "collector/store_schema.h"
 #include "common/event_json.h"
 #include "common/log.h"
 #include "common/wire.h"
@@ -822,6 +825,36 @@ static int check_origins(struct verify *v)
 	return rc;
 }
 
+/* --- sessions: each row sums up its events ------------------------------ */
+
+/* The keys of rows that differ either way (altered, missing or extra),
+ * summing the events once. IS DISTINCT FROM: open_event_id may be NULL. */
+#define SESSIONS_DIFFERING                                                              \
+	"SELECT COALESCE(a.agent_id, s.agent_id), COALESCE(a.session_id, s.session_id) " \
+	"FROM (" STORE_SESSIONS_FROM_EVENTS ") a FULL JOIN sessions s "                 \
+	"ON s.agent_id = a.agent_id AND s.session_id = a.session_id "                   \
+	"WHERE a.agent_id IS NULL OR s.agent_id IS NULL OR s.first_ts <> a.first_ts "   \
+	"OR s.last_ts <> a.last_ts OR s.statements <> a.statements "                    \
+	"OR s.denied <> a.denied OR s.closed <> a.closed "                              \
+	"OR s.open_event_id IS DISTINCT FROM a.open_event_id ORDER BY 1, 2"
+
+static int session_differs(void *arg, const struct sql_value *cols, int ncols)
+{
+	struct verify *v = arg;
+
+	(void)ncols;
+	report_store(v, "session %s of agent %s: its sessions row is not what its events sum "
+			"to (the row was altered, added or deleted)",
+		     cols[1].type == SQL_TEXT ? (const char *)cols[1].p : "?",
+		     cols[0].type == SQL_TEXT ? (const char *)cols[0].p : "?");
+	return v->stopped ? 1 : 0;
+}
+
+static int check_sessions(struct verify *v)
+{
+	return run(v, STMT_VERIFY_SESSIONS, SESSIONS_DIFFERING, NULL, 0, session_differs, v);
+}
+
 /* --- the whole walk ----------------------------------------------------- */
 
 static int verify_all(struct verify *v)
@@ -836,6 +869,8 @@ static int verify_all(struct verify *v)
 		agents_unseen(v);
 	if (rc == 0)
 		rc = check_origins(v);
+	if (rc == 0)
+		rc = check_sessions(v);
 	if (rc == 0)
 		rc = check_leaves(v);
 	if (rc == 0)

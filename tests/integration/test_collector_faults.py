@@ -643,7 +643,7 @@ def test_a_schema_2_upgrade_without_room_changes_no_event_and_says_so(pki, colle
 
     # With room, the same file upgrades and every event is there, verified.
     roomy = collector_factory(f"sqlite:{tmp_path / 'roomy.db'}")
-    assert "upgraded to schema 4" in roomy.output()
+    assert "upgraded to schema 5" in roomy.output()
     assert [e["seq"] for e in roomy.events()] == list(range(1, 3001))
     status, body = roomy.get("verify")
     assert status == 200 and body["ok"] is True, body
@@ -679,7 +679,7 @@ def test_two_replicas_starting_together_upgrade_a_schema_2_database_once(pki, pg
     a.wait_ready(60)
     b.wait_ready(60)
     logs = a.output() + b.output()
-    assert logs.count("upgraded to schema 4") == 1, logs
+    assert logs.count("upgraded to schema 5") == 1, logs
     assert [e["seq"] for e in a.events()] == list(range(1, 201))
     assert {e["session_id"] for e in b.events(session="s-3")} == {"s-3"}
     assert len(b.events(session="s-3")) == len([s for s in range(1, 201) if s % 7 == 3])

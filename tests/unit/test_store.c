@@ -1020,12 +1020,12 @@ static int collect_session(void *arg, const struct store_session *s)
 	return 0;
 }
 
-STORE_TEST(sessions_sum_up_their_events_newest_first)
+/* append_mixed()'s sessions, newest first, each summed whole. */
+static void check_mixed_sessions(void)
 {
 	struct store_filter f = { .pid = -1 };
 	struct sessions ss = { 0 };
 
-	append_mixed();
 	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
 	cr_assert_eq(ss.n, 3);
 	cr_assert_str_eq(ss.ids[0], "sb1");
@@ -1039,6 +1039,17 @@ STORE_TEST(sessions_sum_up_their_events_newest_first)
 	cr_assert_eq(ss.s[2].open_event_id, 1);
 	cr_assert_not(ss.s[1].closed);
 	cr_assert_eq(ss.s[1].open_event_id, 5);
+	cr_assert_eq(ss.s[0].first_ts, 7000);
+	cr_assert_eq(ss.s[0].statements, 1);
+}
+
+STORE_TEST(sessions_sum_up_their_events_newest_first)
+{
+	struct store_filter f = { .pid = -1 };
+	struct sessions ss = { 0 };
+
+	append_mixed();
+	check_mixed_sessions();
 
 	/* A session matches by any one of its events, and is summed whole. */
 	memset(&ss, 0, sizeof(ss));
@@ -1072,6 +1083,64 @@ STORE_TEST(sessions_sum_up_their_events_newest_first)
 	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
 	cr_assert_eq(ss.n, 1);
 	cr_assert_str_eq(ss.ids[0], "sa2");
+}
+
+static long long db_int(const char *sql);
+
+/* A session's events over several batches, out of order, with a resend:
+ * each event counts once, the extremes and the first open hold. */
+STORE_TEST(a_sessions_row_adds_up_batch_after_batch)
+{
+	struct chain ch = { .agent = "agent-s", .epoch = 1 };
+	const struct spec sp[] = {
+		{ .session = "s9", .pid = 1, .sql = "SELECT 1", .ts = 5000 },
+		{ .kind = "connection_open", .session = "s9", .pid = 1, .ts = 1000 },
+		{ .session = "s9", .pid = 1, .sql = "DROP TABLE t", .verdict = "deny", .ts = 9000 },
+		{ .session = "s8", .pid = 2, .sql = "SELECT 2", .ts = 2000 },
+		{ .kind = "connection_close", .session = "s9", .pid = 1, .ts = 7000 },
+	};
+	struct event_bytes b[5];
+	struct store_append_result res;
+	struct store_filter f = { .pid = -1, .session_id = "s9" };
+	struct sessions ss = { 0 };
+	struct problems pr;
+
+	for (int i = 0; i < 5; i++)
+		b[i] = chain_next(&ch, &sp[i]);
+	cr_assert_eq(append("agent-s", b, 2, &res), 0);
+	cr_assert_eq(append("agent-s", b + 1, 3, &res), 0);	/* seq 2 again */
+	cr_assert_eq(res.duplicates, 1);
+	cr_assert_eq(append("agent-s", b + 4, 1, &res), 0);
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 1);
+	cr_assert_eq(ss.s[0].first_ts, 1000);
+	cr_assert_eq(ss.s[0].last_ts, 9000);
+	cr_assert_eq(ss.s[0].statements, 2);
+	cr_assert_eq(ss.s[0].denied, 1);
+	cr_assert(ss.s[0].closed);
+	cr_assert_eq(ss.s[0].open_event_id, 2);
+	cr_assert_eq(db_int("SELECT count(*) FROM sessions"), 2);
+	cr_assert_eq(verify(&pr), 0);
+	bytes_free(b, 5);
+}
+
+/* The rows are a summary, but one an intruder could edit to hide a
+ * session's denials: verify sums the events up again. */
+STORE_TEST(an_altered_sessions_row_fails_verify)
+{
+	struct problems pr;
+
+	append_mixed();
+	tamper_both("UPDATE sessions SET denied = 0 WHERE session_id = 'sa1'");
+	cr_assert_eq(verify(&pr), 1);
+	cr_assert(has_problem(&pr, 0, "session sa1 of agent agent-a: its sessions row is not "
+				      "what its events sum to"));
+	tamper_both("DELETE FROM sessions WHERE session_id = 'sb1'");
+	cr_assert_eq(verify(&pr), 2);
+	cr_assert(has_problem(&pr, 0, "session sb1 of agent agent-b"));
+	tamper_both("INSERT INTO sessions VALUES ('agent-x', 'sx', 1, 2, 3, 0, 0, NULL)");
+	cr_assert_eq(verify(&pr), 3);
+	cr_assert(has_problem(&pr, 0, "session sx of agent agent-x"));
 }
 
 /* --- receipts ---------------------------------------------------------------- */
@@ -1607,8 +1676,19 @@ STORE_TEST(verify_finds_an_event_pointed_at_another_origin)
 	cr_assert_gt(verify(&pr), 0);
 	cr_assert(has_problem(&pr, 6, "column session_id differs from the event's bytes"));
 	cr_assert(has_problem(&pr, 6, "column comm differs from the event's bytes"));
-	for (uint64_t id = 0; id <= 8; id++)
+	/* Both sessions' sums now differ from their rows. */
+	cr_assert(has_problem(&pr, 0, "session sa1 of agent agent-a: its sessions row"));
+	cr_assert(has_problem(&pr, 0, "session sa2 of agent agent-a: its sessions row"));
+	for (uint64_t id = 1; id <= 8; id++)
 		cr_assert(id == 6 || !has_problem(&pr, id, ""), "event %llu", (unsigned long long)id);
+}
+
+/* What a schema-4 database looked like: no sessions table. */
+static void downgrade_to_schema_4(void)
+{
+	store_close(fx.s);
+	fx.s = NULL;
+	db_exec("DROP TABLE sessions");
 }
 
 /* What a schema-3 database looked like: each event's bytes in events.raw,
@@ -1616,8 +1696,7 @@ STORE_TEST(verify_finds_an_event_pointed_at_another_origin)
  * fx.inline_bytes. */
 static void downgrade_to_schema_3(void)
 {
-	store_close(fx.s);
-	fx.s = NULL;
+	downgrade_to_schema_4();
 	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE payload IS NOT NULL"), 0);
 	db_exec("ALTER TABLE events RENAME COLUMN raw_inline TO raw;"
 		"ALTER TABLE events DROP COLUMN payload;"
@@ -1688,6 +1767,7 @@ STORE_TEST(a_schema_2_database_is_upgraded_when_opened)
 	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE schema2_comm = 'python3'"), 2);
 	cr_assert_eq(verify(&pr), 0);
 	check_mixed_filters();
+	check_mixed_sessions();
 
 	/* New events of each known identity, present or absent values alike,
 	 * find the origin the upgrade made. */
@@ -1781,6 +1861,7 @@ STORE_TEST(two_stores_opening_a_schema_2_database_together_both_start)
 	cr_assert_eq(index_count("'events_origin'"), 1);
 	cr_assert_eq(verify(&pr), 0);
 	check_mixed_filters();
+	check_mixed_sessions();
 }
 
 STORE_TEST(two_stores_opening_a_schema_3_database_together_both_start)
@@ -1795,6 +1876,31 @@ STORE_TEST(two_stores_opening_a_schema_3_database_together_both_start)
 	cr_assert_eq(db_int("SELECT count(*) FROM events WHERE payload IS NULL"), 8);
 	cr_assert_eq(verify(&pr), 0);
 	check_mixed_filters();
+	check_mixed_sessions();
+}
+
+STORE_TEST(a_schema_4_database_gets_its_sessions_when_opened)
+{
+	struct chain c = { .agent = "agent-c", .epoch = 1 };
+	struct sessions ss = { 0 };
+	struct store_filter f = { .pid = -1 };
+	struct problems pr;
+
+	append_mixed();
+	downgrade_to_schema_4();
+	store_reopen();
+	cr_assert_eq(db_int("SELECT count(*) FROM sessions"), 3);
+	check_mixed_sessions();
+	cr_assert_eq(verify(&pr), 0);
+
+	/* Appends go on adding to the built table. */
+	append_plain(&c, 3);
+	f.session_id = "s-1";
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 1);
+	cr_assert_eq(ss.s[0].statements, 3);
+	cr_assert_eq(db_int("SELECT count(*) FROM sessions"), 4);
+	cr_assert_eq(verify(&pr), 0);
 }
 
 /* More origins than one page of the upgrade's key pass. */
