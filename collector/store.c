@@ -96,7 +96,7 @@ static int schema_settle(struct store *s, enum schema_from from)
 	int rc = be->begin(s->writer, true);
 
 	if (rc == 0)
-		rc = be->exec(s->writer, STMT_DYNAMIC, be->ledger_lock_sql, NULL, 0, no_row, NULL,
+		rc = be->exec(s->writer, STMT_DYNAMIC, be->settle_lock_sql, NULL, 0, no_row, NULL,
 			      NULL);
 	if (rc == 0 && from == SCHEMA_2)
 		rc = origin_upgrade_schema2(be, s->writer);
@@ -130,7 +130,7 @@ static bool has_events(struct store *s)
 
 /* A schema-2 events table has the identity columns (an upgraded one has
  * them renamed, a schema-3 one none); a schema-3 one has raw (a schema-4
- * one raw_inline); a schema-4 database has no sessions table, nor has a
+ * one raw_inline); a schema-4 database has no sessions_counted, nor has a
  * new one until it is settled. */
 static enum schema_from schema_from(struct store *s)
 {
@@ -138,7 +138,7 @@ static enum schema_from schema_from(struct store *s)
 		return SCHEMA_2;
 	if (has_column(s, "SELECT raw FROM events LIMIT 0"))
 		return SCHEMA_3;
-	if (!has_column(s, "SELECT session_id FROM sessions LIMIT 0"))
+	if (!has_column(s, "SELECT size FROM sessions_counted LIMIT 0"))
 		return has_events(s) ? SCHEMA_4 : SCHEMA_NEW;
 	return SCHEMA_NOW;
 }

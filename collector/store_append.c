@@ -151,6 +151,7 @@ struct append {
 	int64_t *origin_ids;		/* per batch event not stored before */
 	struct session_event *session_events;	/* the new events of a session */
 	size_t n_session_events;
+	uint64_t sessions_counted;	/* sessions_counted.size */
 	struct event_hashes *hashes;	/* per batch event, taken before the lock */
 
 	/* Rows not yet sent: each buffer is flushed when full and at the end. */
@@ -223,8 +224,11 @@ static int ledger_row(void *arg, const struct sql_value *cols, int ncols)
 	struct append *a = arg;
 
 	a->ledger_found = true;
-	if (store_ledger_decode(cols, ncols, &a->frontier) < 0)
+	if (store_ledger_decode(cols, ncols, &a->frontier) < 0 || ncols < 3 ||
+	    cols[2].type != SQL_INT)
 		a->ledger_found = false;
+	else
+		a->sessions_counted = (uint64_t)cols[2].i;
 	return 0;
 }
 
@@ -561,6 +565,9 @@ static int add_events(struct append *a)
 		rc = resolve_origins(a);
 	if (rc == 0)
 		rc = payload_write(a);
+	/* Events another writer left uncounted go first: they are below ours. */
+	if (rc == 0 && a->sessions_counted < a->frontier.size)
+		rc = sessions_catch_up(a->s->be, a->c, a->sessions_counted);
 	if (rc < 0)
 		return rc;
 	for (size_t i = 0; i < a->n; i++) {
@@ -874,6 +881,10 @@ static int write_ledger(struct append *a, const struct signing_key *key)
 
 	if (run(a, STMT_LEDGER_WRITE, "UPDATE ledger SET size = $1, frontier = $2 WHERE id = 1",
 		ledger, 2, NULL, NULL) < 0)
+		return -EIO;
+	/* add_events counted every event up to here into sessions. */
+	if (run(a, STMT_SESSION_COUNTED_WRITE, "UPDATE sessions_counted SET size = $1 WHERE id = 1",
+		ledger, 1, NULL, NULL) < 0)
 		return -EIO;
 	merkle_frontier_root(f, h.root);
 	if (!key || tree_head_sign(key, &h) < 0) {

@@ -94,6 +94,9 @@ enum store_stmt {
 	STMT_ALERT_COUNT,
 	STMT_AGENTS,
 	STMT_SESSION_UPSERT,
+	STMT_SESSION_CATCH_UP,
+	STMT_SESSION_COUNTED,
+	STMT_SESSION_COUNTED_WRITE,
 	STMT_AGENT_COUNT,
 	STMT_HEAD_INSERT,
 	STMT_HEAD_NEWEST,
@@ -114,9 +117,16 @@ struct store_backend {
 	const char *name;
 	/* The SQL function f(haystack, needle) > 0 when needle occurs. */
 	const char *substr_fn;
-	/* Reads the ledger row (size, frontier) and, on backends where
-	 * replicas share the database, locks it until the transaction ends. */
+	/* Reads the ledger row (size, frontier) and sessions_counted.size and, on
+	 * backends where replicas share the database, locks both rows until
+	 * the transaction ends (locked, each is read as last committed, where a
+	 * subquery would give a waiter's older snapshot). */
 	const char *ledger_lock_sql;
+	/* The ledger row's lock alone, for the schema's last steps (before
+	 * sessions_counted exists). A lock, not an update: a new row version
+	 * would make a replica's schema script (INSERT .. ON CONFLICT) wait on
+	 * us while holding the locks our ALTERs need. */
+	const char *settle_lock_sql;
 
 	/* @writer: the connection appends go through (it creates the schema). */
 	int (*connect)(const char *url, bool writer, struct store_conn **out, char *err,

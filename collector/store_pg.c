@@ -417,7 +417,9 @@ static const char *pg_errmsg(struct store_conn *c)
 const struct store_backend store_backend_pg = {
 	.name = "postgresql",
 	.substr_fn = "strpos",
-	.ledger_lock_sql = "SELECT size, frontier FROM ledger WHERE id = 1 FOR UPDATE",
+	.ledger_lock_sql = "SELECT l.size, l.frontier, c.size FROM ledger l, sessions_counted c "
+			   "WHERE l.id = 1 AND c.id = 1 FOR UPDATE",
+	.settle_lock_sql = "SELECT size FROM ledger WHERE id = 1 FOR UPDATE",
 	.connect = pg_connect,
 	.disconnect = pg_disconnect,
 	.exec = pg_exec,

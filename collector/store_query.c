@@ -277,8 +277,9 @@ static bool filter_has_event(const struct store_filter *f)
 
 /*
  * From the sessions table (store_sessions.h), newest first. The agent and
- * who sent it are the session's own; any condition on single events is
- * met by the session when one of its events meets every condition.
+ * who sent it (its first origin) are the session's own; any condition on
+ * single events is met by the session when one of its events meets every
+ * condition.
  */
 int store_sessions(struct store *s, const struct store_filter *f, store_session_fn *fn,
 		   void *arg)
@@ -290,7 +291,7 @@ int store_sessions(struct store *s, const struct store_filter *f, store_session_
 		  "open_event_id FROM sessions");
 	where_text(&q, "sessions.agent_id", f->agent_id);
 	if (filter_has_origin(f))
-		origin_where(&q, f, "sessions.session_id", "session_id");
+		origin_where(&q, f, "sessions.origin", "id");
 	if (filter_has_event(f)) {
 		q_cond(&q);
 		q_add(&q, "(sessions.agent_id, sessions.session_id) IN (SELECT events.agent_id, "

@@ -54,22 +54,32 @@
 	"session_id, pid, comm, user_name, pod_uid, pod_name, pod_namespace, db_user, database"
 
 /* Schema 5: a summary row per agent and session (store_sessions.h), in
- * both dialects (SQLite gives BIGINT integer affinity). Made by store.c
+ * both dialects (SQLite gives BIGINT integer affinity), and how many
+ * leaves of the ledger it sums (sessions_counted.size). Made by store.c
  * with the upgrade that fills it, not with the tables above. */
 #define STORE_SCHEMA_SESSIONS                                                           \
 	"CREATE TABLE IF NOT EXISTS sessions (\n"                                       \
-	"  agent_id TEXT NOT NULL, session_id TEXT NOT NULL,\n"                         \
+	"  agent_id TEXT NOT NULL, session_id TEXT NOT NULL, origin BIGINT NOT NULL,\n" \
 	"  first_ts BIGINT NOT NULL, last_ts BIGINT NOT NULL,\n"                        \
 	"  statements BIGINT NOT NULL, denied BIGINT NOT NULL,\n"                       \
 	"  closed BIGINT NOT NULL, open_event_id BIGINT,\n"                             \
 	"  PRIMARY KEY (agent_id, session_id))"
-#define STORE_SCHEMA_SESSIONS_INDEX                                                     \
-	"CREATE INDEX IF NOT EXISTS sessions_last_ts ON sessions (last_ts)"
+#define STORE_SCHEMA_SESSIONS_INDEXES                                                   \
+	"CREATE INDEX IF NOT EXISTS sessions_last_ts ON sessions (last_ts)",            \
+	"CREATE INDEX IF NOT EXISTS sessions_origin ON sessions (origin)"
+/* Its own table, not a column of ledger: an ALTER of ledger would wait on
+ * every replica waiting for the ledger's lock, which waits on us. */
+#define STORE_SCHEMA_SESSIONS_COUNTED                                                   \
+	"CREATE TABLE IF NOT EXISTS sessions_counted (\n"                               \
+	"  id BIGINT PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL)",                \
+	"INSERT INTO sessions_counted (id, size) VALUES (1, 0) ON CONFLICT DO NOTHING"
 
-/* The sessions rows as the events make them, in the table's column order:
- * what the upgrade fills in and verify compares. */
-#define STORE_SESSIONS_FROM_EVENTS                                                      \
+/* The sessions rows as the events with ids above $1 (and, for verify, up
+ * to $2) make them, in the table's column order: who a session is, is its
+ * first origin. */
+#define STORE_SESSIONS_OF_EVENTS(range)                                                 \
 	"SELECT e.agent_id AS agent_id, o.session_id AS session_id, "                  \
+	"CAST(min(e.origin) AS BIGINT) AS origin, "                                     \
 	"CAST(min(e.ts) AS BIGINT) AS first_ts, CAST(max(e.ts) AS BIGINT) AS last_ts, " \
 	"CAST(sum(CASE WHEN e.kind = 'statement' THEN 1 ELSE 0 END) AS BIGINT) "        \
 	"AS statements, "                                                               \
@@ -78,7 +88,8 @@
 	"AS closed, "                                                                   \
 	"CAST(min(CASE WHEN e.kind = 'connection_open' THEN e.id END) AS BIGINT) "      \
 	"AS open_event_id "                                                             \
-	"FROM events e JOIN origins o ON o.id = e.origin WHERE o.session_id <> '' "     \
+	"FROM events e JOIN origins o ON o.id = e.origin "                              \
+	"WHERE o.session_id <> '' AND " range " "                                       \
 	"GROUP BY e.agent_id, o.session_id"
 
 /* Batches whose events point into them (schema 4), as the agent sent them. */

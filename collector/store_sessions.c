@@ -1,9 +1,35 @@
 #include "collector/store_sessions.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "collector/store_schema.h"
+
+#define SESSION_COLUMNS                                                                 \
+	"agent_id, session_id, origin, first_ts, last_ts, statements, denied, closed, "  \
+	"open_event_id"
+
+/*
+ * Adding a row's worth of events to a row already there. ts is compared as
+ * the signed 64-bit integer it is stored as, as min()/max() over the
+ * events do; an open_event_id or origin is the smaller of the two.
+ */
+#define SESSION_MERGE                                                                   \
+	" ON CONFLICT (agent_id, session_id) DO UPDATE SET "                            \
+	"origin = CASE WHEN excluded.origin < sessions.origin "                         \
+	"THEN excluded.origin ELSE sessions.origin END, "                               \
+	"first_ts = CASE WHEN excluded.first_ts < sessions.first_ts "                   \
+	"THEN excluded.first_ts ELSE sessions.first_ts END, "                           \
+	"last_ts = CASE WHEN excluded.last_ts > sessions.last_ts "                      \
+	"THEN excluded.last_ts ELSE sessions.last_ts END, "                             \
+	"statements = sessions.statements + excluded.statements, "                      \
+	"denied = sessions.denied + excluded.denied, "                                  \
+	"closed = CASE WHEN excluded.closed > sessions.closed "                         \
+	"THEN excluded.closed ELSE sessions.closed END, "                               \
+	"open_event_id = CASE WHEN sessions.open_event_id IS NULL "                     \
+	"OR excluded.open_event_id < sessions.open_event_id "                           \
+	"THEN excluded.open_event_id ELSE sessions.open_event_id END"
 
 bool session_event_wanted(const Dbward__V1__Event *ev)
 {
@@ -21,7 +47,7 @@ static int by_origin(const void *x, const void *y)
 
 /* What a run of one origin's events adds to its session's row. */
 struct session_sum {
-	uint64_t first_ts, last_ts;
+	int64_t first_ts, last_ts;	/* signed, as stored */
 	int64_t statements, denied;
 	bool closed;
 	uint64_t open_event_id;		/* 0: none among them */
@@ -30,11 +56,12 @@ struct session_sum {
 static void sum_event(struct session_sum *sum, const struct session_event *e)
 {
 	const Dbward__V1__Event *ev = e->ev;
+	int64_t ts = (int64_t)ev->ts;
 
-	if (ev->ts < sum->first_ts)
-		sum->first_ts = ev->ts;
-	if (ev->ts > sum->last_ts)
-		sum->last_ts = ev->ts;
+	if (ts < sum->first_ts)
+		sum->first_ts = ts;
+	if (ts > sum->last_ts)
+		sum->last_ts = ts;
 	switch (ev->body_case) {
 	case DBWARD__V1__EVENT__BODY_STATEMENT:
 		sum->statements++;
@@ -54,41 +81,36 @@ static void sum_event(struct session_sum *sum, const struct session_event *e)
 	}
 }
 
-/*
- * ts is compared as the signed 64-bit integer it is stored as, as
- * min()/max() over the events would. The stored open_event_id is the
- * smaller: ids only grow.
- */
-#define SESSION_UPSERT                                                                  \
-	"INSERT INTO sessions (agent_id, session_id, first_ts, last_ts, statements, "  \
-	"denied, closed, open_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "       \
-	"ON CONFLICT (agent_id, session_id) DO UPDATE SET "                             \
-	"first_ts = CASE WHEN excluded.first_ts < sessions.first_ts "                   \
-	"THEN excluded.first_ts ELSE sessions.first_ts END, "                           \
-	"last_ts = CASE WHEN excluded.last_ts > sessions.last_ts "                      \
-	"THEN excluded.last_ts ELSE sessions.last_ts END, "                             \
-	"statements = sessions.statements + excluded.statements, "                      \
-	"denied = sessions.denied + excluded.denied, "                                  \
-	"closed = CASE WHEN excluded.closed > sessions.closed "                         \
-	"THEN excluded.closed ELSE sessions.closed END, "                               \
-	"open_event_id = COALESCE(sessions.open_event_id, excluded.open_event_id)"
-
+/* One origin's run: its session id as origins stores it (text repaired). */
 static int upsert(const struct store_backend *be, struct store_conn *c, const char *agent_id,
-		  const char *session_id, const struct session_sum *sum)
+		  const struct session_event *first, const struct session_sum *sum)
 {
-	struct sql_value p[] = {
-		sql_text(agent_id),
-		sql_text(session_id),
-		sql_u64(sum->first_ts),
-		sql_u64(sum->last_ts),
-		sql_int(sum->statements),
-		sql_int(sum->denied),
-		sql_int(sum->closed),
-		sum->open_event_id ? sql_u64(sum->open_event_id)
-				   : (struct sql_value){ .type = SQL_NULL },
-	};
+	struct store_row row;
+	int rc;
 
-	return be->exec(c, STMT_SESSION_UPSERT, SESSION_UPSERT, p, 8, NULL, NULL, NULL);
+	if (store_columns_derive_origin(first->ev, &row) < 0)
+		return -ENOMEM;
+	{
+		struct sql_value p[] = {
+			sql_text(agent_id),
+			row.v[COL_SESSION_ID],
+			sql_int(first->origin),
+			sql_int(sum->first_ts),
+			sql_int(sum->last_ts),
+			sql_int(sum->statements),
+			sql_int(sum->denied),
+			sql_int(sum->closed),
+			sum->open_event_id ? sql_u64(sum->open_event_id)
+					   : (struct sql_value){ .type = SQL_NULL },
+		};
+
+		rc = be->exec(c, STMT_SESSION_UPSERT,
+			      "INSERT INTO sessions (" SESSION_COLUMNS ") VALUES "
+			      "($1, $2, $3, $4, $5, $6, $7, $8, $9)" SESSION_MERGE,
+			      p, 9, NULL, NULL, NULL);
+	}
+	store_row_release(&row);
+	return rc;
 }
 
 int sessions_add(const struct store_backend *be, struct store_conn *c, const char *agent_id,
@@ -96,17 +118,34 @@ int sessions_add(const struct store_backend *be, struct store_conn *c, const cha
 {
 	qsort(evs, n, sizeof(*evs), by_origin);
 	for (size_t i = 0; i < n;) {
-		struct session_sum sum = { .first_ts = evs[i].ev->ts, .last_ts = evs[i].ev->ts };
+		int64_t ts = (int64_t)evs[i].ev->ts;
+		struct session_sum sum = { .first_ts = ts, .last_ts = ts };
 		size_t start = i;
 		int rc;
 
 		for (; i < n && evs[i].origin == evs[start].origin; i++)
 			sum_event(&sum, &evs[i]);
-		rc = upsert(be, c, agent_id, evs[start].ev->session->session_id, &sum);
+		rc = upsert(be, c, agent_id, &evs[start], &sum);
 		if (rc < 0)
 			return rc;
 	}
 	return 0;
+}
+
+int sessions_catch_up(const struct store_backend *be, struct store_conn *c, uint64_t counted)
+{
+	struct sql_value p[] = { sql_u64(counted) };
+	int rc = be->exec(c, STMT_SESSION_CATCH_UP,
+			  "INSERT INTO sessions (" SESSION_COLUMNS ") "
+			  STORE_SESSIONS_OF_EVENTS("e.id > $1") SESSION_MERGE,
+			  p, 1, NULL, NULL, NULL);
+
+	if (rc == 0)
+		rc = be->exec(c, STMT_SESSION_COUNTED,
+			      "UPDATE sessions_counted SET size = (SELECT size FROM ledger WHERE id = 1) "
+			      "WHERE id = 1",
+			      NULL, 0, NULL, NULL, NULL);
+	return rc;
 }
 
 static int no_row(void *arg, const struct sql_value *cols, int ncols)
@@ -115,14 +154,19 @@ static int no_row(void *arg, const struct sql_value *cols, int ncols)
 	return 0;
 }
 
+static int counted_row(void *arg, const struct sql_value *cols, int ncols)
+{
+	if (ncols > 0 && cols[0].type == SQL_INT)
+		*(uint64_t *)arg = (uint64_t)cols[0].i;
+	return 0;
+}
+
 int sessions_build(const struct store_backend *be, struct store_conn *c)
 {
 	static const char *const steps[] = {
 		STORE_SCHEMA_SESSIONS,
-		STORE_SCHEMA_SESSIONS_INDEX,
-		"INSERT INTO sessions (agent_id, session_id, first_ts, last_ts, statements, "
-		"denied, closed, open_event_id) " STORE_SESSIONS_FROM_EVENTS
-		" ON CONFLICT (agent_id, session_id) DO NOTHING",
+		STORE_SCHEMA_SESSIONS_INDEXES,
+		STORE_SCHEMA_SESSIONS_COUNTED,
 	};
 
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
@@ -131,5 +175,12 @@ int sessions_build(const struct store_backend *be, struct store_conn *c)
 		if (rc < 0)
 			return rc;
 	}
-	return 0;
+	/* 0, unless a replica beside us built the rows while we waited. */
+	{
+		uint64_t counted = 0;
+		int rc = be->exec(c, STMT_DYNAMIC, "SELECT size FROM sessions_counted WHERE id = 1",
+				  NULL, 0, counted_row, &counted, NULL);
+
+		return rc < 0 ? rc : sessions_catch_up(be, c, counted);
+	}
 }

@@ -1,11 +1,14 @@
 /*
  * The sessions table: one row per agent and session id summing up the
- * session's events (first and last ts, statements, denials, closed, the
- * connection_open event), so that listing sessions reads one index instead
- * of grouping every event (store_schema.h, schema 5). Each append adds its
- * new events in the same transaction; the upgrade to schema 5 builds the
- * rows of the events stored before. The rows are a summary: verify holds
- * them to the events they sum up.
+ * session's events (its first origin, first and last ts, statements,
+ * denials, closed, its first connection_open), so that listing sessions
+ * reads one index instead of grouping every event (store_schema.h, schema
+ * 5). Each append adds its new events in its own transaction and moves
+ * sessions_counted.size, the leaves the table sums, to the ledger's size.
+ * Events another writer stored without counting them (a collector of an
+ * older schema beside this one) lie above it: the next append
+ * counts them first. The upgrade to schema 5 is that catch-up from 0. The
+ * rows are a summary: verify holds them to the events they sum up.
  */
 #ifndef DBWARD_COLLECTOR_STORE_SESSIONS_H
 #define DBWARD_COLLECTOR_STORE_SESSIONS_H
@@ -29,17 +32,26 @@ bool session_event_wanted(const Dbward__V1__Event *ev);
 /*
  * Adds a batch's new events of @agent_id (in any order; @evs is sorted in
  * place) to their sessions' rows, on the writer connection @c inside its
- * write transaction: one upsert per origin. 0 or -EIO (the backend's
- * message on @c).
+ * write transaction: one upsert per origin. The caller then sets
+ * sessions_counted.size to the ledger's new size. 0, -ENOMEM or -EIO (the
+ * backend's message on @c).
  */
 int sessions_add(const struct store_backend *be, struct store_conn *c, const char *agent_id,
 		 struct session_event *evs, size_t n);
 
 /*
- * Creates the table if it is missing and fills it from the events: the
- * upgrade to schema 5, on @c inside a write transaction the caller opened
- * under the ledger's lock. Rows already there are kept (a replica beside
- * us built them first). 0 or -EIO.
+ * Adds the events with ids above @counted (sessions_counted.size, below the
+ * ledger's size: stored by a writer that did not count them) to their
+ * sessions' rows, and sets it to the ledger's size. On @c
+ * inside a write transaction under the ledger's lock. 0 or -EIO.
+ */
+int sessions_catch_up(const struct store_backend *be, struct store_conn *c, uint64_t counted);
+
+/*
+ * The upgrade to schema 5: creates the tables and
+ * sums every event up, on @c inside a write transaction the caller opened
+ * under the ledger's lock. Rows a replica beside us built first are
+ * merged into, never added again: it finds sessions_counted already past 0. 0 or -EIO.
  */
 int sessions_build(const struct store_backend *be, struct store_conn *c);
 

@@ -273,7 +273,9 @@ static const char *sqlite_errmsg(struct store_conn *c)
 const struct store_backend store_backend_sqlite = {
 	.name = "sqlite",
 	.substr_fn = "instr",
-	.ledger_lock_sql = "SELECT size, frontier FROM ledger WHERE id = 1",
+	.ledger_lock_sql = "SELECT l.size, l.frontier, c.size FROM ledger l, sessions_counted c "
+			   "WHERE l.id = 1 AND c.id = 1",
+	.settle_lock_sql = "SELECT size FROM ledger WHERE id = 1",
 	.connect = sqlite_connect,
 	.disconnect = sqlite_disconnect,
 	.exec = sqlite_exec,

@@ -71,6 +71,7 @@ struct verify {
 
 	struct merkle_frontier frontier;
 	bool ledger_ok;
+	uint64_t sessions_size;		/* sessions_counted.size */
 	struct signed_tree_head head;
 	bool have_head;
 	uint64_t tree_size;
@@ -152,6 +153,8 @@ static int ledger_row(void *arg, const struct sql_value *cols, int ncols)
 	struct verify *v = arg;
 
 	v->ledger_ok = store_ledger_decode(cols, ncols, &v->frontier) == 0;
+	if (ncols > 2 && cols[2].type == SQL_INT)
+		v->sessions_size = (uint64_t)cols[2].i;
 	return 0;
 }
 
@@ -202,8 +205,9 @@ static int check_ledger(struct verify *v)
 {
 	int rc;
 
-	if (run(v, STMT_LEDGER_READ, "SELECT size, frontier FROM ledger WHERE id = 1", NULL, 0,
-		ledger_row, v) < 0)
+	if (run(v, STMT_LEDGER_READ, "SELECT size, frontier, (SELECT size FROM sessions_counted "
+		"WHERE id = 1) FROM ledger WHERE id = 1",
+		NULL, 0, ledger_row, v) < 0)
 		return -EIO;
 	rc = store_head_newest(v->s, v->c, &v->head);
 	if (rc == -EIO)
@@ -827,15 +831,17 @@ static int check_origins(struct verify *v)
 
 /* --- sessions: each row sums up its events ------------------------------ */
 
-/* The keys of rows that differ either way (altered, missing or extra),
- * summing the events once. IS DISTINCT FROM: open_event_id may be NULL. */
+/* The keys of rows that differ either way (altered, missing or extra)
+ * from the events they sum (up to sessions_counted.size: events above it
+ * are not counted yet), summing the events once. IS DISTINCT FROM:
+ * open_event_id may be NULL. */
 #define SESSIONS_DIFFERING                                                              \
 	"SELECT COALESCE(a.agent_id, s.agent_id), COALESCE(a.session_id, s.session_id) " \
-	"FROM (" STORE_SESSIONS_FROM_EVENTS ") a FULL JOIN sessions s "                 \
+	"FROM (" STORE_SESSIONS_OF_EVENTS("e.id <= $1") ") a FULL JOIN sessions s "     \
 	"ON s.agent_id = a.agent_id AND s.session_id = a.session_id "                   \
-	"WHERE a.agent_id IS NULL OR s.agent_id IS NULL OR s.first_ts <> a.first_ts "   \
-	"OR s.last_ts <> a.last_ts OR s.statements <> a.statements "                    \
-	"OR s.denied <> a.denied OR s.closed <> a.closed "                              \
+	"WHERE a.agent_id IS NULL OR s.agent_id IS NULL OR s.origin <> a.origin "       \
+	"OR s.first_ts <> a.first_ts OR s.last_ts <> a.last_ts "                        \
+	"OR s.statements <> a.statements OR s.denied <> a.denied OR s.closed <> a.closed " \
 	"OR s.open_event_id IS DISTINCT FROM a.open_event_id ORDER BY 1, 2"
 
 static int session_differs(void *arg, const struct sql_value *cols, int ncols)
@@ -852,7 +858,14 @@ static int session_differs(void *arg, const struct sql_value *cols, int ncols)
 
 static int check_sessions(struct verify *v)
 {
-	return run(v, STMT_VERIFY_SESSIONS, SESSIONS_DIFFERING, NULL, 0, session_differs, v);
+	struct sql_value p[] = { sql_u64(v->sessions_size) };
+
+	if (v->sessions_size > v->frontier.size)
+		report_store(v, "sessions_counted says the sessions table sums %llu events, but "
+				"the ledger has %llu (sessions_counted was altered)",
+			     (unsigned long long)v->sessions_size,
+			     (unsigned long long)v->frontier.size);
+	return run(v, STMT_VERIFY_SESSIONS, SESSIONS_DIFFERING, p, 1, session_differs, v);
 }
 
 /* --- the whole walk ----------------------------------------------------- */

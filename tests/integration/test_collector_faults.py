@@ -548,7 +548,8 @@ def unzstd(data):
 
 
 def downgrade_to_schema_3(db):
-    """Each event's bytes back in its row (events.raw), no payloads."""
+    """Each event's bytes back in its row (events.raw), no payloads, and no
+    sessions tables (schema 5)."""
     import sqlite3
     ph = "?" if isinstance(db, sqlite3.Connection) else "%s"
     cur = db.cursor()
@@ -561,7 +562,8 @@ def downgrade_to_schema_3(db):
             blob = plain[off:off + n]
             cur.execute(f"update events set raw_inline = {ph}, payload = null where id = {ph}",
                         (blob if ph == "?" else bytes(blob), event))
-    for statement in ["alter table events rename column raw_inline to raw",
+    for statement in ["drop table sessions", "drop table sessions_counted",
+                      "alter table events rename column raw_inline to raw",
                       "alter table events drop column payload",
                       "alter table events drop column payload_off",
                       "alter table events drop column payload_len", "drop table payloads"]:
@@ -569,7 +571,7 @@ def downgrade_to_schema_3(db):
 
 
 def downgrade_to_schema_2(db):
-    """@db: an open DB-API connection (sqlite3 or psycopg2) to a schema-4 store."""
+    """@db: an open DB-API connection (sqlite3 or psycopg2) to a schema-5 store."""
     downgrade_to_schema_3(db)
     cur = db.cursor()
     for col in SCHEMA2_COLUMNS:

@@ -1004,8 +1004,9 @@ STORE_TEST(event_by_id_finds_one_or_none)
 
 struct sessions {
 	size_t n;
-	struct store_session s[8];
+	struct store_session s[8];	/* its strings are only valid in the callback */
 	char ids[8][16];
+	char agents[8][16];
 };
 
 static int collect_session(void *arg, const struct store_session *s)
@@ -1015,6 +1016,7 @@ static int collect_session(void *arg, const struct store_session *s)
 	if (ss->n < 8) {
 		ss->s[ss->n] = *s;
 		snprintf(ss->ids[ss->n], sizeof(ss->ids[0]), "%s", s->session_id);
+		snprintf(ss->agents[ss->n], sizeof(ss->agents[0]), "%s", s->agent_id);
 	}
 	ss->n++;
 	return 0;
@@ -1086,6 +1088,7 @@ STORE_TEST(sessions_sum_up_their_events_newest_first)
 }
 
 static long long db_int(const char *sql);
+static void db_exec(const char *sql);
 
 /* A session's events over several batches, out of order, with a resend:
  * each event counts once, the extremes and the first open hold. */
@@ -1098,30 +1101,152 @@ STORE_TEST(a_sessions_row_adds_up_batch_after_batch)
 		{ .session = "s9", .pid = 1, .sql = "DROP TABLE t", .verdict = "deny", .ts = 9000 },
 		{ .session = "s8", .pid = 2, .sql = "SELECT 2", .ts = 2000 },
 		{ .kind = "connection_close", .session = "s9", .pid = 1, .ts = 7000 },
+		{ .session = "s9", .pid = 1, .sql = "SELECT 3", .ts = 8000 },
 	};
-	struct event_bytes b[5];
+	struct event_bytes b[6];
 	struct store_append_result res;
 	struct store_filter f = { .pid = -1, .session_id = "s9" };
 	struct sessions ss = { 0 };
 	struct problems pr;
 
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		b[i] = chain_next(&ch, &sp[i]);
 	cr_assert_eq(append("agent-s", b, 2, &res), 0);
 	cr_assert_eq(append("agent-s", b + 1, 3, &res), 0);	/* seq 2 again */
 	cr_assert_eq(res.duplicates, 1);
 	cr_assert_eq(append("agent-s", b + 4, 1, &res), 0);
+	cr_assert_eq(append("agent-s", b + 5, 1, &res), 0);	/* closed stays closed */
 	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
 	cr_assert_eq(ss.n, 1);
 	cr_assert_eq(ss.s[0].first_ts, 1000);
 	cr_assert_eq(ss.s[0].last_ts, 9000);
-	cr_assert_eq(ss.s[0].statements, 2);
+	cr_assert_eq(ss.s[0].statements, 3);
 	cr_assert_eq(ss.s[0].denied, 1);
 	cr_assert(ss.s[0].closed);
 	cr_assert_eq(ss.s[0].open_event_id, 2);
 	cr_assert_eq(db_int("SELECT count(*) FROM sessions"), 2);
 	cr_assert_eq(verify(&pr), 0);
+	bytes_free(b, 6);
+}
+
+/* Two origins of one session in one batch, each opening (a hostile or
+ * broken agent): the row keeps the smaller of each, as min() does. Times
+ * are compared as the signed integers they are stored as. */
+STORE_TEST(a_sessions_row_takes_the_least_across_origins_and_signed_times)
+{
+	struct chain ch = { .agent = "agent-o", .epoch = 1 };
+	const struct spec sp[] = {
+		{ .session = "s7", .pid = 2, .sql = "SELECT 1", .ts = 5000 },
+		{ .session = "s7", .pid = 2, .sql = "SELECT 2", .ts = 0xffffffffffffff00ull },
+		{ .session = "s7", .pid = 1, .sql = "SELECT 3", .ts = 5500 },
+		{ .kind = "connection_open", .session = "s7", .pid = 1, .ts = 6000 },
+		{ .kind = "connection_open", .session = "s7", .pid = 2, .ts = 7000 },
+	};
+	struct event_bytes b[5];
+	struct store_append_result res;
+	struct store_filter f = { .pid = -1, .session_id = "s7" };
+	struct sessions ss = { 0 };
+	struct problems pr;
+
+	for (int i = 0; i < 5; i++)
+		b[i] = chain_next(&ch, &sp[i]);
+	cr_assert_eq(append("agent-o", b, 3, &res), 0);	/* origins: pid 2, then pid 1 */
+	cr_assert_eq(append("agent-o", b + 3, 2, &res), 0);
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 1);
+	cr_assert_eq(ss.s[0].open_event_id, 4, "the first open, not the first origin's");
+	cr_assert_eq(ss.s[0].first_ts, 0xffffffffffffff00ull, "-256 as stored comes first");
+	cr_assert_eq(ss.s[0].last_ts, 7000);
+	cr_assert_eq(verify(&pr), 0);
 	bytes_free(b, 5);
+}
+
+/* A session id that is not UTF-8 is stored repaired, as origins has it. */
+STORE_TEST(a_session_id_that_is_not_utf8_is_summed_as_stored)
+{
+	struct chain ch = { .agent = "agent-u", .epoch = 1 };
+	const struct spec sp[] = {
+		{ .session = "bad\xff", .pid = 1, .sql = "SELECT 1" },
+		{ .session = "bad\xfe", .pid = 1, .sql = "SELECT 2" },
+	};
+	struct event_bytes b[2];
+	struct store_append_result res;
+	struct store_filter f = { .pid = -1 };
+	struct sessions ss = { 0 };
+	struct problems pr;
+
+	for (int i = 0; i < 2; i++)
+		b[i] = chain_next(&ch, &sp[i]);
+	cr_assert_eq(append("agent-u", b, 2, &res), 0);
+	cr_assert_eq(res.accepted, 2);
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 1, "both ids repair to one");
+	cr_assert_str_eq(ss.ids[0], "bad\xef\xbf\xbd");
+	cr_assert_eq(ss.s[0].statements, 2);
+	cr_assert_eq(verify(&pr), 0);
+	bytes_free(b, 2);
+}
+
+/* Who sent a session is its own origin: the same session id under
+ * another agent, from another program, does not match. */
+STORE_TEST(sessions_match_who_sent_them_per_agent)
+{
+	struct chain a = { .agent = "agent-a", .epoch = 1 }, b = { .agent = "agent-b", .epoch = 1 };
+	const struct spec sa = { .session = "same", .pid = 1, .comm = "psql", .sql = "SELECT 1" };
+	const struct spec sb = { .session = "same", .pid = 1, .comm = "python3",
+				 .sql = "SELECT 2" };
+	struct event_bytes ea = chain_next(&a, &sa), eb = chain_next(&b, &sb);
+	struct store_append_result res;
+	struct store_filter f = { .pid = -1, .comm = "python3" };
+	struct sessions ss = { 0 };
+
+	cr_assert_eq(append("agent-a", &ea, 1, &res), 0);
+	cr_assert_eq(append("agent-b", &eb, 1, &res), 0);
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 1);
+	cr_assert_str_eq(ss.agents[0], "agent-b");
+	bytes_free(&ea, 1);
+	bytes_free(&eb, 1);
+}
+
+/* Events a writer of an older schema stored (left above sessions_counted,
+ * not in the table) are counted by the next append, before its own. */
+STORE_TEST(events_stored_uncounted_are_counted_by_the_next_append)
+{
+	struct chain ch = { .agent = "agent-l", .epoch = 1 };
+	const struct spec sp[] = {
+		{ .kind = "connection_open", .session = "s1", .pid = 1, .ts = 1000 },
+		{ .session = "s1", .pid = 1, .sql = "DROP TABLE t", .verdict = "deny", .ts = 2000 },
+		{ .session = "s1", .pid = 1, .sql = "SELECT 1", .ts = 3000 },
+		{ .session = "s2", .pid = 2, .sql = "SELECT 2", .ts = 4000 },
+	};
+	struct event_bytes b[4];
+	struct store_append_result res;
+	struct store_filter f = { .pid = -1 };
+	struct sessions ss = { 0 };
+	struct problems pr;
+
+	for (int i = 0; i < 4; i++)
+		b[i] = chain_next(&ch, &sp[i]);
+	cr_assert_eq(append("agent-l", b, 2, &res), 0);
+	/* As an old writer leaves them: stored, not counted. */
+	db_exec("DELETE FROM sessions; UPDATE sessions_counted SET size = 0");
+	cr_assert_eq(verify(&pr), 0, "uncounted events are not a problem");
+	cr_assert_eq(append("agent-l", b + 2, 2, &res), 0);
+	cr_assert_eq(db_int("SELECT size FROM sessions_counted"), 4);
+	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
+	cr_assert_eq(ss.n, 2);
+	cr_assert_str_eq(ss.ids[1], "s1");
+	cr_assert_eq(ss.s[1].statements, 2);
+	cr_assert_eq(ss.s[1].denied, 1);
+	cr_assert_eq(ss.s[1].open_event_id, 1);
+	cr_assert_eq(verify(&pr), 0);
+
+	/* A count past the ledger's size is an altered sessions_counted. */
+	tamper_both("UPDATE sessions_counted SET size = 99 WHERE id = 1");
+	cr_assert_gt(verify(&pr), 0);
+	cr_assert(has_problem(&pr, 0, "sums 99 events, but the ledger has 4"));
+	bytes_free(b, 4);
 }
 
 /* The rows are a summary, but one an intruder could edit to hide a
@@ -1138,7 +1263,7 @@ STORE_TEST(an_altered_sessions_row_fails_verify)
 	tamper_both("DELETE FROM sessions WHERE session_id = 'sb1'");
 	cr_assert_eq(verify(&pr), 2);
 	cr_assert(has_problem(&pr, 0, "session sb1 of agent agent-b"));
-	tamper_both("INSERT INTO sessions VALUES ('agent-x', 'sx', 1, 2, 3, 0, 0, NULL)");
+	tamper_both("INSERT INTO sessions VALUES ('agent-x', 'sx', 1, 1, 2, 3, 0, 0, NULL)");
 	cr_assert_eq(verify(&pr), 3);
 	cr_assert(has_problem(&pr, 0, "session sx of agent agent-x"));
 }
@@ -1681,14 +1806,17 @@ STORE_TEST(verify_finds_an_event_pointed_at_another_origin)
 	cr_assert(has_problem(&pr, 0, "session sa2 of agent agent-a: its sessions row"));
 	for (uint64_t id = 1; id <= 8; id++)
 		cr_assert(id == 6 || !has_problem(&pr, id, ""), "event %llu", (unsigned long long)id);
+	for (size_t i = 0; i < pr.n; i++)
+		cr_assert(pr.ids[i] != 0 || strstr(pr.what[i], "its sessions row"), "%s",
+			  pr.what[i]);
 }
 
-/* What a schema-4 database looked like: no sessions table. */
+/* What a schema-4 database looked like: no sessions tables. */
 static void downgrade_to_schema_4(void)
 {
 	store_close(fx.s);
 	fx.s = NULL;
-	db_exec("DROP TABLE sessions");
+	db_exec("DROP TABLE sessions; DROP TABLE sessions_counted;");
 }
 
 /* What a schema-3 database looked like: each event's bytes in events.raw,
@@ -1877,6 +2005,18 @@ STORE_TEST(two_stores_opening_a_schema_3_database_together_both_start)
 	cr_assert_eq(verify(&pr), 0);
 	check_mixed_filters();
 	check_mixed_sessions();
+}
+
+/* The second finds the sessions built and does not add them again. */
+STORE_TEST(two_stores_opening_a_schema_4_database_together_both_start)
+{
+	struct problems pr;
+
+	append_mixed();
+	downgrade_to_schema_4();
+	open_two_behind_a_lock();
+	check_mixed_sessions();
+	cr_assert_eq(verify(&pr), 0);
 }
 
 STORE_TEST(a_schema_4_database_gets_its_sessions_when_opened)
