@@ -227,8 +227,9 @@ static int ledger_row(void *arg, const struct sql_value *cols, int ncols)
 	if (store_ledger_decode(cols, ncols, &a->frontier) < 0 || ncols < 3 ||
 	    cols[2].type != SQL_INT)
 		a->ledger_found = false;
-	else
-		a->sessions_counted = (uint64_t)cols[2].i;
+	else	/* past the ledger: altered (verify says so); count on from its end */
+		a->sessions_counted = (uint64_t)cols[2].i < a->frontier.size ? (uint64_t)cols[2].i
+									    : a->frontier.size;
 	return 0;
 }
 
@@ -313,7 +314,7 @@ static int load_state(struct append *a)
 	if (run(a, STMT_LEDGER_LOCK, a->s->be->ledger_lock_sql, NULL, 0, ledger_row, a) < 0)
 		return -EIO;
 	if (!a->ledger_found) {
-		a->why = "the ledger row is missing or malformed";
+		a->why = "the ledger row or the sessions_counted row is missing or malformed";
 		return -EBADMSG;
 	}
 	if (run(a, STMT_AGENT_GET,

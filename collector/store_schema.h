@@ -30,9 +30,12 @@
  * the bytes to write (store_payload.h). A payload's id is the id of the
  * first event stored from it.
  *
+ * Schema 5: sessions, a summary per agent and session, and
+ * sessions_counted, the ledger leaves it sums (store_sessions.h).
+ *
  * Older databases are upgraded when opened (store.c): schema 2 (identity
- * columns in events) to 3, schema 3 (events.raw) to 4; schema 1 is
- * refused.
+ * columns in events) to 3, schema 3 (events.raw) to 4, schema 4 to 5;
+ * schema 1 is refused.
  */
 #ifndef DBWARD_COLLECTOR_STORE_SCHEMA_H
 #define DBWARD_COLLECTOR_STORE_SCHEMA_H
@@ -74,9 +77,9 @@
 	"  id BIGINT PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL)",                \
 	"INSERT INTO sessions_counted (id, size) VALUES (1, 0) ON CONFLICT DO NOTHING"
 
-/* The sessions rows as the events with ids above $1 (and, for verify, up
- * to $2) make them, in the table's column order: who a session is, is its
- * first origin. */
+/* The sessions rows as the events in @range make them (ids above $1 for a
+ * catch-up, up to $1 for verify), in the table's column order: who a
+ * session is, is its first origin. */
 #define STORE_SESSIONS_OF_EVENTS(range)                                                 \
 	"SELECT e.agent_id AS agent_id, o.session_id AS session_id, "                  \
 	"CAST(min(e.origin) AS BIGINT) AS origin, "                                     \

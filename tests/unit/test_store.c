@@ -1228,17 +1228,29 @@ STORE_TEST(events_stored_uncounted_are_counted_by_the_next_append)
 
 	for (int i = 0; i < 4; i++)
 		b[i] = chain_next(&ch, &sp[i]);
-	cr_assert_eq(append("agent-l", b, 2, &res), 0);
-	/* As an old writer leaves them: stored, not counted. */
-	db_exec("DELETE FROM sessions; UPDATE sessions_counted SET size = 0");
+	cr_assert_eq(append("agent-l", b, 1, &res), 0);
+	cr_assert_eq(append("agent-l", b + 1, 2, &res), 0);
+	/* As an old writer leaves seq 2 and 3: stored, not counted, s1's row
+	 * holding the open alone. */
+	db_exec("UPDATE sessions SET last_ts = 1000, statements = 0, denied = 0 "
+		"WHERE session_id = 's1'; UPDATE sessions_counted SET size = 1");
 	cr_assert_eq(verify(&pr), 0, "uncounted events are not a problem");
-	cr_assert_eq(append("agent-l", b + 2, 2, &res), 0);
+
+	/* An append that stores nothing new counts them all the same. */
+	cr_assert_eq(append("agent-l", b, 1, &res), 0);
+	cr_assert_eq(res.accepted, 0);
+	cr_assert_eq(db_int("SELECT size FROM sessions_counted"), 3);
+	cr_assert_eq(verify(&pr), 0);
+
+	/* The next one adds its own, counting nothing twice. */
+	cr_assert_eq(append("agent-l", b + 3, 1, &res), 0);
 	cr_assert_eq(db_int("SELECT size FROM sessions_counted"), 4);
 	cr_assert_eq(store_sessions(fx.s, &f, collect_session, &ss), 0);
 	cr_assert_eq(ss.n, 2);
 	cr_assert_str_eq(ss.ids[1], "s1");
-	cr_assert_eq(ss.s[1].statements, 2);
+	cr_assert_eq(ss.s[1].statements, 2, "merged into the row there");
 	cr_assert_eq(ss.s[1].denied, 1);
+	cr_assert_eq(ss.s[1].last_ts, 3000);
 	cr_assert_eq(ss.s[1].open_event_id, 1);
 	cr_assert_eq(verify(&pr), 0);
 
