@@ -71,7 +71,7 @@ static int upgrade_schema3(const struct store_backend *be, struct store_conn *c)
 	return 0;
 }
 
-/* SCHEMA_NEW: created just now, as schema 4 less the sessions table. */
+/* SCHEMA_NEW: created just now, as schema 4: the sessions tables come next. */
 enum schema_from { SCHEMA_NOW, SCHEMA_NEW, SCHEMA_2, SCHEMA_3, SCHEMA_4 };
 
 static const char *const schema_from_name[] = {
