@@ -44,6 +44,18 @@ static int no_row(void *arg, const struct sql_value *cols, int ncols)
 	return 0;
 }
 
+int store_exec_steps(const struct store_backend *be, struct store_conn *c,
+		     const char *const *steps, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int rc = be->exec(c, STMT_DYNAMIC, steps[i], NULL, 0, no_row, NULL, NULL);
+
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 static bool has_column(struct store *s, const char *sql)
 {
 	return s->be->exec(s->writer, STMT_DYNAMIC, sql, NULL, 0, no_row, NULL, NULL) == 0;
@@ -62,13 +74,7 @@ static int upgrade_schema3(const struct store_backend *be, struct store_conn *c)
 		"ALTER TABLE events ADD COLUMN payload_len BIGINT",
 	};
 
-	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-		int rc = be->exec(c, STMT_DYNAMIC, steps[i], NULL, 0, no_row, NULL, NULL);
-
-		if (rc < 0)
-			return rc;
-	}
-	return 0;
+	return store_exec_steps(be, c, steps, sizeof(steps) / sizeof(steps[0]));
 }
 
 /* SCHEMA_NEW: created just now, as schema 4: the sessions tables come next. */
@@ -112,20 +118,20 @@ static int schema_settle(struct store *s, enum schema_from from)
 	return rc;
 }
 
-static int count_row(void *arg, const struct sql_value *cols, int ncols)
+static int row_seen(void *arg, const struct sql_value *cols, int ncols)
 {
 	(void)cols, (void)ncols;
-	++*(int *)arg;
+	*(bool *)arg = true;
 	return 0;
 }
 
 static bool has_events(struct store *s)
 {
-	int rows = 0;
+	bool seen = false;
 
-	s->be->exec(s->writer, STMT_DYNAMIC, "SELECT 1 FROM events LIMIT 1", NULL, 0, count_row,
-		    &rows, NULL);
-	return rows > 0;
+	s->be->exec(s->writer, STMT_DYNAMIC, "SELECT 1 FROM events LIMIT 1", NULL, 0, row_seen,
+		    &seen, NULL);
+	return seen;
 }
 
 /* A schema-2 events table has the identity columns (an upgraded one has

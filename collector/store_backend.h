@@ -177,6 +177,11 @@ int store_read_begin(struct store *s, struct store_conn *c);
  * fails), rolls back otherwise (returns @rc). */
 int store_read_end(struct store *s, struct store_conn *c, int rc);
 
+/* Runs schema statements one by one, each at once (not queued): 0, or the
+ * first failure's -EIO (the message on @c). */
+int store_exec_steps(const struct store_backend *be, struct store_conn *c,
+		     const char *const *steps, size_t n);
+
 /* be->exec, logging the backend's message when it fails. */
 int store_exec(struct store *s, struct store_conn *c, enum store_stmt id, const char *sql,
 	       const struct sql_value *params, int n, sql_row_fn *fn, void *arg);

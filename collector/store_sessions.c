@@ -90,25 +90,23 @@ static int upsert(const struct store_backend *be, struct store_conn *c, const ch
 
 	if (store_columns_derive_origin(first->ev, &row) < 0)
 		return -ENOMEM;
-	{
-		struct sql_value p[] = {
-			sql_text(agent_id),
-			row.v[COL_SESSION_ID],
-			sql_int(first->origin),
-			sql_int(sum->first_ts),
-			sql_int(sum->last_ts),
-			sql_int(sum->statements),
-			sql_int(sum->denied),
-			sql_int(sum->closed),
-			sum->open_event_id ? sql_u64(sum->open_event_id)
-					   : (struct sql_value){ .type = SQL_NULL },
-		};
+	struct sql_value p[] = {
+		sql_text(agent_id),
+		row.v[COL_SESSION_ID],
+		sql_int(first->origin),
+		sql_int(sum->first_ts),
+		sql_int(sum->last_ts),
+		sql_int(sum->statements),
+		sql_int(sum->denied),
+		sql_int(sum->closed),
+		sum->open_event_id ? sql_u64(sum->open_event_id)
+				   : (struct sql_value){ .type = SQL_NULL },
+	};
 
-		rc = be->exec(c, STMT_SESSION_UPSERT,
-			      "INSERT INTO sessions (" SESSION_COLUMNS ") VALUES "
-			      "($1, $2, $3, $4, $5, $6, $7, $8, $9)" SESSION_MERGE,
-			      p, 9, NULL, NULL, NULL);
-	}
+	rc = be->exec(c, STMT_SESSION_UPSERT,
+		      "INSERT INTO sessions (" SESSION_COLUMNS ") VALUES "
+		      "($1, $2, $3, $4, $5, $6, $7, $8, $9)" SESSION_MERGE,
+		      p, 9, NULL, NULL, NULL);
 	store_row_release(&row);
 	return rc;
 }
@@ -148,12 +146,6 @@ int sessions_catch_up(const struct store_backend *be, struct store_conn *c, uint
 	return rc;
 }
 
-static int no_row(void *arg, const struct sql_value *cols, int ncols)
-{
-	(void)arg, (void)cols, (void)ncols;
-	return 0;
-}
-
 static int counted_row(void *arg, const struct sql_value *cols, int ncols)
 {
 	if (ncols > 0 && cols[0].type == SQL_INT)
@@ -168,19 +160,11 @@ int sessions_build(const struct store_backend *be, struct store_conn *c)
 		STORE_SCHEMA_SESSIONS_INDEXES,
 		STORE_SCHEMA_SESSIONS_COUNTED,
 	};
+	uint64_t counted = 0;	/* 0, unless a replica beside us built the rows first */
+	int rc = store_exec_steps(be, c, steps, sizeof(steps) / sizeof(steps[0]));
 
-	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-		int rc = be->exec(c, STMT_DYNAMIC, steps[i], NULL, 0, no_row, NULL, NULL);
-
-		if (rc < 0)
-			return rc;
-	}
-	/* 0, unless a replica beside us built the rows while we waited. */
-	{
-		uint64_t counted = 0;
-		int rc = be->exec(c, STMT_DYNAMIC, "SELECT size FROM sessions_counted WHERE id = 1",
-				  NULL, 0, counted_row, &counted, NULL);
-
-		return rc < 0 ? rc : sessions_catch_up(be, c, counted);
-	}
+	if (rc == 0)
+		rc = be->exec(c, STMT_DYNAMIC, "SELECT size FROM sessions_counted WHERE id = 1",
+			      NULL, 0, counted_row, &counted, NULL);
+	return rc < 0 ? rc : sessions_catch_up(be, c, counted);
 }
